@@ -1,0 +1,274 @@
+//! The signed event: typed fields plus the compact JSON it is stored and served as.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::canonical::{self, Parts};
+use crate::hex::HexError;
+use crate::types::{EventId, Kind, PublicKey, Signature, Timestamp};
+
+/// Why an event was refused. Every variant says what is wrong, for an `invalid:` reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// Not a JSON object of the NIP-01 shape (missing field, wrong type, bad syntax).
+    #[error("malformed event: {0}")]
+    Malformed(String),
+    /// A hex field with the wrong length or a non-hex character.
+    #[error("bad {field}: {error}")]
+    Hex {
+        field: &'static str,
+        error: HexError,
+    },
+    /// The id is not the sha256 of the canonical serialization.
+    #[error("event id does not match its content (computed {computed})")]
+    IdMismatch { computed: EventId },
+    /// The pubkey is not a valid x-only secp256k1 point.
+    #[error("pubkey is not a valid secp256k1 x-only key")]
+    BadPublicKey,
+    /// The signature does not verify against the id and pubkey.
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+/// A nostr event (NIP-01). Built only by parsing or signing, so the fields and the
+/// stored JSON always agree.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Event {
+    id: EventId,
+    pubkey: PublicKey,
+    created_at: Timestamp,
+    kind: Kind,
+    tags: Vec<Vec<String>>,
+    content: String,
+    sig: Signature,
+    json: Box<str>,
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    pubkey: Cow<'a, str>,
+    created_at: u64,
+    kind: u16,
+    tags: Vec<Vec<String>>,
+    content: String,
+    #[serde(borrow)]
+    sig: Cow<'a, str>,
+}
+
+fn hex_field<T>(
+    field: &'static str,
+    s: &str,
+    parse: fn(&str) -> Result<T, HexError>,
+) -> Result<T, EventError> {
+    parse(s).map_err(|error| EventError::Hex { field, error })
+}
+
+impl Event {
+    /// Parses an event object strictly: all seven NIP-01 fields with their exact types,
+    /// ids/keys/signatures as lower-case hex of the right length. Unknown fields are
+    /// dropped: the kept JSON is the compact NIP-01 object. The signature is not checked
+    /// here; see [`Event::verify`].
+    pub fn from_json(json: &str) -> Result<Event, EventError> {
+        let w: Wire<'_> =
+            serde_json::from_str(json).map_err(|e| EventError::Malformed(e.to_string()))?;
+        let id = hex_field("id", &w.id, EventId::from_hex)?;
+        let pubkey = hex_field("pubkey", &w.pubkey, PublicKey::from_hex)?;
+        let sig = hex_field("sig", &w.sig, Signature::from_hex)?;
+        Ok(Event::assemble(
+            id,
+            pubkey,
+            Timestamp(w.created_at),
+            Kind(w.kind),
+            w.tags,
+            w.content,
+            sig,
+        ))
+    }
+
+    /// Parses JSON that this crate wrote itself (a store's own record). Same checks as
+    /// [`Event::from_json`], but the text is kept as it is instead of being rewritten.
+    pub fn from_stored_json(json: &str) -> Result<Event, EventError> {
+        let w: Wire<'_> =
+            serde_json::from_str(json).map_err(|e| EventError::Malformed(e.to_string()))?;
+        Ok(Event {
+            id: hex_field("id", &w.id, EventId::from_hex)?,
+            pubkey: hex_field("pubkey", &w.pubkey, PublicKey::from_hex)?,
+            created_at: Timestamp(w.created_at),
+            kind: Kind(w.kind),
+            tags: w.tags,
+            content: w.content,
+            sig: hex_field("sig", &w.sig, Signature::from_hex)?,
+            json: json.into(),
+        })
+    }
+
+    pub(crate) fn assemble(
+        id: EventId,
+        pubkey: PublicKey,
+        created_at: Timestamp,
+        kind: Kind,
+        tags: Vec<Vec<String>>,
+        content: String,
+        sig: Signature,
+    ) -> Event {
+        let json = canonical::serialize_event(
+            &Parts {
+                pubkey: &pubkey.0,
+                created_at: created_at.0,
+                kind: kind.0,
+                tags: &tags,
+                content: &content,
+            },
+            &id.0,
+            &sig.0,
+        );
+        Event {
+            id,
+            pubkey,
+            created_at,
+            kind,
+            tags,
+            content,
+            sig,
+            json: json.into_boxed_str(),
+        }
+    }
+
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            pubkey: &self.pubkey.0,
+            created_at: self.created_at.0,
+            kind: self.kind.0,
+            tags: &self.tags,
+            content: &self.content,
+        }
+    }
+
+    /// The sha256 of the NIP-01 canonical serialization: what the id must be.
+    pub fn compute_id(&self) -> EventId {
+        compute_id(&self.parts())
+    }
+
+    /// Checks the id against the content, then the BIP-340 signature over the id.
+    /// CPU-bound (tens of microseconds): async callers run it on a blocking pool.
+    pub fn verify(&self) -> Result<(), EventError> {
+        let computed = self.compute_id();
+        if computed != self.id {
+            return Err(EventError::IdMismatch { computed });
+        }
+        let pk = secp256k1::XOnlyPublicKey::from_byte_array(self.pubkey.0)
+            .map_err(|_| EventError::BadPublicKey)?;
+        let sig = secp256k1::schnorr::Signature::from_byte_array(self.sig.0);
+        secp256k1::schnorr::verify(&sig, &self.id.0, &pk).map_err(|_| EventError::BadSignature)
+    }
+
+    /// The event id.
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+    /// The author.
+    pub fn pubkey(&self) -> PublicKey {
+        self.pubkey
+    }
+    /// The author's claimed creation time.
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+    /// The kind.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+    /// All tags, each a non-empty-or-empty list of strings.
+    pub fn tags(&self) -> &[Vec<String>] {
+        &self.tags
+    }
+    /// The content.
+    pub fn content(&self) -> &str {
+        &self.content
+    }
+    /// The signature.
+    pub fn sig(&self) -> Signature {
+        self.sig
+    }
+    /// The compact NIP-01 JSON object, ready to be served.
+    pub fn as_json(&self) -> &str {
+        &self.json
+    }
+
+    /// Values of the tags named `name` (each tag's second element).
+    pub fn tag_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.tags.iter().filter_map(move |t| match t.as_slice() {
+            [n, v, ..] if n == name => Some(v.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Single-letter tags with a value, as (letter, value): what `#x` filters match.
+    pub fn indexable_tags(&self) -> impl Iterator<Item = (u8, &str)> + '_ {
+        self.tags.iter().filter_map(|t| match t.as_slice() {
+            [n, v, ..] if n.len() == 1 && n.as_bytes()[0].is_ascii_alphabetic() => {
+                Some((n.as_bytes()[0], v.as_str()))
+            }
+            _ => None,
+        })
+    }
+
+    /// The `d` tag of an addressable event; absent means the empty string (NIP-01).
+    pub fn d_tag(&self) -> &str {
+        self.tag_values("d").next().unwrap_or("")
+    }
+
+    /// The NIP-40 expiration time, if the event carries a well-formed one.
+    pub fn expiration(&self) -> Option<Timestamp> {
+        self.tag_values("expiration")
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Timestamp)
+    }
+
+    /// NIP-40: expired once `now` reaches the expiration time.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expiration().is_some_and(|exp| exp <= now)
+    }
+
+    /// Size of the stored JSON in bytes.
+    pub fn json_len(&self) -> usize {
+        self.json.len()
+    }
+}
+
+pub(crate) fn compute_id(parts: &Parts<'_>) -> EventId {
+    let mut buf = Vec::with_capacity(128 + parts.content.len() + 80 * parts.tags.len());
+    canonical::serialize_for_id(parts, &mut buf);
+    EventId(Sha256::digest(&buf).into())
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("id", &self.id.to_hex())
+            .field("pubkey", &self.pubkey.to_hex())
+            .field("created_at", &self.created_at.0)
+            .field("kind", &self.kind.0)
+            .field("tags", &self.tags.len())
+            .field("content_len", &self.content.len())
+            .finish()
+    }
+}
+
+impl serde::Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // The stored JSON is already the compact object; embed it as is.
+        match serde_json::value::RawValue::from_string(self.json.to_string()) {
+            Ok(raw) => raw.serialize(s),
+            Err(e) => Err(serde::ser::Error::custom(e)),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The store contract every backend implements.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::event::Event;
+use crate::filter::Filter;
+use crate::types::EventId;
+
+/// Why a store refused an event. A normal answer, not a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The event was deleted (NIP-09) and may not be stored again.
+    Deleted,
+    /// A newer (or equally new with a lower id) version holds its address.
+    Superseded,
+    /// Its NIP-40 expiration time has passed.
+    Expired,
+}
+
+impl Reason {
+    /// The NIP-01 `OK` message, with its machine-readable prefix.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Reason::Deleted => "blocked: this event has been deleted",
+            Reason::Superseded => "duplicate: a newer version of this event is already stored",
+            Reason::Expired => "invalid: this event has expired",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// What saving one event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaveOutcome {
+    /// Newly stored.
+    Stored,
+    /// Already stored; nothing changed.
+    Duplicate,
+    /// Stored, and it replaced the older version `old` at its address.
+    Replaced { old: EventId },
+    /// Ephemeral (NIP-01): accepted for live delivery, never stored.
+    Ephemeral,
+    /// Refused by the NIP rules.
+    Rejected(Reason),
+}
+
+impl SaveOutcome {
+    /// Did the store newly keep the event (so it should be broadcast)?
+    pub fn is_new(&self) -> bool {
+        matches!(self, SaveOutcome::Stored | SaveOutcome::Replaced { .. })
+    }
+}
+
+/// A boxed error source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A store failure (as opposed to a refusal, which is a [`SaveOutcome`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend could not be reached (network, pool exhausted, shut down database).
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The backend failed while doing the work.
+    #[error("store failure: {0}")]
+    Backend(#[source] BoxError),
+    /// Stored data could not be decoded.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The store was closed.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// What a backend can do beyond the contract.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Offers a change feed of new events and tombstones (a shared L2).
+    pub change_feed: bool,
+    /// Keeps data across restarts.
+    pub persistent: bool,
+    /// Holds a bounded number of bytes and may evict (an L1 cache).
+    pub bounded: bool,
+}
+
+/// An event store.
+///
+/// # Contract
+/// - `save` applies NIP-01 and NIP-09/40 rules: ephemeral events are not stored;
+///   expired ones are refused; one event per replaceable/addressable address (newest
+///   `created_at`, ties to the lowest id); a kind-5 request deletes its author's targets
+///   and leaves tombstones so deleted events are refused again.
+/// - `query` returns the union of the filters' matches, each filter contributing at most
+///   its `limit` newest events, without repeats, in canonical order (see
+///   [`crate::order`]). Expired events are never returned.
+/// - `count` is the number of distinct events `query` would return with no limits.
+/// - `delete` removes events by id and tombstones them (an operator's removal).
+#[async_trait]
+pub trait EventStore: Send + Sync + fmt::Debug {
+    /// Saves one event, which the caller has already verified.
+    async fn save(&self, event: &Event) -> Result<SaveOutcome, StoreError>;
+
+    /// Events matching any of `filters`, in canonical order.
+    async fn query(&self, filters: &[Filter]) -> Result<Vec<Event>, StoreError>;
+
+    /// Distinct events matching any of `filters`, ignoring `limit` (NIP-45).
+    async fn count(&self, filters: &[Filter]) -> Result<u64, StoreError>;
+
+    /// Removes these events and refuses them from now on. Returns how many were stored.
+    async fn delete(&self, ids: &[EventId]) -> Result<u64, StoreError>;
+
+    /// What this backend offers.
+    fn capabilities(&self) -> Capabilities;
+}
