@@ -1,2 +1,35 @@
-//! `layer1`: the redb event store (bounded L1 cache, or unbounded embedded L2).
-//! Not written yet: see the project's issue tracker.
+//! `layer1`: the redb event store. With a byte budget it is a node's L1 cache; without
+//! one it is the embedded single-node L2 (the zero-setup default).
+//!
+//! One writer thread groups concurrent saves into one write transaction (group commit);
+//! readers run on tokio's blocking pool against their own snapshots and never wait for
+//! it. Above the budget's high-water mark the writer evicts, promoted events (below the
+//! window watermark `W`) least recently used first, then the window from its old end.
+//!
+//! # Layout
+//! - [`config`]: [`RedbConfig`], [`Durability`], with documented defaults.
+//! - `schema`: table definitions and meta slots.
+//! - `keys`: index key encoding (prefix | created_at | serial).
+//! - `write`: the NIP rules inside a write transaction.
+//! - `writer`: the writer thread and group commit.
+//! - `evict`: what to evict, and the window watermark.
+//! - `query`: the planner and the merged index walk.
+//! - [`check`]: the consistency check.
+//! - [`store`]: [`RedbStore`], implementing `eventstore::EventStore`.
+
+pub mod check;
+pub mod config;
+mod error;
+mod evict;
+mod keys;
+mod query;
+mod schema;
+pub mod stats;
+pub mod store;
+mod write;
+mod writer;
+
+pub use check::Report;
+pub use config::{Durability, RedbConfig};
+pub use stats::Stats;
+pub use store::RedbStore;

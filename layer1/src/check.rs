@@ -1,0 +1,128 @@
+//! Consistency check: every index entry points at an event, every event is in all its
+//! indexes, and the byte count adds up. Used after crashes in tests and by operators.
+
+use std::collections::HashSet;
+
+use eventstore::StoreError;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use crate::error::backend;
+use crate::keys::{IX_EXPIRES, address_key, index_keys, split_suffix};
+use crate::schema::*;
+use crate::write::{decode, event_cost, get_u64};
+
+/// What the check found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Events held.
+    pub events: u64,
+    /// Index entries.
+    pub index_entries: u64,
+    /// Every inconsistency found (empty when consistent).
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    /// No problems found.
+    pub fn is_consistent(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub(crate) fn check(db: &Database) -> Result<Report, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let events = txn.open_table(EVENTS).map_err(backend)?;
+    let ids = txn.open_table(IDS).map_err(backend)?;
+    let index = txn.open_table(INDEX).map_err(backend)?;
+    let addresses = txn.open_table(ADDRESSES).map_err(backend)?;
+    let deleted_ids = txn.open_table(DELETED_IDS).map_err(backend)?;
+    let deleted_addresses = txn.open_table(DELETED_ADDRESSES).map_err(backend)?;
+    let meta = txn.open_table(META).map_err(backend)?;
+    let mut r = Report::default();
+    let mut cost = 0u64;
+    let mut serials = HashSet::new();
+    for entry in events.iter().map_err(backend)? {
+        let (k, v) = entry.map_err(backend)?;
+        let serial = k.value();
+        serials.insert(serial);
+        r.events += 1;
+        let e = match decode(v.value()) {
+            Ok(e) => e,
+            Err(err) => {
+                r.problems.push(format!("serial {serial}: {err}"));
+                continue;
+            }
+        };
+        let keys = index_keys(&e, serial);
+        cost += event_cost(&e, &keys);
+        match ids.get(&e.id().0).map_err(backend)? {
+            Some(s) if s.value() == serial => {}
+            other => r.problems.push(format!(
+                "event {} at serial {serial}: id entry is {:?}",
+                e.id(),
+                other.map(|s| s.value())
+            )),
+        }
+        for key in &keys {
+            if index.get(key.as_slice()).map_err(backend)?.is_none() {
+                r.problems
+                    .push(format!("event {} missing index key {key:?}", e.id()));
+            }
+        }
+        if let Some(a) = e.address() {
+            let held = addresses
+                .get(address_key(&a).as_slice())
+                .map_err(backend)?
+                .map(|v| v.value());
+            if held != Some(serial) {
+                r.problems.push(format!(
+                    "event {} at {a}: address entry is {held:?}",
+                    e.id()
+                ));
+            }
+        }
+    }
+    if ids.len().map_err(backend)? != r.events {
+        r.problems.push(format!(
+            "{} id entries for {} events",
+            ids.len().map_err(backend)?,
+            r.events
+        ));
+    }
+    for entry in index.iter().map_err(backend)? {
+        let (k, _) = entry.map_err(backend)?;
+        r.index_entries += 1;
+        let key = k.value();
+        match split_suffix(key) {
+            Some((_, serial)) if serials.contains(&serial) => {}
+            _ if key.first() == Some(&IX_EXPIRES) && key.len() != 17 => {
+                r.problems.push(format!("malformed expiry key {key:?}"))
+            }
+            _ => r
+                .problems
+                .push(format!("index key {key:?} points at no event")),
+        }
+    }
+    for entry in addresses.iter().map_err(backend)? {
+        let (_, v) = entry.map_err(backend)?;
+        if !serials.contains(&v.value()) {
+            r.problems.push(format!(
+                "address entry points at missing serial {}",
+                v.value()
+            ));
+        }
+    }
+    let mut tomb = deleted_ids.len().map_err(backend)? * 64;
+    for entry in deleted_addresses.iter().map_err(backend)? {
+        let (k, _) = entry.map_err(backend)?;
+        tomb += k.value().len() as u64 + 8;
+    }
+    let recorded = get_u64(&meta, META_BYTES)?;
+    if recorded != cost + tomb {
+        r.problems.push(format!(
+            "byte count {recorded} != {} (events) + {tomb} (tombstones)",
+            cost
+        ));
+    }
+    Ok(r)
+}

@@ -1,0 +1,78 @@
+//! Store configuration, with its defaults documented where they are defined.
+
+use std::path::PathBuf;
+
+/// When a write is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every batch is fsynced before its savers are answered. For a store that is the
+    /// authority (the embedded L2).
+    Immediate,
+    /// Batches commit without fsync; a crash rolls back to an earlier consistent state.
+    /// For an L1 cache, whose poller cursor rolls back with its events, so what was lost
+    /// is read again from L2.
+    Eventual,
+}
+
+/// Configuration of a [`crate::RedbStore`].
+#[derive(Debug, Clone)]
+pub struct RedbConfig {
+    /// The database file.
+    pub path: PathBuf,
+    /// Byte budget for the file. `None`: unbounded (the embedded single-node L2).
+    pub max_bytes: Option<u64>,
+    /// Eviction starts above this share of `max_bytes`. Default 0.9.
+    pub high_water: f64,
+    /// Eviction stops at this share of `max_bytes`. Default 0.7.
+    pub low_water: f64,
+    /// Default [`Durability::Immediate`].
+    pub durability: Durability,
+    /// redb page cache in bytes. Default 64 MiB.
+    pub cache_bytes: usize,
+    /// Most saves grouped into one write transaction. Default 2,000.
+    pub max_batch: usize,
+    /// Bound of the write queue; a full queue makes savers wait. Default 8,192.
+    pub queue: usize,
+}
+
+impl RedbConfig {
+    /// Defaults for a store at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> RedbConfig {
+        RedbConfig {
+            path: path.into(),
+            max_bytes: None,
+            high_water: 0.9,
+            low_water: 0.7,
+            durability: Durability::Immediate,
+            cache_bytes: 64 << 20,
+            max_batch: 2_000,
+            queue: 8_192,
+        }
+    }
+
+    /// Sets the byte budget.
+    pub fn max_bytes(mut self, n: u64) -> RedbConfig {
+        self.max_bytes = Some(n);
+        self
+    }
+
+    /// Sets the durability.
+    pub fn durability(mut self, d: Durability) -> RedbConfig {
+        self.durability = d;
+        self
+    }
+
+    /// Checks the marks: `0 < low < high <= 1`.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.low_water > 0.0 && self.low_water < self.high_water && self.high_water <= 1.0) {
+            return Err(format!(
+                "water marks must satisfy 0 < low ({}) < high ({}) <= 1",
+                self.low_water, self.high_water
+            ));
+        }
+        if self.max_bytes == Some(0) {
+            return Err("max_bytes must be positive".into());
+        }
+        Ok(())
+    }
+}

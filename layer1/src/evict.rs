@@ -1,0 +1,92 @@
+//! Eviction (DESIGN.md §3): above the high-water mark, remove events down to the
+//! low-water mark, in the writer's transaction (readers keep their snapshots).
+//!
+//! Order: first *promoted* events (`created_at < W`, pulled in by L2 misses), least
+//! recently accessed first; then the *window* shrinks from its old end, oldest first,
+//! raising `W` past each evicted event so that "every L2 event with `created_at >= W` is
+//! here" stays true.
+
+use std::collections::HashMap;
+
+use eventstore::{StoreError, Timestamp};
+use redb::ReadableTable;
+
+use crate::error::backend;
+use crate::keys::{created_prefix, split_suffix, with_suffix};
+use crate::write::Tables;
+
+/// Removes events until `t.bytes <= target`. `pending` holds access ticks not yet
+/// flushed to the recency table (they are newer than what the table says).
+pub(crate) fn evict_to(
+    t: &mut Tables<'_>,
+    target: u64,
+    pending: &HashMap<u64, u64>,
+) -> Result<(), StoreError> {
+    if t.bytes <= target {
+        return Ok(());
+    }
+    // Promoted events: everything below W, coldest first.
+    let lo = with_suffix(&created_prefix(), Timestamp(0), 0);
+    let hi = with_suffix(&created_prefix(), t.window, 0);
+    let mut promoted = Vec::new();
+    for entry in t
+        .index
+        .range(lo.as_slice()..hi.as_slice())
+        .map_err(backend)?
+    {
+        let (k, _) = entry.map_err(backend)?;
+        if let Some((_, serial)) = split_suffix(k.value()) {
+            let tick = match pending.get(&serial) {
+                Some(&tick) => tick,
+                None => t
+                    .recency
+                    .get(serial)
+                    .map_err(backend)?
+                    .map_or(0, |v| v.value()),
+            };
+            promoted.push((tick, serial));
+        }
+    }
+    promoted.sort_unstable();
+    for (_, serial) in promoted {
+        if t.bytes <= target {
+            return Ok(());
+        }
+        if t.remove_serial(serial)?.is_some() {
+            t.evicted += 1;
+        }
+    }
+    // The window, oldest first, in chunks (the range borrow ends before removal).
+    while t.bytes > target {
+        let lo = with_suffix(&created_prefix(), t.window, 0);
+        let hi = with_suffix(&created_prefix(), Timestamp(u64::MAX), u64::MAX);
+        let mut chunk = Vec::with_capacity(256);
+        for entry in t
+            .index
+            .range(lo.as_slice()..=hi.as_slice())
+            .map_err(backend)?
+        {
+            let (k, _) = entry.map_err(backend)?;
+            if let Some(ts) = split_suffix(k.value()) {
+                chunk.push(ts);
+            }
+            if chunk.len() == 256 {
+                break;
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        for (created_at, serial) in chunk {
+            if t.bytes <= target {
+                break;
+            }
+            if t.remove_serial(serial)?.is_some() {
+                t.evicted += 1;
+            }
+            // Everything at or below this timestamp may now be missing.
+            t.window = t.window.max(Timestamp(created_at.0.saturating_add(1)));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! The read side: plan each filter onto an index, walk its ranges newest first, merge
+//! them, and stop at `limit`. Runs on a blocking thread inside one read transaction.
+
+use std::collections::{BinaryHeap, HashSet};
+
+use eventstore::{Event, Filter, StoreError, Timestamp, sort_canonical};
+use redb::{ReadOnlyTable, ReadTransaction};
+
+use crate::error::backend;
+use crate::keys::*;
+use crate::schema::{EVENTS, IDS, INDEX};
+use crate::write::decode;
+
+/// Above this many (author, kind) pairs the author index is walked instead.
+const MAX_PAIRS: usize = 256;
+
+/// Which index a filter walks.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Point lookups.
+    Ids,
+    /// One range per prefix, each ordered by `created_at`.
+    Ranges(Vec<Vec<u8>>),
+}
+
+/// Picks the index: ids, then author+kind, authors, a tag, kinds, and the time index.
+/// Authors are usually the most selective field in client filters; among tags the
+/// letter with the fewest values is taken.
+pub(crate) fn plan(f: &Filter) -> Plan {
+    if f.ids.is_some() {
+        return Plan::Ids;
+    }
+    if let Some(authors) = &f.authors {
+        if let Some(kinds) = &f.kinds {
+            if authors.len() * kinds.len() <= MAX_PAIRS {
+                return Plan::Ranges(
+                    authors
+                        .iter()
+                        .flat_map(|a| kinds.iter().map(move |k| author_kind_prefix(a, *k)))
+                        .collect(),
+                );
+            }
+        }
+        return Plan::Ranges(authors.iter().map(author_prefix).collect());
+    }
+    if let Some((letter, values)) = f.tags.iter().min_by_key(|(_, v)| v.len()) {
+        return Plan::Ranges(values.iter().map(|v| tag_prefix(*letter, v)).collect());
+    }
+    if let Some(kinds) = &f.kinds {
+        return Plan::Ranges(kinds.iter().map(|k| kind_prefix(*k)).collect());
+    }
+    Plan::Ranges(vec![created_prefix()])
+}
+
+pub(crate) struct Reader {
+    events: ReadOnlyTable<u64, &'static [u8]>,
+    ids: ReadOnlyTable<&'static [u8; 32], u64>,
+    index: ReadOnlyTable<&'static [u8], ()>,
+}
+
+type IndexRange = redb::Range<'static, &'static [u8], ()>;
+
+/// One index range, walked newest first, with its next entry peeked.
+struct Walk {
+    range: IndexRange,
+}
+
+impl Walk {
+    fn next(&mut self) -> Result<Option<(Timestamp, u64)>, StoreError> {
+        match self.range.next_back() {
+            None => Ok(None),
+            Some(entry) => {
+                let (k, _) = entry.map_err(backend)?;
+                Ok(split_suffix(k.value()))
+            }
+        }
+    }
+}
+
+impl Reader {
+    pub fn new(txn: &ReadTransaction) -> Result<Reader, StoreError> {
+        Ok(Reader {
+            events: txn.open_table(EVENTS).map_err(backend)?,
+            ids: txn.open_table(IDS).map_err(backend)?,
+            index: txn.open_table(INDEX).map_err(backend)?,
+        })
+    }
+
+    fn load(&self, serial: u64) -> Result<Option<Event>, StoreError> {
+        match self.events.get(serial).map_err(backend)? {
+            Some(v) => decode(v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Which of `ids` are held.
+    pub fn contains(&self, ids: &[eventstore::EventId]) -> Result<Vec<bool>, StoreError> {
+        ids.iter()
+            .map(|id| Ok(self.ids.get(&id.0).map_err(backend)?.is_some()))
+            .collect()
+    }
+
+    /// The union of the filters' answers in canonical order, plus the serials served
+    /// (for access recency).
+    pub fn query(
+        &self,
+        filters: &[Filter],
+        now: Timestamp,
+    ) -> Result<(Vec<Event>, Vec<u64>), StoreError> {
+        let mut out = Vec::new();
+        let mut serials = Vec::new();
+        for f in filters {
+            if f.is_empty_result() {
+                continue;
+            }
+            self.run(f, now, f.limit.unwrap_or(usize::MAX), &mut |s, e| {
+                serials.push(s);
+                out.push(e);
+            })?;
+        }
+        sort_canonical(&mut out);
+        Ok((out, serials))
+    }
+
+    /// Distinct matches of any filter, ignoring limits.
+    pub fn count(&self, filters: &[Filter], now: Timestamp) -> Result<u64, StoreError> {
+        let mut seen = HashSet::new();
+        for f in filters {
+            let unlimited = Filter {
+                limit: None,
+                ..f.clone()
+            };
+            if unlimited.is_empty_result() {
+                continue;
+            }
+            self.run(&unlimited, now, usize::MAX, &mut |s, _| {
+                seen.insert(s);
+            })?;
+        }
+        Ok(seen.len() as u64)
+    }
+
+    /// Feeds `emit` the filter's newest `limit` matches (in canonical order, ties on the
+    /// last timestamp resolved by id).
+    fn run(
+        &self,
+        f: &Filter,
+        now: Timestamp,
+        limit: usize,
+        emit: &mut dyn FnMut(u64, Event),
+    ) -> Result<(), StoreError> {
+        let keep = |e: &Event| f.matches(e) && !e.is_expired(now);
+        let mut found: Vec<(u64, Event)> = Vec::new();
+        match plan(f) {
+            Plan::Ids => {
+                for id in f.ids.iter().flatten() {
+                    let Some(serial) = self.ids.get(&id.0).map_err(backend)?.map(|v| v.value())
+                    else {
+                        continue;
+                    };
+                    if let Some(e) = self.load(serial)? {
+                        if keep(&e) {
+                            found.push((serial, e));
+                        }
+                    }
+                }
+            }
+            Plan::Ranges(prefixes) => {
+                let since = f.since.unwrap_or(Timestamp(0));
+                let until = f.until.unwrap_or(Timestamp(u64::MAX));
+                // Canonical order: each range yields created_at descending; the heap
+                // merges them, newest first. Equal timestamps come out by serial and are
+                // re-sorted by id below.
+                let mut walks = Vec::with_capacity(prefixes.len());
+                let mut heap = BinaryHeap::with_capacity(prefixes.len());
+                for p in &prefixes {
+                    let lo = with_suffix(p, since, 0);
+                    let hi = with_suffix(p, until, u64::MAX);
+                    let mut w = Walk {
+                        range: self
+                            .index
+                            .range(lo.as_slice()..=hi.as_slice())
+                            .map_err(backend)?,
+                    };
+                    if let Some((t, s)) = w.next()? {
+                        heap.push((t, s, walks.len()));
+                    }
+                    walks.push(w);
+                }
+                let mut seen = HashSet::new();
+                let mut last: Option<Timestamp> = None;
+                while let Some((t, serial, i)) = heap.pop() {
+                    if found.len() >= limit && last.is_some_and(|l| t < l) {
+                        break;
+                    }
+                    if let Some((nt, ns)) = walks[i].next()? {
+                        heap.push((nt, ns, i));
+                    }
+                    if !seen.insert(serial) {
+                        continue;
+                    }
+                    if let Some(e) = self.load(serial)? {
+                        if keep(&e) {
+                            last = Some(t);
+                            found.push((serial, e));
+                        }
+                    }
+                }
+            }
+        }
+        found.sort_by(|a, b| eventstore::canonical_cmp(&a.1, &b.1));
+        found.truncate(limit);
+        for (s, e) in found {
+            emit(s, e);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,250 @@
+//! `RedbStore`: the public face. Saves go to the writer thread; reads run on tokio's
+//! blocking pool against their own snapshot, never waiting for the writer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use eventstore::{
+    Capabilities, Event, EventId, EventStore, Filter, SaveOutcome, StoreError, Timestamp,
+};
+use redb::{Database, ReadableDatabase};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::RedbConfig;
+use crate::error::backend;
+use crate::query::Reader;
+use crate::stats::Stats;
+use crate::write::get_u64;
+use crate::writer::{Request, Writer, open_db};
+
+/// The redb event store: bounded (an L1 cache) or unbounded (the embedded L2).
+pub struct RedbStore {
+    db: Arc<Database>,
+    tx: mpsc::Sender<Request>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    config: RedbConfig,
+    stats: Arc<Stats>,
+    access: Arc<Mutex<HashMap<u64, u64>>>,
+    tick: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.config.path)
+            .field("max_bytes", &self.config.max_bytes)
+            .finish()
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store and starts its writer thread.
+    pub fn open(config: RedbConfig) -> Result<RedbStore, StoreError> {
+        config
+            .validate()
+            .map_err(|e| StoreError::Backend(e.into()))?;
+        let db = Arc::new(open_db(&config)?);
+        let stats = Arc::new(Stats::default());
+        let (bytes, window, tick) = {
+            let txn = db.begin_read().map_err(backend)?;
+            let meta = txn.open_table(crate::schema::META).map_err(backend)?;
+            (
+                get_u64(&meta, crate::schema::META_BYTES)?,
+                get_u64(&meta, crate::schema::META_WINDOW)?,
+                get_u64(&meta, crate::schema::META_TICK)?,
+            )
+        };
+        stats.bytes.store(bytes, Ordering::Relaxed);
+        stats.window.store(window, Ordering::Relaxed);
+        let access = Arc::new(Mutex::new(HashMap::new()));
+        let clock = Arc::new(AtomicU64::new(tick));
+        let (tx, rx) = mpsc::channel(config.queue);
+        let writer = Writer {
+            db: db.clone(),
+            config: config.clone(),
+            stats: stats.clone(),
+            access: access.clone(),
+            clock: clock.clone(),
+            // Measured soon after start; until then assume B-tree pages half full.
+            ratio: 2.0,
+            commits: 0,
+            evicting: false,
+        };
+        let handle = std::thread::Builder::new()
+            .name("layer1-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        Ok(RedbStore {
+            db,
+            tx,
+            writer: Mutex::new(Some(handle)),
+            config,
+            stats,
+            access,
+            tick: clock,
+        })
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            let reader = Reader::new(&txn)?;
+            f(&reader)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
+    /// Which of `ids` are held, from one snapshot. Unlike a query, this does not count
+    /// as an access for eviction.
+    pub async fn contains(&self, ids: &[EventId]) -> Result<Vec<bool>, StoreError> {
+        let ids = ids.to_vec();
+        self.read(move |r| r.contains(&ids)).await
+    }
+
+    /// Records that these events were served, for least-recently-used eviction.
+    fn touch(&self, serials: &[u64]) {
+        if self.config.max_bytes.is_none() || serials.is_empty() {
+            return;
+        }
+        let mut map = self.access.lock().unwrap_or_else(|p| p.into_inner());
+        for s in serials {
+            let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+            map.insert(*s, tick);
+        }
+    }
+
+    /// The window watermark `W`: this store claims to hold every event of its source
+    /// with `created_at >= W`. Raised by eviction; set by the owner after a warm-up.
+    pub fn window(&self) -> Timestamp {
+        Timestamp(self.stats.window.load(Ordering::Relaxed))
+    }
+
+    /// Sets `W` (persisted with the next commit, which this waits for).
+    pub async fn set_window(&self, w: Timestamp) -> Result<(), StoreError> {
+        self.request(|tx| Request::SetWindow(w, tx)).await
+    }
+
+    /// The poller's saved cursor, if any.
+    pub async fn cursor(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            let meta = txn.open_table(crate::schema::META).map_err(backend)?;
+            Ok(meta
+                .get(crate::schema::META_CURSOR)
+                .map_err(backend)?
+                .map(|v| v.value().to_vec()))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
+    /// Saves the poller's cursor. It commits in the writer's order, so a cursor never
+    /// becomes durable before the events saved ahead of it.
+    pub async fn set_cursor(&self, cursor: Vec<u8>) -> Result<(), StoreError> {
+        self.request(|tx| Request::SetCursor(cursor, tx)).await
+    }
+
+    /// Finishes queued writes, stops the writer and closes the file. Savers still
+    /// holding the store get [`StoreError::Closed`] afterwards.
+    pub async fn close(self) -> Result<(), StoreError> {
+        let RedbStore { db, tx, writer, .. } = self;
+        drop(tx);
+        let handle = writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        tokio::task::spawn_blocking(move || {
+            if let Some(h) = handle {
+                // The writer drains its queue, then returns when every sender is gone.
+                h.join()
+                    .map_err(|_| StoreError::Backend("L1 writer panicked".into()))?;
+            }
+            drop(db);
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
+    /// Budget bytes in use (what eviction compares with `max_bytes`).
+    pub fn bytes_used(&self) -> u64 {
+        self.stats.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Size of the database file on disk.
+    pub fn file_size(&self) -> u64 {
+        std::fs::metadata(&self.config.path).map_or(0, |m| m.len())
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RedbConfig {
+        &self.config
+    }
+
+    /// Verifies that every index entry points at an event and every event is in all its
+    /// indexes. See `check.rs`.
+    pub async fn check(&self) -> Result<crate::check::Report, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || crate::check::check(&db))
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+}
+
+#[async_trait]
+impl EventStore for RedbStore {
+    async fn save(&self, event: &Event) -> Result<SaveOutcome, StoreError> {
+        let e = event.clone();
+        self.request(|tx| Request::Save(e, tx)).await
+    }
+
+    async fn query(&self, filters: &[Filter]) -> Result<Vec<Event>, StoreError> {
+        let filters = filters.to_vec();
+        let (events, serials) = self
+            .read(move |r| r.query(&filters, Timestamp::now()))
+            .await?;
+        self.touch(&serials);
+        Ok(events)
+    }
+
+    async fn count(&self, filters: &[Filter]) -> Result<u64, StoreError> {
+        let filters = filters.to_vec();
+        self.read(move |r| r.count(&filters, Timestamp::now()))
+            .await
+    }
+
+    async fn delete(&self, ids: &[EventId]) -> Result<u64, StoreError> {
+        let ids = ids.to_vec();
+        self.request(|tx| Request::Delete(ids, tx)).await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            change_feed: false,
+            persistent: true,
+            bounded: self.config.max_bytes.is_some(),
+        }
+    }
+}

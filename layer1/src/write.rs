@@ -1,0 +1,304 @@
+//! The write side: NIP rules applied inside one redb write transaction. Only the writer
+//! thread (`writer.rs`) uses this, so each batch sees its own earlier writes.
+
+use eventstore::{
+    Event, EventId, KindClass, Reason, SaveOutcome, StoreError, Timestamp, deletion_applies,
+    supersedes,
+};
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::error::{backend, corrupt};
+use crate::keys::{address_key, index_keys, tombstone_key};
+use crate::schema::*;
+
+/// Bytes an event costs in the budget: its JSON plus every key and value written for it.
+/// The budget compares this (scaled by a measured overhead ratio) with `max_bytes`.
+pub(crate) fn event_cost(e: &Event, index: &[Vec<u8>]) -> u64 {
+    let keys: usize = index.iter().map(Vec::len).sum();
+    let addr = e.address().map_or(0, |a| 34 + a.d.len() + 8);
+    (e.json_len() + 8 + 40 + 16 + keys + addr) as u64
+}
+
+/// The open tables of one write transaction.
+pub(crate) struct Tables<'t> {
+    pub events: Table<'t, u64, &'static [u8]>,
+    pub ids: Table<'t, &'static [u8; 32], u64>,
+    pub index: Table<'t, &'static [u8], ()>,
+    pub addresses: Table<'t, &'static [u8], u64>,
+    pub deleted_ids: Table<'t, &'static [u8; 64], ()>,
+    pub deleted_addresses: Table<'t, &'static [u8], u64>,
+    pub recency: Table<'t, u64, u64>,
+    pub meta: Table<'t, &'static str, &'static [u8]>,
+    pub next_serial: u64,
+    pub bytes: u64,
+    pub window: Timestamp,
+    /// The access clock shared with readers (`RedbStore::touch`).
+    pub clock: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Events removed in this transaction by eviction (for the counters).
+    pub evicted: u64,
+}
+
+pub(crate) fn get_u64(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<u64, StoreError> {
+    match meta.get(key).map_err(backend)? {
+        None => Ok(0),
+        Some(v) => {
+            let b: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| corrupt(format!("meta {key} is not 8 bytes")))?;
+            Ok(u64::from_be_bytes(b))
+        }
+    }
+}
+
+impl<'t> Tables<'t> {
+    pub fn open(
+        txn: &'t WriteTransaction,
+        clock: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<Tables<'t>, StoreError> {
+        let meta = txn.open_table(META).map_err(backend)?;
+        let next_serial = get_u64(&meta, META_NEXT_SERIAL)?.max(1);
+        let bytes = get_u64(&meta, META_BYTES)?;
+        let window = Timestamp(get_u64(&meta, META_WINDOW)?);
+        Ok(Tables {
+            events: txn.open_table(EVENTS).map_err(backend)?,
+            ids: txn.open_table(IDS).map_err(backend)?,
+            index: txn.open_table(INDEX).map_err(backend)?,
+            addresses: txn.open_table(ADDRESSES).map_err(backend)?,
+            deleted_ids: txn.open_table(DELETED_IDS).map_err(backend)?,
+            deleted_addresses: txn.open_table(DELETED_ADDRESSES).map_err(backend)?,
+            recency: txn.open_table(RECENCY).map_err(backend)?,
+            meta,
+            next_serial,
+            bytes,
+            window,
+            clock,
+            evicted: 0,
+        })
+    }
+
+    /// Writes the counters back to the meta table.
+    pub fn store_meta(&mut self) -> Result<(), StoreError> {
+        for (k, v) in [
+            (META_NEXT_SERIAL, self.next_serial),
+            (META_BYTES, self.bytes),
+            (META_WINDOW, self.window.0),
+            (
+                META_TICK,
+                self.clock.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+        ] {
+            self.meta
+                .insert(k, v.to_be_bytes().as_slice())
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    pub fn load(&self, serial: u64) -> Result<Option<Event>, StoreError> {
+        match self.events.get(serial).map_err(backend)? {
+            None => Ok(None),
+            Some(v) => decode(v.value()).map(Some),
+        }
+    }
+
+    fn serial_of(&self, id: &EventId) -> Result<Option<u64>, StoreError> {
+        Ok(self.ids.get(&id.0).map_err(backend)?.map(|v| v.value()))
+    }
+
+    /// Saves one verified event under NIP-01/09/40 rules.
+    pub fn save(&mut self, e: &Event, now: Timestamp) -> Result<SaveOutcome, StoreError> {
+        if e.kind().class() == KindClass::Ephemeral {
+            return Ok(SaveOutcome::Ephemeral);
+        }
+        if e.is_expired(now) {
+            return Ok(SaveOutcome::Rejected(Reason::Expired));
+        }
+        if self.serial_of(&e.id())?.is_some() {
+            return Ok(SaveOutcome::Duplicate);
+        }
+        let tomb = tombstone_key(&e.id(), &e.pubkey());
+        if self.deleted_ids.get(&tomb).map_err(backend)?.is_some() {
+            return Ok(SaveOutcome::Rejected(Reason::Deleted));
+        }
+        let mut replaced = None;
+        if let Some(addr) = e.address() {
+            let ak = address_key(&addr);
+            if let Some(upto) = self.deleted_addresses.get(ak.as_slice()).map_err(backend)? {
+                if e.created_at().0 <= upto.value() {
+                    return Ok(SaveOutcome::Rejected(Reason::Deleted));
+                }
+            }
+            let current = self
+                .addresses
+                .get(ak.as_slice())
+                .map_err(backend)?
+                .map(|v| v.value());
+            if let Some(serial) = current {
+                let cur = self
+                    .load(serial)?
+                    .ok_or_else(|| corrupt(format!("address points at missing serial {serial}")))?;
+                if !supersedes((e.created_at(), e.id()), (cur.created_at(), cur.id())) {
+                    return Ok(SaveOutcome::Rejected(Reason::Superseded));
+                }
+                self.remove_serial(serial)?;
+                replaced = Some(cur.id());
+            }
+        }
+        self.insert(e)?;
+        self.apply_deletion(e)?;
+        Ok(match replaced {
+            Some(old) => SaveOutcome::Replaced { old },
+            None => SaveOutcome::Stored,
+        })
+    }
+
+    fn insert(&mut self, e: &Event) -> Result<u64, StoreError> {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let index = index_keys(e, serial);
+        self.events
+            .insert(serial, e.as_json().as_bytes())
+            .map_err(backend)?;
+        self.ids.insert(&e.id().0, serial).map_err(backend)?;
+        for k in &index {
+            self.index.insert(k.as_slice(), ()).map_err(backend)?;
+        }
+        if let Some(addr) = e.address() {
+            self.addresses
+                .insert(address_key(&addr).as_slice(), serial)
+                .map_err(backend)?;
+        }
+        let tick = self
+            .clock
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        self.recency.insert(serial, tick).map_err(backend)?;
+        self.bytes += event_cost(e, &index);
+        Ok(serial)
+    }
+
+    /// Removes the event at `serial` and every entry that points at it.
+    pub fn remove_serial(&mut self, serial: u64) -> Result<Option<Event>, StoreError> {
+        let Some(e) = self.load(serial)? else {
+            return Ok(None);
+        };
+        let index = index_keys(&e, serial);
+        self.events.remove(serial).map_err(backend)?;
+        self.ids.remove(&e.id().0).map_err(backend)?;
+        for k in &index {
+            self.index.remove(k.as_slice()).map_err(backend)?;
+        }
+        if let Some(addr) = e.address() {
+            let ak = address_key(&addr);
+            let points_here = self
+                .addresses
+                .get(ak.as_slice())
+                .map_err(backend)?
+                .map(|v| v.value())
+                == Some(serial);
+            if points_here {
+                self.addresses.remove(ak.as_slice()).map_err(backend)?;
+            }
+        }
+        self.recency.remove(serial).map_err(backend)?;
+        self.bytes = self.bytes.saturating_sub(event_cost(&e, &index));
+        Ok(Some(e))
+    }
+
+    /// NIP-09: a stored kind-5 request removes its author's targets and tombstones them.
+    fn apply_deletion(&mut self, request: &Event) -> Result<(), StoreError> {
+        let targets = request.deletion_targets();
+        for id in targets.ids {
+            if let Some(serial) = self.serial_of(&id)? {
+                let Some(target) = self.load(serial)? else {
+                    continue;
+                };
+                if !deletion_applies(request.pubkey(), &target) {
+                    continue;
+                }
+                self.remove_serial(serial)?;
+            }
+            self.deleted_ids
+                .insert(&tombstone_key(&id, &request.pubkey()), ())
+                .map_err(backend)?;
+            self.bytes += 64;
+        }
+        for addr in targets.addresses {
+            let ak = address_key(&addr);
+            let current = self
+                .addresses
+                .get(ak.as_slice())
+                .map_err(backend)?
+                .map(|v| v.value());
+            if let Some(serial) = current {
+                if let Some(cur) = self.load(serial)? {
+                    if cur.created_at() <= request.created_at() {
+                        self.remove_serial(serial)?;
+                    }
+                }
+            }
+            let old = self
+                .deleted_addresses
+                .get(ak.as_slice())
+                .map_err(backend)?
+                .map(|v| v.value());
+            let upto = old.unwrap_or(0).max(request.created_at().0);
+            if old.is_none() {
+                self.bytes += ak.len() as u64 + 8;
+            }
+            self.deleted_addresses
+                .insert(ak.as_slice(), upto)
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// Operator removal: delete and tombstone. Returns whether the id was stored.
+    pub fn delete(&mut self, id: &EventId) -> Result<bool, StoreError> {
+        let Some(serial) = self.serial_of(id)? else {
+            return Ok(false);
+        };
+        let Some(e) = self.remove_serial(serial)? else {
+            return Ok(false);
+        };
+        self.deleted_ids
+            .insert(&tombstone_key(&e.id(), &e.pubkey()), ())
+            .map_err(backend)?;
+        self.bytes += 64;
+        Ok(true)
+    }
+
+    /// Removes up to `max` events whose NIP-40 expiration has passed.
+    pub fn purge_expired(&mut self, now: Timestamp, max: usize) -> Result<usize, StoreError> {
+        let lo = crate::keys::with_suffix(&crate::keys::expires_prefix(), Timestamp(0), 0);
+        let hi = crate::keys::with_suffix(&crate::keys::expires_prefix(), now, u64::MAX);
+        let mut serials = Vec::new();
+        for entry in self
+            .index
+            .range(lo.as_slice()..=hi.as_slice())
+            .map_err(backend)?
+        {
+            let (k, _) = entry.map_err(backend)?;
+            if let Some((_, serial)) = crate::keys::split_suffix(k.value()) {
+                serials.push(serial);
+            }
+            if serials.len() >= max {
+                break;
+            }
+        }
+        for s in &serials {
+            self.remove_serial(*s)?;
+        }
+        Ok(serials.len())
+    }
+}
+
+/// Decodes a stored event (this crate wrote it; no re-verification).
+pub(crate) fn decode(bytes: &[u8]) -> Result<Event, StoreError> {
+    let s = std::str::from_utf8(bytes).map_err(|e| corrupt(format!("event not UTF-8: {e}")))?;
+    Event::from_stored_json(s).map_err(|e| corrupt(format!("stored event: {e}")))
+}

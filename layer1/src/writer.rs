@@ -1,0 +1,293 @@
+//! The writer thread: one thread owns every write transaction and groups concurrent
+//! requests into one commit (group commit). Savers are answered only after the commit.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use eventstore::{Event, EventId, SaveOutcome, StoreError, Timestamp};
+use redb::{Database, ReadableDatabase};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Durability, RedbConfig};
+use crate::error::backend;
+use crate::evict::evict_to;
+use crate::stats::Stats;
+use crate::write::Tables;
+
+/// A request to the writer.
+pub(crate) enum Request {
+    Save(Event, oneshot::Sender<Result<SaveOutcome, StoreError>>),
+    Delete(Vec<EventId>, oneshot::Sender<Result<u64, StoreError>>),
+    SetWindow(Timestamp, oneshot::Sender<Result<(), StoreError>>),
+    SetCursor(Vec<u8>, oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Request {
+    /// Event bytes this request writes (for the per-transaction cap).
+    fn bytes(&self) -> usize {
+        match self {
+            Request::Save(e, _) => e.json_len() + 256,
+            _ => 64,
+        }
+    }
+}
+
+enum Reply {
+    Save(
+        oneshot::Sender<Result<SaveOutcome, StoreError>>,
+        SaveOutcome,
+    ),
+    Delete(oneshot::Sender<Result<u64, StoreError>>, u64),
+    Unit(oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Reply {
+    fn send(self) {
+        // A saver that gave up waiting is not an error: the write is committed anyway.
+        match self {
+            Reply::Save(tx, o) => drop(tx.send(Ok(o))),
+            Reply::Delete(tx, n) => drop(tx.send(Ok(n))),
+            Reply::Unit(tx) => drop(tx.send(Ok(()))),
+        }
+    }
+
+    fn fail(self, e: &StoreError) {
+        let err = || StoreError::Backend(e.to_string().into());
+        match self {
+            Reply::Save(tx, _) => drop(tx.send(Err(err()))),
+            Reply::Delete(tx, _) => drop(tx.send(Err(err()))),
+            Reply::Unit(tx) => drop(tx.send(Err(err()))),
+        }
+    }
+}
+
+pub(crate) struct Writer {
+    pub db: Arc<Database>,
+    pub config: RedbConfig,
+    pub stats: Arc<Stats>,
+    /// Access ticks recorded by readers, not yet flushed.
+    pub access: Arc<Mutex<HashMap<u64, u64>>>,
+    /// The access clock, shared with readers.
+    pub clock: Arc<std::sync::atomic::AtomicU64>,
+    /// Allocated file bytes per budget byte, measured every `CALIBRATE_EVERY` commits.
+    pub ratio: f64,
+    /// Commits of a bounded store so far.
+    pub commits: u64,
+    /// Above the low-water mark after the last step: keep evicting.
+    pub evicting: bool,
+}
+
+/// Share of the file that allocated pages may fill once the file may not grow again.
+const FILE_HEADROOM: f64 = 0.7;
+
+/// Commits between measurements of the file-bytes-per-budget-byte ratio.
+const CALIBRATE_EVERY: u64 = 32;
+
+impl Writer {
+    pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(self.config.max_batch);
+        loop {
+            // While eviction is behind, keep evicting between requests instead of
+            // sleeping; otherwise wait for work.
+            if batch.is_empty() {
+                if self.evicting {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(mpsc::error::TryRecvError::Empty) => {}
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            self.evicting = false;
+                            continue;
+                        }
+                    }
+                } else {
+                    match rx.blocking_recv() {
+                        Some(r) => batch.push(r),
+                        None => return,
+                    }
+                }
+            }
+            let cap = self.batch_bytes_cap();
+            let mut bytes: usize = batch.iter().map(Request::bytes).sum();
+            while batch.len() < self.config.max_batch && bytes < cap {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        bytes += r.bytes();
+                        batch.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let n = batch.len();
+            let mut replies = Vec::with_capacity(n);
+            match self.commit(&mut batch, &mut replies) {
+                Ok(()) => replies.into_iter().for_each(Reply::send),
+                Err(e) => {
+                    tracing::error!(error = %e, batch = n, "L1 write batch failed");
+                    replies.into_iter().for_each(|r| r.fail(&e));
+                    self.evicting = false;
+                }
+            }
+            batch.clear();
+        }
+    }
+
+    /// Bytes of events one transaction may take. A copy-on-write B-tree rewrites every
+    /// page a transaction touches, so with a budget the work per transaction is kept to
+    /// a small share of it; unbounded, batches are limited by count only.
+    fn batch_bytes_cap(&self) -> usize {
+        match self.config.max_bytes {
+            Some(max) => ((max / 64) as usize).max(16 * 1024),
+            None => usize::MAX,
+        }
+    }
+
+    fn commit(
+        &mut self,
+        batch: &mut Vec<Request>,
+        replies: &mut Vec<Reply>,
+    ) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(backend)?;
+        let durability = match self.config.durability {
+            Durability::Immediate => redb::Durability::Immediate,
+            Durability::Eventual => redb::Durability::None,
+        };
+        txn.set_durability(durability).map_err(backend)?;
+        let pending = std::mem::take(&mut *self.access.lock().unwrap_or_else(|p| p.into_inner()));
+        let committed;
+        {
+            let mut t = Tables::open(&txn, self.clock.clone())?;
+            let now = Timestamp::now();
+            for req in batch.drain(..) {
+                match req {
+                    Request::Save(e, tx) => {
+                        let o = t.save(&e, now)?;
+                        replies.push(Reply::Save(tx, o));
+                    }
+                    Request::Delete(ids, tx) => {
+                        let mut n = 0;
+                        for id in &ids {
+                            n += u64::from(t.delete(id)?);
+                        }
+                        replies.push(Reply::Delete(tx, n));
+                    }
+                    Request::SetWindow(w, tx) => {
+                        t.window = w;
+                        replies.push(Reply::Unit(tx));
+                    }
+                    Request::SetCursor(c, tx) => {
+                        t.meta
+                            .insert(crate::schema::META_CURSOR, c.as_slice())
+                            .map_err(backend)?;
+                        replies.push(Reply::Unit(tx));
+                    }
+                }
+            }
+            t.purge_expired(now, 1_000)?;
+            self.flush_access(&mut t, &pending)?;
+            self.evict_step(&txn, &mut t, &pending)?;
+            t.store_meta()?;
+            committed = (t.bytes, t.window, t.evicted);
+        }
+        txn.commit().map_err(backend)?;
+        // Published only once committed, so readers never see counters ahead of data.
+        self.stats.bytes.store(committed.0, Ordering::Relaxed);
+        self.stats.window.store(committed.1.0, Ordering::Relaxed);
+        if committed.2 > 0 {
+            self.stats
+                .evictions
+                .fetch_add(committed.2, Ordering::Relaxed);
+            self.stats.eviction_runs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The high-water mark in budget bytes. redb doubles its file while it is under
+    /// 4 GiB, so once one more doubling would pass 1.3 x the budget, the mark is also
+    /// held under the file already there (with room for pages freed but not yet reusable).
+    fn high_mark(&self, max: u64) -> f64 {
+        let budget = max as f64;
+        let mut alloc = self.config.high_water * budget;
+        let file = std::fs::metadata(&self.config.path).map_or(0, |m| m.len()) as f64;
+        if 2.0 * file > 1.3 * budget {
+            alloc = alloc.min(FILE_HEADROOM * file);
+        }
+        alloc / self.ratio
+    }
+
+    /// One bounded step of eviction: starts above the high-water mark, and goes on in
+    /// later transactions until the low-water mark is reached.
+    fn evict_step(
+        &mut self,
+        txn: &redb::WriteTransaction,
+        t: &mut Tables<'_>,
+        pending: &HashMap<u64, u64>,
+    ) -> Result<(), StoreError> {
+        let Some(max) = self.config.max_bytes else {
+            return Ok(());
+        };
+        self.commits += 1;
+        if self.commits % CALIBRATE_EVERY == 0 {
+            self.calibrate(txn, t.bytes);
+        }
+        if !self.evicting && (t.bytes as f64) <= self.high_mark(max) {
+            return Ok(());
+        }
+        let high = self.high_mark(max);
+        let low = (high * self.config.low_water / self.config.high_water) as u64;
+        let step = self.batch_bytes_cap() as u64 * 2;
+        let target = low.max(t.bytes.saturating_sub(step));
+        evict_to(t, target, pending)?;
+        self.evicting = t.bytes > low;
+        Ok(())
+    }
+
+    fn flush_access(
+        &self,
+        t: &mut Tables<'_>,
+        pending: &HashMap<u64, u64>,
+    ) -> Result<(), StoreError> {
+        use redb::ReadableTable;
+        for (&serial, &tick) in pending {
+            // Ticks come from the shared clock, so they order with insert ticks.
+            // Only events still held: a tick for an evicted serial would leak.
+            if t.events.get(serial).map_err(backend)?.is_some() {
+                t.recency.insert(serial, tick).map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Measures how many file bytes the store uses per budget byte.
+    fn calibrate(&mut self, txn: &redb::WriteTransaction, bytes: u64) {
+        if bytes < 64 * 1024 {
+            return;
+        }
+        if let Ok(s) = txn.stats() {
+            let allocated = s.allocated_pages() as f64 * s.page_size() as f64;
+            let r = allocated / bytes as f64;
+            if r.is_finite() && r > 0.5 {
+                self.ratio = r.clamp(1.0, 4.0);
+            }
+        }
+    }
+}
+
+/// Opens the file and makes sure every table exists, so readers never meet a missing one.
+pub(crate) fn open_db(config: &RedbConfig) -> Result<Database, StoreError> {
+    if let Some(parent) = config.path.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Backend(Box::new(e)))?;
+        }
+    }
+    let db = Database::builder()
+        .set_cache_size(config.cache_bytes)
+        .create(&config.path)
+        .map_err(backend)?;
+    let txn = db.begin_write().map_err(backend)?;
+    drop(Tables::open(&txn, Default::default())?);
+    txn.commit().map_err(backend)?;
+    // A read to surface a broken file at open time, not at the first query.
+    drop(db.begin_read().map_err(backend)?);
+    Ok(db)
+}

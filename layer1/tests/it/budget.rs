@@ -1,0 +1,213 @@
+//! The byte budget: the file stays near it under churn, eviction follows DESIGN.md §3,
+//! and the window watermark only rises when window events go.
+
+use std::sync::Arc;
+
+use eventstore::conformance::fixtures::T0;
+use eventstore::{Event, EventBuilder, EventStore, Filter, Keys, Kind, Timestamp};
+use layer1::{RedbConfig, RedbStore};
+
+/// Events of realistic shape: content 50..2,000 bytes, 1..6 tags, several kinds.
+fn realistic(n: usize, t0: u64) -> Vec<Event> {
+    shaped(n, t0, true)
+}
+
+/// As `realistic`, optionally without addressable events (whose replacements would
+/// look like evictions to a test watching what disappears).
+fn shaped(n: usize, t0: u64, addressable: bool) -> Vec<Event> {
+    let keys: Vec<Keys> = (0..20).map(Keys::from_seed).collect();
+    (0..n)
+        .map(|i| {
+            let kinds = if addressable {
+                [1u16, 1, 1, 7, 6, 30023, 4]
+            } else {
+                [1u16, 1, 1, 7, 6, 1, 4]
+            };
+            let kind = kinds[i % 7];
+            let len = 50 + (i * 7919) % 1_950;
+            let mut b =
+                EventBuilder::new(Kind(kind), "x".repeat(len)).created_at(Timestamp(t0 + i as u64));
+            for j in 0..(1 + i % 6) {
+                b = b.tag(["p".to_owned(), format!("{:064x}", (i * 31 + j) % 500)]);
+            }
+            if kind == 30023 {
+                b = b.tag(["d".to_owned(), format!("post-{}", i % 40)]);
+            }
+            b.sign_deterministic(&keys[i % keys.len()])
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_stays_near_budget_under_churn() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget: u64 = 2 << 20;
+    let mut config = RedbConfig::new(dir.path().join("l1.redb")).max_bytes(budget);
+    config.cache_bytes = 4 << 20;
+    let store = Arc::new(RedbStore::open(config).unwrap());
+    let events = realistic(24_000, T0);
+    let written: usize = events.iter().map(Event::json_len).sum();
+    assert!(written as u64 >= 10 * budget, "wrote only {written} bytes");
+    // Concurrent savers, so the writer groups them.
+    let mut tasks = Vec::new();
+    for chunk in events.chunks(events.len() / 8) {
+        let store = store.clone();
+        let chunk = chunk.to_vec();
+        tasks.push(tokio::spawn(async move {
+            for e in &chunk {
+                store.save(e).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let file = store.file_size();
+    assert!(
+        file as f64 <= 1.3 * budget as f64,
+        "file {file} bytes exceeds 1.3 x budget {budget}"
+    );
+    assert!(
+        store
+            .stats()
+            .evictions
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    assert!(store.bytes_used() <= budget);
+    let report = store.check().await.unwrap();
+    assert!(report.is_consistent(), "{:?}", report.problems);
+    // The newest events are held: eviction took the old end of the window.
+    let newest = store.query(&[Filter::new().limit(10)]).await.unwrap();
+    let want: Vec<_> = events.iter().rev().take(10).map(Event::id).collect();
+    let got: Vec<_> = newest.iter().map(Event::id).collect();
+    assert_eq!(got, want);
+    // Everything at or above W is still there.
+    let w = store.window();
+    assert!(w > Timestamp(T0));
+    let n_above = events.iter().filter(|e| e.created_at() >= w).count() as u64;
+    let held = store.count(&[Filter::new().since(w)]).await.unwrap();
+    // Addressable events replaced by newer ones are legitimately gone.
+    let replaced = events
+        .iter()
+        .filter(|e| e.created_at() >= w && e.kind() == Kind(30023))
+        .count() as u64;
+    assert!(
+        held + replaced >= n_above && held <= n_above,
+        "held {held} of {n_above} above W"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_takes_cold_promoted_events_first_then_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = RedbConfig::new(dir.path().join("l1.redb")).max_bytes(256 << 10);
+    // A narrow band between the marks, so each round evicts only a few events.
+    config.high_water = 0.9;
+    config.low_water = 0.88;
+    let store = RedbStore::open(config).unwrap();
+    let w0 = Timestamp(T0 + 10_000);
+    store.set_window(w0).await.unwrap();
+
+    let promoted = shaped(20, T0, false);
+    for e in &promoted {
+        store.save(e).await.unwrap();
+    }
+    // Touch half of them: those are the warm ones.
+    let (warm, cold) = promoted.split_at(10);
+    for e in warm {
+        let got = store.query(&[Filter::new().id(e.id())]).await.unwrap();
+        assert_eq!(got.len(), 1);
+    }
+
+    let window = shaped(2_000, w0.0, false);
+    let gone = |ids: &std::collections::HashSet<eventstore::EventId>, set: &[Event]| {
+        set.iter().filter(|e| ids.contains(&e.id())).count()
+    };
+    let mut evicted = std::collections::HashSet::new();
+    let mut rounds_seen = 0;
+    for (i, e) in window.iter().enumerate() {
+        store.save(e).await.unwrap();
+        let runs = store
+            .stats()
+            .eviction_runs
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if runs == rounds_seen {
+            continue;
+        }
+        rounds_seen = runs;
+        // One snapshot for all: eviction goes on in the background meanwhile.
+        let all: Vec<&Event> = promoted.iter().chain(&window[..=i]).collect();
+        let ids: Vec<_> = all.iter().map(|e| e.id()).collect();
+        let held = store.contains(&ids).await.unwrap();
+        for (e, held) in all.iter().zip(held) {
+            if !held {
+                evicted.insert(e.id());
+            }
+        }
+        // After each round: a warm event goes only once every cold one has gone, and a
+        // window event only once every promoted one has.
+        if gone(&evicted, warm) > 0 {
+            assert_eq!(
+                gone(&evicted, cold),
+                cold.len(),
+                "a warm event went before a cold one"
+            );
+        }
+        let window_gone = gone(&evicted, &window[..=i]);
+        if window_gone > 0 {
+            assert_eq!(
+                gone(&evicted, &promoted),
+                promoted.len(),
+                "window before promoted"
+            );
+        } else {
+            assert_eq!(
+                store.window(),
+                w0,
+                "W moved while no window event was evicted"
+            );
+        }
+        // W never passes an event that is still required to be held.
+        let w = store.window();
+        for held in &window[..=i] {
+            if held.created_at() >= w {
+                assert!(
+                    !evicted.contains(&held.id()),
+                    "event at/above W={w} was evicted"
+                );
+            }
+        }
+        if window_gone > 0 {
+            break;
+        }
+    }
+    assert!(gone(&evicted, &window) > 0, "the window shrank eventually");
+    assert!(
+        store.window() > w0,
+        "W rose once window events were evicted"
+    );
+    let report = store.check().await.unwrap();
+    assert!(report.is_consistent(), "{:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_stays_put_while_only_promoted_events_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = RedbConfig::new(dir.path().join("l1.redb")).max_bytes(256 << 10);
+    let store = RedbStore::open(config).unwrap();
+    let w0 = Timestamp(T0 + 1_000_000);
+    store.set_window(w0).await.unwrap();
+    // Only promoted events (all below W): eviction must not move W.
+    for e in realistic(2_000, T0) {
+        store.save(&e).await.unwrap();
+    }
+    assert!(
+        store
+            .stats()
+            .evictions
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    assert_eq!(store.window(), w0);
+}

@@ -1,0 +1,34 @@
+//! layer1 integration tests: conformance (unbounded and with a small budget), the
+//! property test against `MemoryStore`, the budget, eviction order and crash safety.
+
+mod budget;
+mod crash;
+mod support;
+
+mod unbounded {
+    use crate::support::unbounded;
+    eventstore::conformance_tests!(unbounded);
+
+    #[test]
+    fn prop_agrees_with_memory_store() {
+        eventstore::conformance::prop::check_against_oracle(
+            unbounded,
+            eventstore::conformance::prop::Mode::Exact,
+            48,
+        );
+    }
+}
+
+mod bounded {
+    use crate::support::small_budget;
+    eventstore::conformance_tests!(small_budget);
+
+    #[test]
+    fn prop_is_an_ordered_subset_of_memory_store() {
+        eventstore::conformance::prop::check_against_oracle(
+            || crate::support::bounded(8 * 1024),
+            eventstore::conformance::prop::Mode::Subset,
+            48,
+        );
+    }
+}
