@@ -1,2 +1,29 @@
-//! `layer2`: the shared PostgreSQL event store with a change feed.
-//! Not written yet: see the project's issue tracker.
+//! `layer2`: the shared PostgreSQL event store, the authority for every node.
+//!
+//! Writes are grouped into multi-row transactions by a few writer tasks; concurrent
+//! writers on many nodes agree on one winner per replaceable/addressable address
+//! (advisory lock per address) and on deletions (tombstones plus a post-commit check).
+//! A change feed by the database clock lets every node's poller follow new events.
+//!
+//! # Layout
+//! - [`store`]: [`PgStore`], [`PgConfig`]; implements `eventstore::EventStore`.
+//! - `write`: one batch, one transaction, exact per-event outcomes.
+//! - `query`: filters to SQL in canonical order.
+//! - [`feed`]: the change feed ([`Changes`]).
+//! - `keys`: column encodings (long values hashed, address lock keys).
+//! - [`testsupport`] (feature `test-support`): a real PostgreSQL for tests.
+//!
+//! Migrations live in `layer2/migrations` and are embedded with `sqlx::migrate!`.
+
+mod error;
+pub mod feed;
+mod keys;
+mod query;
+pub mod store;
+mod write;
+
+#[cfg(feature = "test-support")]
+pub mod testsupport;
+
+pub use feed::{Changes, DbMicros};
+pub use store::{PgConfig, PgStore};

@@ -1,0 +1,220 @@
+//! `PgStore`: the shared L2. Saves are grouped by writer tasks into multi-row
+//! transactions; queries go straight to the pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventstore::{Capabilities, Event, EventId, EventStore, Filter, SaveOutcome, StoreError};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::error::db;
+use crate::feed::{Changes, DbMicros};
+
+/// Configuration of a [`PgStore`], with documented defaults.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// `postgres://user:pass@host:port/db`.
+    pub url: String,
+    /// Pool size. Default 8: on a small machine, client and server share the cores,
+    /// and more connections add no read throughput.
+    pub max_connections: u32,
+    /// How long to wait for a connection before reporting the store unavailable.
+    /// Default 5 s.
+    pub acquire_timeout: Duration,
+    /// Most events in one write transaction. Default 500.
+    pub batch_max: usize,
+    /// Concurrent write transactions. Default 4.
+    pub writers: usize,
+    /// Bound of the write queue; a full queue makes savers wait. Default 8,192.
+    pub queue: usize,
+}
+
+impl PgConfig {
+    /// Defaults for the database at `url`.
+    pub fn new(url: impl Into<String>) -> PgConfig {
+        PgConfig {
+            url: url.into(),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            batch_max: 500,
+            writers: 4,
+            queue: 8_192,
+        }
+    }
+}
+
+struct SaveReq {
+    event: Event,
+    reply: oneshot::Sender<Result<SaveOutcome, StoreError>>,
+}
+
+/// The PostgreSQL event store.
+pub struct PgStore {
+    pool: PgPool,
+    tx: mpsc::Sender<SaveReq>,
+    config: PgConfig,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("max_connections", &self.config.max_connections)
+            .finish()
+    }
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl PgStore {
+    /// Connects, applies migrations (safe when several nodes start at once: sqlx
+    /// holds an advisory lock while migrating) and starts the writer tasks.
+    pub async fn connect(config: PgConfig) -> Result<PgStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect(&config.url)
+            .await
+            .map_err(db)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let (tx, rx) = mpsc::channel(config.queue);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..config.writers.max(1) {
+            tokio::spawn(writer(pool.clone(), rx.clone(), config.batch_max.max(1)));
+        }
+        Ok(PgStore { pool, tx, config })
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The database clock now, in microseconds since the epoch.
+    pub async fn db_now(&self) -> Result<DbMicros, StoreError> {
+        crate::feed::db_now(&self.pool).await
+    }
+
+    /// The change feed: events and tombstones inserted from `cursor - lookback` on.
+    pub async fn changes(
+        &self,
+        cursor: DbMicros,
+        lookback: Duration,
+        page: usize,
+    ) -> Result<Changes, StoreError> {
+        crate::feed::changes(&self.pool, cursor, lookback, page).await
+    }
+
+    /// Stops the writers once queued saves are done, and closes the pool.
+    pub async fn close(self) {
+        let PgStore { pool, tx, .. } = self;
+        drop(tx);
+        // Writers hold pool connections only while a batch runs; closing waits for them.
+        pool.close().await;
+    }
+}
+
+/// One writer: takes what is queued (up to `max`) and saves it in one transaction.
+async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<SaveReq>>>, max: usize) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(r) => batch.push(r),
+                None => return,
+            }
+            while batch.len() < max {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+        }
+        let events: Vec<Event> = batch.iter().map(|r| r.event.clone()).collect();
+        match crate::write::save_batch(&pool, &events).await {
+            Ok(outcomes) => {
+                for (r, o) in batch.into_iter().zip(outcomes) {
+                    let _ = r.reply.send(Ok(o));
+                }
+            }
+            Err(StoreError::Unavailable(e)) => {
+                let msg = e.to_string();
+                tracing::warn!(error = %msg, n = batch.len(), "L2 unavailable; batch refused");
+                for r in batch {
+                    let _ = r
+                        .reply
+                        .send(Err(StoreError::Unavailable(msg.clone().into())));
+                }
+            }
+            Err(e) if batch.len() > 1 => {
+                // Isolate the cause (a deadlock, or one event the database refuses):
+                // retry each event on its own.
+                tracing::warn!(error = %e, n = batch.len(), "L2 batch failed; retrying one by one");
+                for r in batch {
+                    let res = crate::write::save_batch(&pool, std::slice::from_ref(&r.event))
+                        .await
+                        .map(|mut o| o.remove(0));
+                    let _ = r.reply.send(res);
+                }
+            }
+            Err(e) => {
+                for r in batch {
+                    let _ = r.reply.send(Err(StoreError::Backend(e.to_string().into())));
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn save(&self, event: &Event) -> Result<SaveOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(SaveReq {
+                event: event.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn query(&self, filters: &[Filter]) -> Result<Vec<Event>, StoreError> {
+        crate::query::query(&self.pool, filters).await
+    }
+
+    async fn count(&self, filters: &[Filter]) -> Result<u64, StoreError> {
+        crate::query::count(&self.pool, filters).await
+    }
+
+    async fn delete(&self, ids: &[EventId]) -> Result<u64, StoreError> {
+        let ids: Vec<Vec<u8>> = ids.iter().map(|i| i.0.to_vec()).collect();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let n: i64 = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM events WHERE id = ANY($1) RETURNING id, pubkey), \
+             t AS (INSERT INTO deleted_ids (id, pubkey) SELECT id, pubkey FROM gone ON CONFLICT DO NOTHING) \
+             SELECT count(*) FROM gone",
+        )
+        .bind(&ids)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(n as u64)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            change_feed: true,
+            persistent: true,
+            bounded: false,
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! A real PostgreSQL for tests, in this order:
+//! 1. `DATABASE_URL`, if set (a server you run; each test gets its own database there,
+//!    dropped afterwards);
+//! 2. an ephemeral cluster started from the local PostgreSQL binaries (`initdb`,
+//!    `pg_ctl`, on `PATH` or under `/usr/lib/postgresql/*/bin`), once per test process,
+//!    on a free port, removed by a watchdog when the process ends;
+//! 3. otherwise the test fails, saying how to provide one.
+//!
+//! (A testcontainers fallback for machines with a Docker engine is not built: these
+//! machines have none; see the README.)
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sqlx::Connection;
+
+const HOW: &str = "set DATABASE_URL to a PostgreSQL server you can create databases on \
+    (e.g. postgres://postgres@127.0.0.1:5432/postgres), or install PostgreSQL's server \
+    binaries (Debian: apt-get install postgresql) so tests can start their own";
+
+/// A fresh database for one test.
+#[derive(Debug)]
+pub struct TestDb {
+    /// Connection URL of the new database.
+    pub url: String,
+    name: String,
+    admin: String,
+    drop_after: bool,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if !self.drop_after {
+            // The ephemeral cluster is removed whole when the process ends.
+            return;
+        }
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async move {
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+struct Cluster {
+    admin_url: String,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A new, empty database. Panics with instructions when no PostgreSQL can be had.
+pub async fn test_database() -> TestDb {
+    let (admin, drop_after) = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => (url, true),
+        _ => match CLUSTER.get_or_init(start_cluster) {
+            Ok(c) => (c.admin_url.clone(), false),
+            Err(e) => panic!("no PostgreSQL for tests: {e}. To fix: {HOW}"),
+        },
+    };
+    let name = format!(
+        "layer2_test_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to test PostgreSQL at {admin}: {e}. {HOW}"));
+    let sql = format!("CREATE DATABASE \"{name}\"");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+    let _ = conn.close().await;
+    TestDb {
+        url: replace_db(&admin, &name),
+        name,
+        admin,
+        drop_after,
+    }
+}
+
+/// The admin URL of the ephemeral cluster (started on first use), for tests that need
+/// the server itself rather than a database.
+pub fn cluster_url() -> Result<String, String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Ok(url),
+        _ => CLUSTER
+            .get_or_init(start_cluster)
+            .as_ref()
+            .map(|c| c.admin_url.clone())
+            .map_err(Clone::clone),
+    }
+}
+
+/// `url` with its database name replaced by `db`.
+fn replace_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..].find('/').map(|i| scheme_end + i);
+    let host = match path_start {
+        Some(i) => &base[..i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host}/{db}?{q}"),
+        None => format!("{host}/{db}"),
+    }
+}
+
+fn find_bin_dir() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p).find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+    });
+    if on_path.is_some() {
+        return on_path;
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|d| d.join("initdb").is_file())
+        .collect();
+    // Highest major version last.
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A command, run as the `postgres` user when we are root (initdb refuses root).
+fn pg_command(root: bool, bin: &Path, args: &[&str]) -> Command {
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin).args(args);
+        c
+    } else {
+        let mut c = Command::new(bin);
+        c.args(args);
+        c
+    }
+}
+
+fn run(mut c: Command, what: &str) -> Result<(), String> {
+    let out = c
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn start_cluster() -> Result<Cluster, String> {
+    let bin = find_bin_dir().ok_or("no initdb/pg_ctl on PATH or under /usr/lib/postgresql")?;
+    let root = is_root();
+    let dir = std::env::temp_dir().join(format!(
+        "layer2-pg-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    if root {
+        let mut c = Command::new("chown");
+        c.args(["postgres:postgres"]).arg(&dir);
+        run(c, "chown of the cluster directory to postgres")?;
+    }
+    let data = dir.join("data");
+    let data_s = data.to_string_lossy().to_string();
+    let dir_s = dir.to_string_lossy().to_string();
+    run(
+        pg_command(
+            root,
+            &bin.join("initdb"),
+            &[
+                "-D",
+                &data_s,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        ),
+        "initdb",
+    )?;
+    let mut last_err = String::new();
+    for _ in 0..5 {
+        let port = free_port()?;
+        let opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {dir_s} -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 \
+             -c shared_buffers=128MB"
+        );
+        let log = format!("{dir_s}/server.log");
+        let started = run(
+            pg_command(
+                root,
+                &bin.join("pg_ctl"),
+                &[
+                    "-D", &data_s, "-l", &log, "-w", "-t", "60", "-o", &opts, "start",
+                ],
+            ),
+            "pg_ctl start",
+        );
+        match started {
+            Ok(()) => {
+                spawn_watchdog(root, &bin, &data_s, &dir_s)?;
+                return Ok(Cluster {
+                    admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+                });
+            }
+            // Most likely the port was taken between probing and binding: try another.
+            Err(e) => last_err = e,
+        }
+    }
+    Err(last_err)
+}
+
+/// Stops the cluster and removes its directory once this process has exited.
+fn spawn_watchdog(root: bool, bin: &Path, data: &str, dir: &str) -> Result<(), String> {
+    let pg_ctl = bin.join("pg_ctl");
+    let stop = if root {
+        format!(
+            "runuser -u postgres -- {} -D {data} -m immediate stop",
+            pg_ctl.display()
+        )
+    } else {
+        format!("{} -D {data} -m immediate stop", pg_ctl.display())
+    };
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
+        pid = std::process::id()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(drop)
+        .map_err(|e| format!("starting the cluster watchdog: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_db;
+
+    #[test]
+    fn database_name_is_replaced() {
+        assert_eq!(
+            replace_db("postgres://u@h:5/postgres", "x"),
+            "postgres://u@h:5/x"
+        );
+        assert_eq!(replace_db("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+        assert_eq!(
+            replace_db("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+    }
+}

@@ -1,0 +1,565 @@
+//! Saving a batch of events in one transaction, with exact per-event outcomes.
+//!
+//! Concurrency across nodes:
+//! - duplicates: `INSERT .. ON CONFLICT (id) DO NOTHING`; a row not inserted is a
+//!   duplicate written by someone else meanwhile;
+//! - replaceable/addressable events and `a` deletions: every writer first takes a
+//!   transaction-scoped advisory lock per address (sorted, so batches never deadlock),
+//!   then reads the current version: one winner by the NIP-01 rule;
+//! - `e` deletions against re-submissions: after commit, the saver re-checks its new
+//!   events against tombstones and the deleter re-runs its deletes. Whichever commits
+//!   second sees the other's work, so the event ends deleted either way.
+
+use std::collections::{HashMap, HashSet};
+
+use eventstore::{
+    Event, EventId, KindClass, Reason, SaveOutcome, StoreError, Timestamp, deletion_applies,
+    supersedes,
+};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use crate::error::db;
+use crate::keys::{AddrKey, addr_key, addr_lock, tag_rows, ts, value_key};
+
+/// What the database holds about one id of interest.
+struct Held {
+    pubkey: Vec<u8>,
+    kind: i32,
+    addr: Option<AddrKey>,
+}
+
+/// Deletions decided in this batch, to be written.
+#[derive(Default)]
+struct Deletions {
+    /// (id, author) tombstones.
+    ids: Vec<(Vec<u8>, Vec<u8>)>,
+    /// (address, upto).
+    addresses: Vec<(AddrKey, i64)>,
+}
+
+pub(crate) async fn save_batch(
+    pool: &PgPool,
+    batch: &[Event],
+) -> Result<Vec<SaveOutcome>, StoreError> {
+    let now = Timestamp::now();
+    let mut outcomes: Vec<Option<SaveOutcome>> = batch
+        .iter()
+        .map(|e| {
+            if e.kind().class() == KindClass::Ephemeral {
+                Some(SaveOutcome::Ephemeral)
+            } else if e.is_expired(now) {
+                Some(SaveOutcome::Rejected(Reason::Expired))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let todo: Vec<usize> = (0..batch.len())
+        .filter(|&i| outcomes[i].is_none())
+        .collect();
+    if todo.is_empty() {
+        return Ok(outcomes.into_iter().flatten().collect());
+    }
+
+    let mut tx = pool.begin().await.map_err(db)?;
+    lock_addresses(&mut tx, batch, &todo).await?;
+
+    // What the database holds for every id and address this batch touches.
+    let mut ids: Vec<Vec<u8>> = Vec::new();
+    let mut addrs: Vec<AddrKey> = Vec::new();
+    for &i in &todo {
+        let e = &batch[i];
+        ids.push(e.id().0.to_vec());
+        if let Some(a) = e.address() {
+            addrs.push(addr_key(&a));
+        }
+        let t = e.deletion_targets();
+        ids.extend(t.ids.iter().map(|id| id.0.to_vec()));
+        addrs.extend(t.addresses.iter().map(addr_key));
+    }
+    let held = load_held(&mut tx, &ids).await?;
+    let tombstones = load_tombstones(&mut tx, &ids).await?;
+    let (mut current, mut addr_deleted) = load_addresses(&mut tx, &addrs).await?;
+
+    // Decide each event in batch order, as if saved one by one.
+    let mut stored: HashSet<Vec<u8>> = held.keys().cloned().collect();
+    let mut tombs = tombstones;
+    let mut insert: Vec<usize> = Vec::new();
+    let mut replaced_in_db: Vec<Vec<u8>> = Vec::new();
+    let mut del = Deletions::default();
+    for &i in &todo {
+        let e = &batch[i];
+        let id = e.id().0.to_vec();
+        let pk = e.pubkey().0.to_vec();
+        if stored.contains(&id) {
+            outcomes[i] = Some(SaveOutcome::Duplicate);
+            continue;
+        }
+        if tombs.contains(&(id.clone(), pk.clone())) {
+            outcomes[i] = Some(SaveOutcome::Rejected(Reason::Deleted));
+            continue;
+        }
+        let mut outcome = SaveOutcome::Stored;
+        if let Some(a) = e.address() {
+            let ak = addr_key(&a);
+            if addr_deleted
+                .get(&ak)
+                .is_some_and(|&upto| ts(e.created_at()) <= upto)
+            {
+                outcomes[i] = Some(SaveOutcome::Rejected(Reason::Deleted));
+                continue;
+            }
+            if let Some((cur_id, cur_at)) = current.get(&ak).cloned() {
+                let cur = (Timestamp(cur_at as u64), EventId(to32(&cur_id)));
+                if !supersedes((e.created_at(), e.id()), cur) {
+                    outcomes[i] = Some(SaveOutcome::Rejected(Reason::Superseded));
+                    continue;
+                }
+                drop_version(&cur_id, &mut insert, batch, &mut replaced_in_db);
+                stored.remove(&cur_id);
+                outcome = SaveOutcome::Replaced { old: cur.1 };
+            }
+            current.insert(ak, (id.clone(), ts(e.created_at())));
+        }
+        stored.insert(id);
+        insert.push(i);
+        outcomes[i] = Some(outcome);
+        apply_deletion(
+            e,
+            batch,
+            &held,
+            &mut insert,
+            &mut stored,
+            &mut tombs,
+            &mut current,
+            &mut addr_deleted,
+            &mut del,
+        );
+    }
+
+    if !replaced_in_db.is_empty() {
+        sqlx::query("DELETE FROM events WHERE id = ANY($1)")
+            .bind(&replaced_in_db)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+    }
+    let inserted = insert_events(&mut tx, batch, &insert).await?;
+    for &i in &insert {
+        if !inserted.contains(batch[i].id().0.as_slice()) {
+            // Written by another node between our read and our insert.
+            outcomes[i] = Some(SaveOutcome::Duplicate);
+        }
+    }
+    write_deletions(&mut tx, &del).await?;
+    tx.commit().await.map_err(db)?;
+
+    // The post-commit double check (see the module docs).
+    let fresh: Vec<usize> = insert
+        .iter()
+        .copied()
+        .filter(|&i| outcomes[i].as_ref().is_some_and(SaveOutcome::is_new))
+        .collect();
+    for i in recheck_tombstones(pool, batch, &fresh).await? {
+        outcomes[i] = Some(SaveOutcome::Rejected(Reason::Deleted));
+    }
+    if !del.ids.is_empty() || !del.addresses.is_empty() {
+        let mut tx = pool.begin().await.map_err(db)?;
+        write_deletions(&mut tx, &del).await?;
+        tx.commit().await.map_err(db)?;
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(SaveOutcome::Duplicate))
+        .collect())
+}
+
+fn to32(v: &[u8]) -> [u8; 32] {
+    let mut a = [0u8; 32];
+    if v.len() == 32 {
+        a.copy_from_slice(v);
+    }
+    a
+}
+
+/// A version leaves: if it was inserted earlier in this batch it is simply not written;
+/// otherwise the database holds it (the only other source of `current`) and it is
+/// deleted.
+fn drop_version(id: &[u8], insert: &mut Vec<usize>, batch: &[Event], in_db: &mut Vec<Vec<u8>>) {
+    if let Some(pos) = insert.iter().position(|&j| batch[j].id().0 == id) {
+        insert.remove(pos);
+    } else {
+        in_db.push(id.to_vec());
+    }
+}
+
+/// NIP-09 for a kind-5 event being stored: updates the in-batch state so that later
+/// events in the batch see the deletion, and records what to write.
+#[allow(clippy::too_many_arguments)]
+fn apply_deletion(
+    request: &Event,
+    batch: &[Event],
+    held: &HashMap<Vec<u8>, Held>,
+    insert: &mut Vec<usize>,
+    stored: &mut HashSet<Vec<u8>>,
+    tombs: &mut HashSet<(Vec<u8>, Vec<u8>)>,
+    current: &mut HashMap<AddrKey, (Vec<u8>, i64)>,
+    addr_deleted: &mut HashMap<AddrKey, i64>,
+    del: &mut Deletions,
+) {
+    let targets = request.deletion_targets();
+    let pk = request.pubkey().0.to_vec();
+    for id in &targets.ids {
+        let idv = id.0.to_vec();
+        // The target's author and kind: from this batch, or from the database.
+        let in_batch = insert.iter().copied().find(|&j| batch[j].id() == *id);
+        let applies = match in_batch {
+            Some(j) => deletion_applies(request.pubkey(), &batch[j]),
+            None => held.get(&idv).is_none_or(|h| {
+                h.pubkey == pk && h.kind != i32::from(eventstore::Kind::DELETION.0)
+            }),
+        };
+        if !applies {
+            continue;
+        }
+        if stored.remove(&idv) {
+            if let Some(pos) = insert.iter().position(|&j| batch[j].id() == *id) {
+                insert.remove(pos);
+            }
+            let addr = match in_batch {
+                Some(j) => batch[j].address().map(|a| addr_key(&a)),
+                None => held.get(&idv).and_then(|h| h.addr.clone()),
+            };
+            if let Some(a) = addr {
+                if current.get(&a).is_some_and(|(cur, _)| *cur == idv) {
+                    current.remove(&a);
+                }
+            }
+        }
+        tombs.insert((idv.clone(), pk.clone()));
+        del.ids.push((idv, pk.clone()));
+    }
+    let at = ts(request.created_at());
+    for a in &targets.addresses {
+        let ak = addr_key(a);
+        if let Some((cur, cur_at)) = current.get(&ak).cloned() {
+            if cur_at <= at {
+                if let Some(pos) = insert.iter().position(|&j| batch[j].id().0 == cur[..]) {
+                    insert.remove(pos);
+                }
+                stored.remove(&cur);
+                current.remove(&ak);
+            }
+        }
+        let upto = addr_deleted.entry(ak.clone()).or_insert(at);
+        *upto = (*upto).max(at);
+        del.addresses.push((ak, at));
+    }
+}
+
+async fn lock_addresses(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[Event],
+    todo: &[usize],
+) -> Result<(), StoreError> {
+    let mut keys: Vec<i64> = Vec::new();
+    for &i in todo {
+        let e = &batch[i];
+        if let Some(a) = e.address() {
+            keys.push(addr_lock(&addr_key(&a)));
+        }
+        for a in e.deletion_targets().addresses {
+            keys.push(addr_lock(&addr_key(&a)));
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    // Sorted and de-duplicated: two batches always take shared locks in one order.
+    keys.sort_unstable();
+    keys.dedup();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest($1::int8[]) AS k ORDER BY 1) s",
+    )
+    .bind(&keys)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+async fn load_held(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[Vec<u8>],
+) -> Result<HashMap<Vec<u8>, Held>, StoreError> {
+    let rows = sqlx::query("SELECT id, pubkey, kind, d_key FROM events WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let pubkey: Vec<u8> = r.try_get("pubkey").map_err(db)?;
+        let kind: i32 = r.try_get("kind").map_err(db)?;
+        let d_key: Option<Vec<u8>> = r.try_get("d_key").map_err(db)?;
+        out.insert(
+            r.try_get("id").map_err(db)?,
+            Held {
+                addr: d_key.map(|d| (kind, pubkey.clone(), d)),
+                pubkey,
+                kind,
+            },
+        );
+    }
+    Ok(out)
+}
+
+async fn load_tombstones(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[Vec<u8>],
+) -> Result<HashSet<(Vec<u8>, Vec<u8>)>, StoreError> {
+    let rows = sqlx::query("SELECT id, pubkey FROM deleted_ids WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get("id").map_err(db)?,
+                r.try_get("pubkey").map_err(db)?,
+            ))
+        })
+        .collect()
+}
+
+type Current = HashMap<AddrKey, (Vec<u8>, i64)>;
+
+async fn load_addresses(
+    tx: &mut Transaction<'_, Postgres>,
+    addrs: &[AddrKey],
+) -> Result<(Current, HashMap<AddrKey, i64>), StoreError> {
+    if addrs.is_empty() {
+        return Ok(Default::default());
+    }
+    let kinds: Vec<i32> = addrs.iter().map(|a| a.0).collect();
+    let pks: Vec<Vec<u8>> = addrs.iter().map(|a| a.1.clone()).collect();
+    let ds: Vec<Vec<u8>> = addrs.iter().map(|a| a.2.clone()).collect();
+    let rows = sqlx::query(
+        "SELECT e.kind, e.pubkey, e.d_key, e.id, e.created_at FROM events e \
+         JOIN (SELECT DISTINCT * FROM unnest($1::int4[], $2::bytea[], $3::bytea[])) AS a(kind, pubkey, d_key) \
+         ON e.kind = a.kind AND e.pubkey = a.pubkey AND e.d_key = a.d_key",
+    )
+    .bind(&kinds)
+    .bind(&pks)
+    .bind(&ds)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db)?;
+    let mut current = HashMap::new();
+    for r in rows {
+        current.insert(
+            (
+                r.try_get("kind").map_err(db)?,
+                r.try_get("pubkey").map_err(db)?,
+                r.try_get("d_key").map_err(db)?,
+            ),
+            (
+                r.try_get("id").map_err(db)?,
+                r.try_get("created_at").map_err(db)?,
+            ),
+        );
+    }
+    let rows = sqlx::query(
+        "SELECT d.kind, d.pubkey, d.d_key, d.upto FROM deleted_addresses d \
+         JOIN (SELECT DISTINCT * FROM unnest($1::int4[], $2::bytea[], $3::bytea[])) AS a(kind, pubkey, d_key) \
+         ON d.kind = a.kind AND d.pubkey = a.pubkey AND d.d_key = a.d_key",
+    )
+    .bind(&kinds)
+    .bind(&pks)
+    .bind(&ds)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db)?;
+    let mut deleted = HashMap::new();
+    for r in rows {
+        deleted.insert(
+            (
+                r.try_get("kind").map_err(db)?,
+                r.try_get("pubkey").map_err(db)?,
+                r.try_get("d_key").map_err(db)?,
+            ),
+            r.try_get("upto").map_err(db)?,
+        );
+    }
+    Ok((current, deleted))
+}
+
+/// Multi-row insert of events and their tags; returns the ids actually inserted.
+async fn insert_events(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[Event],
+    which: &[usize],
+) -> Result<HashSet<Vec<u8>>, StoreError> {
+    if which.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let n = which.len();
+    let (mut ids, mut pks, mut cats, mut kinds, mut dks, mut exps, mut jsons) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for &i in which {
+        let e = &batch[i];
+        ids.push(e.id().0.to_vec());
+        pks.push(e.pubkey().0.to_vec());
+        cats.push(ts(e.created_at()));
+        kinds.push(i32::from(e.kind().0));
+        dks.push(e.address().map(|a| value_key(&a.d)));
+        exps.push(e.expiration().map(ts));
+        jsons.push(e.as_json().to_owned());
+    }
+    let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+        "INSERT INTO events (id, pubkey, created_at, kind, d_key, expiration, json) \
+         SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int4[], $5::bytea[], $6::int8[], $7::text[]) \
+         ON CONFLICT (id) DO NOTHING RETURNING id",
+    )
+    .bind(&ids)
+    .bind(&pks)
+    .bind(&cats)
+    .bind(&kinds)
+    .bind(&dks)
+    .bind(&exps)
+    .bind(&jsons)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db)?;
+    let inserted: HashSet<Vec<u8>> = rows.into_iter().collect();
+
+    let (mut t_ids, mut t_names, mut t_vals, mut t_cats) = (vec![], vec![], vec![], vec![]);
+    for &i in which {
+        let e = &batch[i];
+        if !inserted.contains(e.id().0.as_slice()) {
+            continue;
+        }
+        for (name, value) in tag_rows(e) {
+            t_ids.push(e.id().0.to_vec());
+            t_names.push(name);
+            t_vals.push(value);
+            t_cats.push(ts(e.created_at()));
+        }
+    }
+    if !t_ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO tags (event_id, name, value_key, created_at) \
+             SELECT e, n::\"char\", v, c FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::int8[]) AS t(e, n, v, c) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&t_ids)
+        .bind(&t_names)
+        .bind(&t_vals)
+        .bind(&t_cats)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    }
+    Ok(inserted)
+}
+
+/// Tombstones and the deletes they imply. Idempotent: run again after commit.
+async fn write_deletions(
+    tx: &mut Transaction<'_, Postgres>,
+    del: &Deletions,
+) -> Result<(), StoreError> {
+    if !del.ids.is_empty() {
+        let ids: Vec<Vec<u8>> = del.ids.iter().map(|d| d.0.clone()).collect();
+        let pks: Vec<Vec<u8>> = del.ids.iter().map(|d| d.1.clone()).collect();
+        sqlx::query(
+            "INSERT INTO deleted_ids (id, pubkey) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&pks)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        // NIP-09: only the author's own events, and never a deletion request.
+        sqlx::query(
+            "DELETE FROM events e USING unnest($1::bytea[], $2::bytea[]) AS t(id, pk) \
+             WHERE e.id = t.id AND e.pubkey = t.pk AND e.kind <> 5",
+        )
+        .bind(&ids)
+        .bind(&pks)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    }
+    if !del.addresses.is_empty() {
+        let kinds: Vec<i32> = del.addresses.iter().map(|d| d.0.0).collect();
+        let pks: Vec<Vec<u8>> = del.addresses.iter().map(|d| d.0.1.clone()).collect();
+        let ds: Vec<Vec<u8>> = del.addresses.iter().map(|d| d.0.2.clone()).collect();
+        let upto: Vec<i64> = del.addresses.iter().map(|d| d.1).collect();
+        sqlx::query(
+            "INSERT INTO deleted_addresses (kind, pubkey, d_key, upto) \
+             SELECT k, p, d, max(u) FROM unnest($1::int4[], $2::bytea[], $3::bytea[], $4::int8[]) AS t(k, p, d, u) \
+             GROUP BY k, p, d \
+             ON CONFLICT (kind, pubkey, d_key) DO UPDATE SET upto = GREATEST(deleted_addresses.upto, EXCLUDED.upto)",
+        )
+        .bind(&kinds)
+        .bind(&pks)
+        .bind(&ds)
+        .bind(&upto)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "DELETE FROM events e USING unnest($1::int4[], $2::bytea[], $3::bytea[], $4::int8[]) AS t(k, p, d, u) \
+             WHERE e.kind = t.k AND e.pubkey = t.p AND e.d_key = t.d AND e.created_at <= t.u",
+        )
+        .bind(&kinds)
+        .bind(&pks)
+        .bind(&ds)
+        .bind(&upto)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Events just stored that a concurrent deletion tombstoned: delete them again and
+/// report them deleted. Returns their batch indices.
+async fn recheck_tombstones(
+    pool: &PgPool,
+    batch: &[Event],
+    fresh: &[usize],
+) -> Result<Vec<usize>, StoreError> {
+    if fresh.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Vec<u8>> = fresh.iter().map(|&i| batch[i].id().0.to_vec()).collect();
+    let pks: Vec<Vec<u8>> = fresh
+        .iter()
+        .map(|&i| batch[i].pubkey().0.to_vec())
+        .collect();
+    let hit: Vec<Vec<u8>> = sqlx::query_scalar(
+        "DELETE FROM events e USING deleted_ids d, unnest($1::bytea[], $2::bytea[]) AS t(id, pk) \
+         WHERE d.id = t.id AND d.pubkey = t.pk AND e.id = t.id AND e.kind <> 5 RETURNING e.id",
+    )
+    .bind(&ids)
+    .bind(&pks)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    let hit: HashSet<Vec<u8>> = hit.into_iter().collect();
+    Ok(fresh
+        .iter()
+        .copied()
+        .filter(|&i| hit.contains(batch[i].id().0.as_slice()))
+        .collect())
+}

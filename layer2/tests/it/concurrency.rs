@@ -1,0 +1,129 @@
+//! Many writers on separate pools (as many nodes would be) racing on one address, and
+//! deletions racing re-submissions.
+
+use std::sync::Arc;
+
+use eventstore::{EventBuilder, EventStore, Filter, Keys, Kind, MemoryStore, Timestamp};
+use layer2::testsupport::test_database;
+use layer2::{PgConfig, PgStore};
+
+use crate::store_on;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_replaceable_and_addressable_writes_leave_one_winner() {
+    let db = test_database().await;
+    let keys = Keys::from_seed(77);
+    // 8 "nodes", each its own pool, each writing 12 versions of the same two addresses.
+    let mut stores = Vec::new();
+    for _ in 0..8 {
+        stores.push(Arc::new(store_on(&db).await));
+    }
+    let mut all = Vec::new();
+    for node in 0..8u64 {
+        for v in 0..12u64 {
+            // Many equal timestamps so the lowest-id rule decides often.
+            let at = Timestamp(1_700_000_000 + (node * 7 + v * 3) % 10);
+            all.push((
+                node,
+                EventBuilder::new(Kind(10002), format!("relays {node}/{v}"))
+                    .created_at(at)
+                    .sign_deterministic(&keys),
+            ));
+            all.push((
+                node,
+                EventBuilder::new(Kind(30023), format!("article {node}/{v}"))
+                    .tag(["d", "race"])
+                    .created_at(at)
+                    .sign_deterministic(&keys),
+            ));
+        }
+    }
+    let mut tasks = Vec::new();
+    for node in 0..8u64 {
+        let store = stores[node as usize].clone();
+        let mine: Vec<_> = all
+            .iter()
+            .filter(|(n, _)| *n == node)
+            .map(|(_, e)| e.clone())
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            for e in mine {
+                store.save(&e).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let oracle = MemoryStore::new();
+    for (_, e) in &all {
+        oracle.save(e).await.unwrap();
+    }
+    for kind in [10002, 30023] {
+        let f = vec![Filter::new().kind(Kind(kind))];
+        let got = stores[0].query(&f).await.unwrap();
+        let want = oracle.query(&f).await.unwrap();
+        assert_eq!(got.len(), 1, "kind {kind}: exactly one winner");
+        assert_eq!(got[0].id(), want[0].id(), "kind {kind}: the NIP-01 winner");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_racing_resubmissions_ends_deleted() {
+    let db = test_database().await;
+    let keys = Keys::from_seed(5);
+    for round in 0..10u64 {
+        let target = EventBuilder::text_note(format!("doomed {round}"))
+            .created_at(Timestamp(1_700_000_000 + round))
+            .sign_deterministic(&keys);
+        let deletion = EventBuilder::new(Kind::DELETION, "")
+            .tag(["e".to_owned(), target.id().to_hex()])
+            .created_at(Timestamp(1_700_000_100 + round))
+            .sign_deterministic(&keys);
+        let a = Arc::new(store_on(&db).await);
+        let b = Arc::new(store_on(&db).await);
+        // Node B re-submits the target again and again while node A deletes it.
+        let resubmit = {
+            let (b, target) = (b.clone(), target.clone());
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    b.save(&target).await.unwrap();
+                }
+            })
+        };
+        a.save(&deletion).await.unwrap();
+        resubmit.await.unwrap();
+        let got = a.query(&[Filter::new().id(target.id())]).await.unwrap();
+        assert!(got.is_empty(), "round {round}: deleted event survived");
+        let again = b.save(&target).await.unwrap();
+        assert_eq!(
+            again,
+            eventstore::SaveOutcome::Rejected(eventstore::Reason::Deleted)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_stores_migrate_one_empty_database_at_once() {
+    let db = test_database().await;
+    let connect = || PgStore::connect(PgConfig::new(db.url.clone()));
+    let (a, b, c) = tokio::join!(connect(), connect(), connect());
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    let e = EventBuilder::text_note("after migration").sign(&Keys::from_seed(1));
+    a.save(&e).await.unwrap();
+    assert_eq!(b.count(&[Filter::new()]).await.unwrap(), 1);
+    assert_eq!(c.query(&[Filter::new()]).await.unwrap()[0].id(), e.id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_database_is_reported_as_unavailable() {
+    let db = test_database().await;
+    let store = store_on(&db).await;
+    store.pool().close().await;
+    let e = EventBuilder::text_note("nowhere to go").sign(&Keys::from_seed(1));
+    let err = store.save(&e).await.unwrap_err();
+    assert!(
+        matches!(err, eventstore::StoreError::Unavailable(_)),
+        "got {err:?}"
+    );
+}
