@@ -20,7 +20,6 @@ pub(crate) const RECENCY: TableDefinition<u64, u64> = TableDefinition::new("rece
 /// Counters, watermarks and the poller's cursor.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-pub(crate) const META_NEXT_SERIAL: &str = "next_serial";
 pub(crate) const META_BYTES: &str = "bytes";
 pub(crate) const META_WINDOW: &str = "window";
 pub(crate) const META_TICK: &str = "tick";

@@ -113,6 +113,25 @@ impl RedbStore {
         .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
 
+    /// Saves many events, in order, as few transactions as the writer can group them
+    /// into (an import or a poll). Outcomes are in the order of `events`.
+    pub async fn save_many(&self, events: &[Event]) -> Result<Vec<SaveOutcome>, StoreError> {
+        let mut waiting = Vec::with_capacity(events.len());
+        for e in events {
+            let (tx, rx) = oneshot::channel();
+            self.tx
+                .send(Request::Save(e.clone(), tx))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            waiting.push(rx);
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            out.push(rx.await.map_err(|_| StoreError::Closed)??);
+        }
+        Ok(out)
+    }
+
     /// Which of `ids` are held, from one snapshot. Unlike a query, this does not count
     /// as an access for eviction.
     pub async fn contains(&self, ids: &[EventId]) -> Result<Vec<bool>, StoreError> {

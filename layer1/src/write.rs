@@ -29,10 +29,13 @@ pub(crate) struct Tables<'t> {
     pub deleted_addresses: Table<'t, &'static [u8], u64>,
     pub recency: Table<'t, u64, u64>,
     pub meta: Table<'t, &'static str, &'static [u8]>,
-    pub next_serial: u64,
+    /// Index keys written by this transaction, inserted in key order at `flush_index`
+    /// (sorted inserts touch each B-tree page once, in order).
+    pub pending_index: std::collections::BTreeSet<Vec<u8>>,
     pub bytes: u64,
     pub window: Timestamp,
-    /// The access clock shared with readers (`RedbStore::touch`).
+    /// The logical clock shared with readers (`RedbStore::touch`). Serials are drawn
+    /// from it too, so an event never accessed has its serial as its access tick.
     pub clock: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Events removed in this transaction by eviction (for the counters).
     pub evicted: u64,
@@ -60,7 +63,6 @@ impl<'t> Tables<'t> {
         clock: std::sync::Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<Tables<'t>, StoreError> {
         let meta = txn.open_table(META).map_err(backend)?;
-        let next_serial = get_u64(&meta, META_NEXT_SERIAL)?.max(1);
         let bytes = get_u64(&meta, META_BYTES)?;
         let window = Timestamp(get_u64(&meta, META_WINDOW)?);
         Ok(Tables {
@@ -72,7 +74,7 @@ impl<'t> Tables<'t> {
             deleted_addresses: txn.open_table(DELETED_ADDRESSES).map_err(backend)?,
             recency: txn.open_table(RECENCY).map_err(backend)?,
             meta,
-            next_serial,
+            pending_index: std::collections::BTreeSet::new(),
             bytes,
             window,
             clock,
@@ -83,7 +85,6 @@ impl<'t> Tables<'t> {
     /// Writes the counters back to the meta table.
     pub fn store_meta(&mut self) -> Result<(), StoreError> {
         for (k, v) in [
-            (META_NEXT_SERIAL, self.next_serial),
             (META_BYTES, self.bytes),
             (META_WINDOW, self.window.0),
             (
@@ -157,27 +158,23 @@ impl<'t> Tables<'t> {
     }
 
     fn insert(&mut self, e: &Event) -> Result<u64, StoreError> {
-        let serial = self.next_serial;
-        self.next_serial += 1;
+        let serial = self
+            .clock
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let index = index_keys(e, serial);
         self.events
             .insert(serial, e.as_json().as_bytes())
             .map_err(backend)?;
         self.ids.insert(&e.id().0, serial).map_err(backend)?;
-        for k in &index {
-            self.index.insert(k.as_slice(), ()).map_err(backend)?;
-        }
+        let cost = event_cost(e, &index);
+        self.pending_index.extend(index);
         if let Some(addr) = e.address() {
             self.addresses
                 .insert(address_key(&addr).as_slice(), serial)
                 .map_err(backend)?;
         }
-        let tick = self
-            .clock
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        self.recency.insert(serial, tick).map_err(backend)?;
-        self.bytes += event_cost(e, &index);
+        self.bytes += cost;
         Ok(serial)
     }
 
@@ -190,7 +187,9 @@ impl<'t> Tables<'t> {
         self.events.remove(serial).map_err(backend)?;
         self.ids.remove(&e.id().0).map_err(backend)?;
         for k in &index {
-            self.index.remove(k.as_slice()).map_err(backend)?;
+            if !self.pending_index.remove(k) {
+                self.index.remove(k.as_slice()).map_err(backend)?;
+            }
         }
         if let Some(addr) = e.address() {
             let ak = address_key(&addr);
@@ -272,8 +271,18 @@ impl<'t> Tables<'t> {
         Ok(true)
     }
 
+    /// Writes the pending index keys, in key order. Runs before anything reads the
+    /// index table in this transaction, and before commit.
+    pub fn flush_index(&mut self) -> Result<(), StoreError> {
+        for k in std::mem::take(&mut self.pending_index) {
+            self.index.insert(k.as_slice(), ()).map_err(backend)?;
+        }
+        Ok(())
+    }
+
     /// Removes up to `max` events whose NIP-40 expiration has passed.
     pub fn purge_expired(&mut self, now: Timestamp, max: usize) -> Result<usize, StoreError> {
+        self.flush_index()?;
         let lo = crate::keys::with_suffix(&crate::keys::expires_prefix(), Timestamp(0), 0);
         let hi = crate::keys::with_suffix(&crate::keys::expires_prefix(), now, u64::MAX);
         let mut serials = Vec::new();

@@ -186,6 +186,7 @@ impl Writer {
             t.purge_expired(now, 1_000)?;
             self.flush_access(&mut t, &pending)?;
             self.evict_step(&txn, &mut t, &pending)?;
+            t.flush_index()?;
             t.store_meta()?;
             committed = (t.bytes, t.window, t.evicted);
         }

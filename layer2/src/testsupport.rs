@@ -229,10 +229,16 @@ fn start_cluster() -> Result<Cluster, String> {
     let mut last_err = String::new();
     for _ in 0..5 {
         let port = free_port()?;
+        // Tests trade durability for speed; benchmarks set LAYER2_TEST_PG_DURABLE=1 to
+        // measure PostgreSQL's default, durable settings.
+        let fast = if std::env::var_os("LAYER2_TEST_PG_DURABLE").is_some() {
+            ""
+        } else {
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
         let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -k {dir_s} -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 \
-             -c shared_buffers=128MB"
+            "-p {port} -c listen_addresses=127.0.0.1 -k {dir_s} {fast} \
+             -c max_connections=400 -c shared_buffers=256MB"
         );
         let log = format!("{dir_s}/server.log");
         let started = run(
