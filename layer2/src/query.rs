@@ -7,6 +7,27 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use crate::error::db;
 use crate::keys::{ts, value_key};
 
+/// `col = $v` for one value, `col = ANY($vs)` for several: with a single value the
+/// planner can walk an index in order and stop at the limit, which it cannot with ANY.
+fn push_in<T>(qb: &mut QueryBuilder<Postgres>, col: &str, mut values: Vec<T>)
+where
+    T: for<'q> sqlx::Encode<'q, Postgres>
+        + sqlx::Type<Postgres>
+        + sqlx::postgres::PgHasArrayType
+        + Send
+        + 'static,
+{
+    qb.push(col);
+    if values.len() == 1 {
+        qb.push(" = ");
+        qb.push_bind(values.remove(0));
+    } else {
+        qb.push(" = ANY(");
+        qb.push_bind(values);
+        qb.push(")");
+    }
+}
+
 /// Appends `WHERE ...` conditions of `f` on `events e` (and, when `tag_driven`, the
 /// first tag condition is left to the caller's join on `tags t`).
 fn push_conditions(qb: &mut QueryBuilder<Postgres>, f: &Filter, now: Timestamp, skip: Option<u8>) {
@@ -14,19 +35,21 @@ fn push_conditions(qb: &mut QueryBuilder<Postgres>, f: &Filter, now: Timestamp, 
     qb.push_bind(ts(now));
     qb.push(")");
     if let Some(ids) = &f.ids {
-        qb.push(" AND e.id = ANY(");
-        qb.push_bind(ids.iter().map(|i| i.0.to_vec()).collect::<Vec<_>>());
-        qb.push(")");
+        push_in(qb, " AND e.id", ids.iter().map(|i| i.0.to_vec()).collect());
     }
     if let Some(a) = &f.authors {
-        qb.push(" AND e.pubkey = ANY(");
-        qb.push_bind(a.iter().map(|p| p.0.to_vec()).collect::<Vec<_>>());
-        qb.push(")");
+        push_in(
+            qb,
+            " AND e.pubkey",
+            a.iter().map(|p| p.0.to_vec()).collect(),
+        );
     }
     if let Some(k) = &f.kinds {
-        qb.push(" AND e.kind = ANY(");
-        qb.push_bind(k.iter().map(|k| i32::from(k.0)).collect::<Vec<_>>());
-        qb.push(")");
+        push_in(
+            qb,
+            " AND e.kind",
+            k.iter().map(|k| i32::from(k.0)).collect(),
+        );
     }
     if let Some(s) = f.since {
         qb.push(" AND e.created_at >= ");
@@ -70,13 +93,12 @@ fn select(f: &Filter, now: Timestamp, what: &str) -> QueryBuilder<Postgres> {
             push_conditions(&mut qb, f, now, Some(letter));
             qb.push(" AND t.name = ");
             qb.push_bind((letter as char).to_string());
-            qb.push("::\"char\" AND t.value_key = ANY(");
+            qb.push("::\"char\"");
             let values = f
                 .tags
                 .get(&letter)
                 .map(|v| v.iter().map(|v| value_key(v)).collect::<Vec<_>>());
-            qb.push_bind(values.unwrap_or_default());
-            qb.push(")");
+            push_in(&mut qb, " AND t.value_key", values.unwrap_or_default());
             if let Some(s) = f.since {
                 qb.push(" AND t.created_at >= ");
                 qb.push_bind(ts(s));

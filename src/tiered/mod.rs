@@ -1,0 +1,273 @@
+//! The tiered backend: L1 (a bounded `RedbStore`) in front of L2 (the authority: a
+//! shared `PgStore`, or an unbounded `RedbStore` for a single node). DESIGN.md §5.
+//!
+//! - save: L2 decides; L1 mirrors what L2 accepted; the event is marked seen and
+//!   broadcast to this node's live subscribers.
+//! - query: see `query.rs` — L1 alone only when it provably holds the whole answer.
+//! - the poller (`poller.rs`) keeps L1 complete with what other nodes write.
+
+mod poller;
+mod query;
+pub mod stats;
+mod warm;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use eventstore::{Capabilities, Event, EventId, EventStore, Filter, SaveOutcome, StoreError};
+use layer1::RedbStore;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::feed::ChangeFeed;
+pub use stats::TieredStats;
+
+/// Tuning of the tiered backend, with documented defaults.
+#[derive(Debug, Clone)]
+pub struct TieredConfig {
+    /// How often the poller reads L2's change feed. Default 250 ms.
+    pub poll_frequency: Duration,
+    /// Look-back of each poll, in multiples of `poll_frequency`, to catch transactions
+    /// that committed late. Default 4.
+    pub poll_overlap: u32,
+    /// Events a fresh L1 loads from L2 at start (the newest). Default 100,000.
+    pub warm_events: usize,
+    /// How long a missing id is remembered, sparing L2 repeated lookups. Default 5 s.
+    pub negative_ttl: Duration,
+    /// Batches of L2 results waiting to be promoted into L1. Default 256.
+    pub promote_queue: usize,
+    /// Live events buffered per subscriber. Default 16,384.
+    pub broadcast_capacity: usize,
+    /// Rows per change-feed page. Default 1,000.
+    pub feed_page: usize,
+}
+
+impl Default for TieredConfig {
+    fn default() -> Self {
+        TieredConfig {
+            poll_frequency: Duration::from_millis(250),
+            poll_overlap: 4,
+            warm_events: 100_000,
+            negative_ttl: Duration::from_secs(5),
+            promote_queue: 256,
+            broadcast_capacity: 16_384,
+            feed_page: 1_000,
+        }
+    }
+}
+
+impl TieredConfig {
+    /// The look-back of each poll: `poll_frequency × poll_overlap`.
+    pub fn lookback(&self) -> Duration {
+        self.poll_frequency * self.poll_overlap.max(1)
+    }
+}
+
+/// The tiered store. Cheap to share (`Arc`); background tasks stop on [`Tiered::shutdown`].
+pub struct Tiered {
+    l1: Arc<RedbStore>,
+    l2: Arc<dyn EventStore>,
+    feed: Option<Arc<dyn ChangeFeed>>,
+    config: TieredConfig,
+    live: broadcast::Sender<Arc<Event>>,
+    /// Ids this node has already saved or broadcast (de-duplicates the poller).
+    seen: moka::sync::Cache<EventId, ()>,
+    /// Ids known to be absent from L2, for a short while.
+    missing: moka::sync::Cache<EventId, ()>,
+    promote_tx: mpsc::Sender<Vec<Event>>,
+    stop: watch::Sender<bool>,
+    /// Milliseconds since `started` of the last successful poll (0: none yet).
+    last_poll_ok: AtomicU64,
+    started: Instant,
+    stats: Arc<TieredStats>,
+}
+
+impl std::fmt::Debug for Tiered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tiered")
+            .field("l1", &self.l1)
+            .field("l2", &self.l2)
+            .field("poller", &self.feed.is_some())
+            .finish()
+    }
+}
+
+impl Tiered {
+    /// Builds the backend, warms a fresh L1 from L2, and starts the promoter and (with a
+    /// change feed) the poller.
+    pub async fn start(
+        l1: Arc<RedbStore>,
+        l2: Arc<dyn EventStore>,
+        feed: Option<Arc<dyn ChangeFeed>>,
+        config: TieredConfig,
+    ) -> Result<Arc<Tiered>, StoreError> {
+        let (live, _) = broadcast::channel(config.broadcast_capacity.max(16));
+        let (promote_tx, promote_rx) = mpsc::channel(config.promote_queue.max(1));
+        let (stop, _) = watch::channel(false);
+        let seen_ttl = (config.lookback() * 20).max(Duration::from_secs(120));
+        let t = Arc::new(Tiered {
+            seen: moka::sync::Cache::builder()
+                .max_capacity(2_000_000)
+                .time_to_live(seen_ttl)
+                .build(),
+            missing: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.negative_ttl)
+                .build(),
+            l1,
+            l2,
+            feed,
+            config,
+            live,
+            promote_tx,
+            stop,
+            last_poll_ok: AtomicU64::new(0),
+            started: Instant::now(),
+            stats: Arc::new(TieredStats::default()),
+        });
+        let cursor = warm::warm_up(&t).await?;
+        tokio::spawn(promoter(t.l1.clone(), promote_rx, t.stats.clone()));
+        if let Some(feed) = t.feed.clone() {
+            tokio::spawn(poller::run(
+                Arc::downgrade(&t),
+                feed,
+                cursor,
+                t.stop.subscribe(),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// Live events: everything newly stored on this node or brought in by its poller,
+    /// and ephemeral events. A receiver that falls behind gets `Lagged`, which the
+    /// relay must turn into a visible `CLOSED`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.live.subscribe()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &TieredStats {
+        &self.stats
+    }
+
+    /// The L1 store.
+    pub fn l1(&self) -> &Arc<RedbStore> {
+        &self.l1
+    }
+
+    /// Is the window trusted: no poller needed (single node), or a poll succeeded
+    /// within the look-back?
+    pub fn window_trusted(&self) -> bool {
+        if self.feed.is_none() {
+            return true;
+        }
+        let last = self.last_poll_ok.load(Ordering::Relaxed);
+        if last == 0 {
+            return false;
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        let limit = (self.config.lookback() + self.config.poll_frequency).as_millis() as u64;
+        now.saturating_sub(last) <= limit
+    }
+
+    /// Stops the poller and promoter.
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    fn broadcast(&self, e: &Event) {
+        // No receivers is not an error: nobody is listening right now.
+        let _ = self.live.send(Arc::new(e.clone()));
+    }
+
+    /// Queues L2's answer for promotion into L1, never blocking the query.
+    fn promote(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        if self.promote_tx.try_send(events.to_vec()).is_err() {
+            self.stats
+                .promotions_dropped
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Mirrors into L1 what L2 accepted. An L1 failure is logged and counted, not
+    /// reported: the event is durable in L2, and the id stays unseen so the poller
+    /// brings it into L1 again.
+    async fn mirror(&self, e: &Event) -> bool {
+        match self.l1.save(e).await {
+            Ok(_) => true,
+            Err(err) => {
+                self.stats.l1_write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(id = %e.id(), error = %err, "L1 write failed after L2 accepted");
+                false
+            }
+        }
+    }
+}
+
+async fn promoter(l1: Arc<RedbStore>, mut rx: mpsc::Receiver<Vec<Event>>, stats: Arc<TieredStats>) {
+    while let Some(events) = rx.recv().await {
+        match l1.save_many(&events).await {
+            Ok(outcomes) => {
+                let n = outcomes.iter().filter(|o| o.is_new()).count();
+                stats.promotions.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "promotion into L1 failed"),
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for Tiered {
+    async fn save(&self, event: &Event) -> Result<SaveOutcome, StoreError> {
+        // L2 is the arbiter of duplicates, replacement and deletion.
+        let outcome = self.l2.save(event).await?;
+        match &outcome {
+            SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
+                if self.mirror(event).await {
+                    self.seen.insert(event.id(), ());
+                }
+                self.missing.invalidate(&event.id());
+                self.broadcast(event);
+            }
+            SaveOutcome::Ephemeral => self.broadcast(event),
+            _ => {}
+        }
+        Ok(outcome)
+    }
+
+    async fn query(&self, filters: &[Filter]) -> Result<Vec<Event>, StoreError> {
+        let mut out = Vec::new();
+        for f in filters {
+            out.extend(self.query_one(f).await?);
+        }
+        eventstore::sort_canonical(&mut out);
+        Ok(out)
+    }
+
+    async fn count(&self, filters: &[Filter]) -> Result<u64, StoreError> {
+        // NIP-45 counts are answered by the authority.
+        self.stats.l2_queries.fetch_add(1, Ordering::Relaxed);
+        self.l2.count(filters).await
+    }
+
+    async fn delete(&self, ids: &[EventId]) -> Result<u64, StoreError> {
+        let n = self.l2.delete(ids).await?;
+        if let Err(e) = self.l1.delete(ids).await {
+            self.stats.l1_write_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "L1 delete failed; the poller's tombstones will repeat it");
+        }
+        Ok(n)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            change_feed: false,
+            persistent: true,
+            bounded: false,
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The poller (DESIGN.md §5): every `poll_frequency`, read L2's change feed from the
+//! cursor minus the look-back, skip what this node has seen, save the rest into L1,
+//! apply tombstones, broadcast, and persist the cursor in L1.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use eventstore::{EventStore, Filter, SaveOutcome};
+use tokio::sync::watch;
+
+use super::Tiered;
+use crate::feed::ChangeFeed;
+
+pub(super) async fn run(
+    tiered: Weak<Tiered>,
+    feed: Arc<dyn ChangeFeed>,
+    mut cursor: i64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        let (frequency, lookback, page) = match tiered.upgrade() {
+            Some(t) => (
+                t.config.poll_frequency,
+                t.config.lookback(),
+                t.config.feed_page,
+            ),
+            None => return,
+        };
+        let wait = frequency + backoff;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        let Some(t) = tiered.upgrade() else { return };
+        t.stats.poll_runs.fetch_add(1, Ordering::Relaxed);
+        match poll_once(&t, feed.as_ref(), cursor, lookback, page).await {
+            Ok(next) => {
+                cursor = next;
+                backoff = Duration::ZERO;
+                let ms = t.started.elapsed().as_millis() as u64;
+                t.last_poll_ok.store(ms.max(1), Ordering::Relaxed);
+            }
+            Err(e) => {
+                t.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
+                backoff = (backoff * 2).clamp(frequency, Duration::from_secs(5));
+                tracing::warn!(error = %e, retry_in = ?(frequency + backoff), "poll failed");
+            }
+        }
+    }
+}
+
+async fn poll_once(
+    t: &Tiered,
+    feed: &dyn ChangeFeed,
+    cursor: i64,
+    lookback: Duration,
+    page: usize,
+) -> Result<i64, eventstore::StoreError> {
+    let changes = feed.changes(cursor, lookback, page).await?;
+    let fresh: Vec<_> = changes
+        .events
+        .into_iter()
+        .filter(|e| !t.seen.contains_key(&e.id()))
+        .collect();
+    if !fresh.is_empty() {
+        let outcomes = t.l1.save_many(&fresh).await?;
+        for (e, o) in fresh.iter().zip(outcomes) {
+            t.seen.insert(e.id(), ());
+            t.missing.invalidate(&e.id());
+            // L1 refusing it means L1 already holds something newer (or a tombstone):
+            // this event is not news.
+            if matches!(o, SaveOutcome::Rejected(_)) {
+                continue;
+            }
+            t.broadcast(e);
+            t.stats.poll_broadcast.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    if !changes.deleted.is_empty() {
+        // A tombstone applies only to the author's own event.
+        let ids: Vec<_> = changes.deleted.iter().map(|(id, _)| *id).collect();
+        let held =
+            t.l1.query(&[Filter {
+                ids: Some(ids.iter().copied().collect()),
+                ..Filter::default()
+            }])
+            .await?;
+        let doomed: Vec<_> = held
+            .iter()
+            .filter(|e| changes.deleted.contains(&(e.id(), e.pubkey())))
+            .map(|e| e.id())
+            .collect();
+        if !doomed.is_empty() {
+            t.l1.delete(&doomed).await?;
+            t.stats
+                .poll_tombstones
+                .fetch_add(doomed.len() as u64, Ordering::Relaxed);
+        }
+    }
+    // Persist only after L1 has everything up to here: a crash re-reads, never skips.
+    t.l1.set_cursor(changes.next.to_be_bytes().to_vec()).await?;
+    let lag = (changes.next - cursor).max(0) as u64 / 1_000;
+    t.stats.poll_lag_ms.store(lag, Ordering::Relaxed);
+    Ok(changes.next)
+}

@@ -1,0 +1,215 @@
+//! Several nodes on one PostgreSQL, in one process: what one node stores reaches the
+//! others' live subscribers and L1s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventstore::{EventBuilder, EventId, EventStore, Filter, Keys, Kind, Timestamp};
+use layer2::testsupport::test_database;
+
+use crate::support::{node, until_trusted};
+
+/// Collects what a node broadcasts until `n` distinct events arrived or time runs out.
+async fn collect(
+    rx: &mut tokio::sync::broadcast::Receiver<Arc<eventstore::Event>>,
+    want: usize,
+    within: Duration,
+) -> HashMap<EventId, usize> {
+    let mut got: HashMap<EventId, usize> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while got.len() < want {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(e)) => *got.entry(e.id()).or_default() += 1,
+            Ok(Err(e)) => panic!("subscriber lagged or closed: {e}"),
+            Err(_) => break,
+        }
+    }
+    // Anything else that arrives shortly after would be a duplicate delivery.
+    while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+        *got.entry(e.id()).or_default() += 1;
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_on_a_reaches_b_and_c_exactly_once() {
+    let db = test_database().await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = node(&db.url, dirs[0].path(), 4 << 20).await;
+    let b = node(&db.url, dirs[1].path(), 4 << 20).await;
+    let c = node(&db.url, dirs[2].path(), 4 << 20).await;
+    for n in [&a, &b, &c] {
+        until_trusted(n).await;
+    }
+    let (mut rb, mut rc) = (b.subscribe(), c.subscribe());
+    let keys = Keys::from_seed(1);
+    let events: Vec<_> = (0..30)
+        .map(|i| EventBuilder::text_note(format!("hello {i}")).sign(&keys))
+        .collect();
+    for e in &events {
+        a.save(e).await.unwrap();
+    }
+    // Within poll_frequency × poll_overlap plus one poll (and slack for CI).
+    let within = Duration::from_secs(3);
+    for (name, rx) in [("B", &mut rb), ("C", &mut rc)] {
+        let got = collect(rx, events.len(), within).await;
+        for e in &events {
+            assert_eq!(
+                got.get(&e.id()),
+                Some(&1),
+                "node {name}: {} delivered once",
+                e.id()
+            );
+        }
+        assert_eq!(
+            got.len(),
+            events.len(),
+            "node {name}: nothing else delivered"
+        );
+    }
+    // And B's L1 holds them: answered without L2.
+    let before = b
+        .stats()
+        .l2_queries
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let held = b
+        .l1()
+        .contains(&events.iter().map(|e| e.id()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(held.iter().all(|h| *h), "B's L1 holds every event");
+    let r = b
+        .query(&[Filter::new().author(keys.public_key()).limit(10)])
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 10);
+    let after = b
+        .stats()
+        .l2_queries
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(before, after, "answered from L1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_on_a_removes_from_b_l1() {
+    let db = test_database().await;
+    let (da, dbb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&db.url, da.path(), 4 << 20).await;
+    let b = node(&db.url, dbb.path(), 4 << 20).await;
+    until_trusted(&b).await;
+    let keys = Keys::from_seed(2);
+    let e = EventBuilder::text_note("soon gone").sign(&keys);
+    a.save(&e).await.unwrap();
+    wait_for(|| async { b.l1().contains(&[e.id()]).await.unwrap()[0] }).await;
+    let del = EventBuilder::new(Kind::DELETION, "")
+        .tag(["e".to_owned(), e.id().to_hex()])
+        .sign(&keys);
+    a.save(&del).await.unwrap();
+    wait_for(|| async { !b.l1().contains(&[e.id()]).await.unwrap()[0] }).await;
+    assert!(
+        b.query(&[Filter::new().id(e.id())])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_replaceable_writes_converge_in_every_l1() {
+    let db = test_database().await;
+    let (da, dbb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&db.url, da.path(), 4 << 20).await;
+    let b = node(&db.url, dbb.path(), 4 << 20).await;
+    let keys = Keys::from_seed(3);
+    let versions: Vec<_> = (0..20u64)
+        .map(|i| {
+            EventBuilder::new(Kind(0), format!("{{\"name\":\"v{i}\"}}"))
+                .created_at(Timestamp(1_700_000_000 + i % 7))
+                .sign_deterministic(&keys)
+        })
+        .collect();
+    let (va, vb): (Vec<_>, Vec<_>) = versions
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    let ta = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for (_, e) in va {
+                a.save(&e).await.unwrap();
+            }
+        })
+    };
+    let tb = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            for (_, e) in vb {
+                b.save(&e).await.unwrap();
+            }
+        })
+    };
+    ta.await.unwrap();
+    tb.await.unwrap();
+    let oracle = eventstore::MemoryStore::new();
+    for e in &versions {
+        oracle.save(e).await.unwrap();
+    }
+    let f = [Filter::new().kind(Kind(0)).author(keys.public_key())];
+    let winner = oracle.query(&f).await.unwrap()[0].id();
+    for n in [&a, &b] {
+        wait_for(|| async {
+            let held = n.l1().query(&f).await.unwrap();
+            held.len() == 1 && held[0].id() == winner
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_catches_up_after_restart() {
+    let db = test_database().await;
+    let (da, dbb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&db.url, da.path(), 4 << 20).await;
+    let b = node(&db.url, dbb.path(), 4 << 20).await;
+    until_trusted(&b).await;
+    let keys = Keys::from_seed(4);
+    let first = EventBuilder::text_note("before the stop").sign(&keys);
+    a.save(&first).await.unwrap();
+    wait_for(|| async { b.l1().contains(&[first.id()]).await.unwrap()[0] }).await;
+    // Stop B: its poller ends and its L1 is closed.
+    b.shutdown();
+    let l1 = b.l1().clone();
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Arc::into_inner(l1)
+        .expect("L1 released")
+        .close()
+        .await
+        .unwrap();
+    let missed: Vec<_> = (0..20)
+        .map(|i| EventBuilder::text_note(format!("while B was down {i}")).sign(&keys))
+        .collect();
+    for e in &missed {
+        a.save(e).await.unwrap();
+    }
+    // Restart B on the same L1 file: it resumes from its saved cursor.
+    let b = node(&db.url, dbb.path(), 4 << 20).await;
+    let ids: Vec<_> = missed.iter().map(|e| e.id()).collect();
+    wait_for(|| async { b.l1().contains(&ids).await.unwrap().iter().all(|h| *h) }).await;
+}
+
+async fn wait_for<F, Fut>(mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition not reached within 6 s");
+}
