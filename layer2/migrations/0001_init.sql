@@ -17,11 +17,12 @@ CREATE TABLE events (
     inserted_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
--- Canonical order is created_at DESC, id ASC; each index serves one filter shape.
+-- Canonical order is created_at DESC, id ASC. Each index serves one filter shape and
+-- ends in that order, so a scan yields rows ready to serve and stops at the limit.
 CREATE INDEX events_created     ON events (created_at DESC, id);
-CREATE INDEX events_pubkey      ON events (pubkey, created_at DESC);
-CREATE INDEX events_kind        ON events (kind, created_at DESC);
-CREATE INDEX events_pubkey_kind ON events (pubkey, kind, created_at DESC);
+CREATE INDEX events_pubkey      ON events (pubkey, created_at DESC, id);
+CREATE INDEX events_kind        ON events (kind, created_at DESC, id);
+CREATE INDEX events_pubkey_kind ON events (pubkey, kind, created_at DESC, id);
 CREATE INDEX events_feed        ON events (inserted_at, seq);
 CREATE INDEX events_expiration  ON events (expiration) WHERE expiration IS NOT NULL;
 -- One event per address. Writers serialise on an advisory lock per address first; this
@@ -34,9 +35,10 @@ CREATE TABLE tags (
     event_id   bytea   NOT NULL REFERENCES events (id) ON DELETE CASCADE,
     name       "char"  NOT NULL,
     value_key  bytea   NOT NULL,
-    created_at bigint  NOT NULL,
-    PRIMARY KEY (name, value_key, created_at, event_id)
+    created_at bigint  NOT NULL
 );
+-- Unique, and in canonical order within one value (constraints cannot say DESC).
+CREATE UNIQUE INDEX tags_key ON tags (name, value_key, created_at DESC, event_id);
 CREATE INDEX tags_event ON tags (event_id);
 
 -- NIP-09 tombstones: (id, author) pairs refused from now on, and the feed of deletions

@@ -86,8 +86,14 @@ fn select(f: &Filter, now: Timestamp, what: &str) -> QueryBuilder<Postgres> {
     let mut qb = QueryBuilder::new("");
     match driving_tag(f) {
         Some(letter) => {
-            // DISTINCT ON: an event matching several values of the letter appears once.
-            qb.push("SELECT DISTINCT ON (t.created_at, t.event_id) ");
+            // With several values an event may match more than one: DISTINCT ON keeps
+            // it once. With one value the tag index yields rows in canonical order.
+            let several = f.tags.get(&letter).is_some_and(|v| v.len() > 1);
+            qb.push(if several {
+                "SELECT DISTINCT ON (t.created_at, t.event_id) "
+            } else {
+                "SELECT "
+            });
             qb.push(what);
             qb.push(" FROM tags t JOIN events e ON e.id = t.event_id");
             push_conditions(&mut qb, f, now, Some(letter));
