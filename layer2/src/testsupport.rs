@@ -4,10 +4,9 @@
 //! 2. an ephemeral cluster started from the local PostgreSQL binaries (`initdb`,
 //!    `pg_ctl`, on `PATH` or under `/usr/lib/postgresql/*/bin`), once per test process,
 //!    on a free port, removed by a watchdog when the process ends;
-//! 3. otherwise the test fails, saying how to provide one.
-//!
-//! (A testcontainers fallback for machines with a Docker engine is not built: these
-//! machines have none; see the README.)
+//! 3. with the cargo feature `testcontainers`, a PostgreSQL container, where a Docker
+//!    engine answers;
+//! 4. otherwise the test fails, saying how to provide one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -189,6 +188,50 @@ fn free_port() -> Result<u16, String> {
 }
 
 fn start_cluster() -> Result<Cluster, String> {
+    let local = start_local_cluster();
+    #[cfg(feature = "testcontainers")]
+    if let Err(local_err) = &local {
+        return start_container().map_err(|e| format!("{local_err}; and no container either: {e}"));
+    }
+    local
+}
+
+/// A PostgreSQL container, kept running by a thread of its own for the rest of the
+/// process (testcontainers' reaper removes it afterwards).
+#[cfg(feature = "testcontainers")]
+fn start_container() -> Result<Cluster, String> {
+    use testcontainers_modules::postgres::Postgres;
+    use testcontainers_modules::testcontainers::runners::AsyncRunner;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => return drop(tx.send(Err(e.to_string()))),
+        };
+        rt.block_on(async move {
+            match Postgres::default().start().await {
+                Ok(container) => match container.get_host_port_ipv4(5432).await {
+                    Ok(port) => {
+                        let url = format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres");
+                        let _ = tx.send(Ok(url));
+                        // Keep the container for the life of the process.
+                        std::future::pending::<()>().await;
+                        drop(container);
+                    }
+                    Err(e) => drop(tx.send(Err(e.to_string()))),
+                },
+                Err(e) => drop(tx.send(Err(format!("Docker engine: {e}")))),
+            }
+        });
+    });
+    let url = rx.recv().map_err(|e| e.to_string())??;
+    Ok(Cluster { admin_url: url })
+}
+
+fn start_local_cluster() -> Result<Cluster, String> {
     let bin = find_bin_dir().ok_or("no initdb/pg_ctl on PATH or under /usr/lib/postgresql")?;
     let root = is_root();
     let dir = std::env::temp_dir().join(format!(

@@ -213,3 +213,43 @@ where
     }
     panic!("condition not reached within 6 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_committing_transaction_is_not_missed() {
+    let db = test_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = node(&db.url, dir.path(), 4 << 20).await;
+    until_trusted(&b).await;
+    let mut rx = b.subscribe();
+    let keys = Keys::from_seed(6);
+    let slow = EventBuilder::text_note("inserted early, committed late").sign(&keys);
+    // Another writer's transaction: inserted now (early inserted_at), committed after
+    // later events have been polled past.
+    let a_dir = tempfile::tempdir().unwrap();
+    let a = node(&db.url, a_dir.path(), 4 << 20).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (id, pubkey, created_at, kind, json) VALUES ($1, $2, $3, 1, $4)",
+    )
+    .bind(slow.id().0.to_vec())
+    .bind(slow.pubkey().0.to_vec())
+    .bind(slow.created_at().0 as i64)
+    .bind(slow.as_json().to_owned())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let fast = EventBuilder::text_note("committed first").sign(&keys);
+    a.save(&fast).await.unwrap();
+    // Let B's poller move past the fast event, then commit the slow one, still within
+    // the look-back (4 × 40 ms) of its insert time.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    tx.commit().await.unwrap();
+    let got = collect(&mut rx, 2, Duration::from_secs(3)).await;
+    assert_eq!(got.get(&fast.id()), Some(&1));
+    assert_eq!(
+        got.get(&slow.id()),
+        Some(&1),
+        "the late commit reached B once"
+    );
+}

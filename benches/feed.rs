@@ -1,0 +1,227 @@
+//! Tiered benchmark: a warm node with N events in L2 (default 1,000,000) and a 100 MiB
+//! L1 serves a feed-like workload (newest notes and reposts of followed authors, the
+//! authors Zipf-distributed). Reports the share answered without touching L2 and the
+//! p50/p99 latency of L1-answered and L2-answered queries.
+//!
+//! `cargo bench -p layer2-relay --bench feed` (a throw-away PostgreSQL is started;
+//! `DATABASE_URL` uses yours). `LAYER2_BENCH_EVENTS` sets N.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use eventstore::{Event, EventStore, Filter, Kind, PublicKey};
+use layer1::{Durability, RedbConfig, RedbStore};
+use layer2::{PgConfig, PgStore};
+use layer2_relay::{Tiered, TieredConfig};
+
+const AUTHORS: u64 = 5_000;
+
+fn hex64(n: u64, salt: u64) -> String {
+    format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        n,
+        salt,
+        n ^ 0x5555,
+        salt.rotate_left(7)
+    )
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn zipf(&mut self, n: u64) -> u64 {
+        let u = (self.next() % 1_000_000) as f64 / 1_000_000.0;
+        ((n as f64).powf(u) - 1.0) as u64 % n
+    }
+}
+
+/// Realistic shape with synthetic id and signature (stores do not verify).
+fn make(i: u64, rng: &mut Rng) -> Event {
+    let author = rng.zipf(AUTHORS);
+    let kind = [1u16, 1, 1, 1, 7, 7, 6, 0, 3, 10002, 30023, 9735][(rng.next() % 12) as usize];
+    let mut tags = Vec::new();
+    for _ in 0..(rng.next() % 5) {
+        tags.push(format!(r#"["p","{}"]"#, hex64(rng.zipf(AUTHORS), 1)));
+    }
+    if kind == 7 || kind == 6 || rng.next() % 3 == 0 {
+        tags.push(format!(r#"["e","{}"]"#, hex64(rng.next() % (i + 1), 2)));
+    }
+    if kind == 30023 {
+        tags.push(format!(r#"["d","post-{}"]"#, rng.next() % 20));
+    }
+    let len = match rng.next() % 10 {
+        0..=5 => 50 + rng.next() % 300,
+        6..=8 => 300 + rng.next() % 1_400,
+        _ => 1_700 + rng.next() % 3_000,
+    } as usize;
+    let json = format!(
+        r#"{{"id":"{}","pubkey":"{}","created_at":{},"kind":{},"tags":[{}],"content":"{}","sig":"{}{}"}}"#,
+        hex64(i, 0),
+        hex64(author, 9),
+        1_600_000_000 + i * 2 + rng.next() % 3,
+        kind,
+        tags.join(","),
+        "n".repeat(len),
+        hex64(i, 3),
+        hex64(i, 4)
+    );
+    Event::from_json(&json).expect("synthetic event parses")
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    v[((v.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e3
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not: then run a quick smoke test.
+    let test_mode = !std::env::args().any(|a| a == "--bench");
+    let n: u64 = if test_mode {
+        3_000
+    } else {
+        std::env::var("LAYER2_BENCH_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let db = layer2::testsupport::test_database().await;
+        let pg = Arc::new(
+            PgStore::connect(PgConfig::new(db.url.clone()))
+                .await
+                .unwrap(),
+        );
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let events: Arc<Vec<Event>> = Arc::new((0..n).map(|i| make(i, &mut rng)).collect());
+        let load = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..8usize {
+            let (pg, events) = (pg.clone(), events.clone());
+            tasks.push(tokio::spawn(async move {
+                let mine: Vec<usize> = (w..events.len()).step_by(8).collect();
+                for chunk in mine.chunks(64) {
+                    let mut set = tokio::task::JoinSet::new();
+                    for &i in chunk {
+                        let (pg, events) = (pg.clone(), events.clone());
+                        set.spawn(async move { pg.save(&events[i]).await });
+                    }
+                    while let Some(r) = set.join_next().await {
+                        r.unwrap().unwrap();
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        sqlx::query("VACUUM ANALYZE")
+            .execute(pg.pool())
+            .await
+            .unwrap();
+        println!(
+            "loaded {n} events into L2 in {:.0}s",
+            load.elapsed().as_secs_f64()
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let budget: u64 = if test_mode { 4 << 20 } else { 100 << 20 };
+        let mut l1c = RedbConfig::new(dir.path().join("l1.redb"))
+            .max_bytes(budget)
+            .durability(Durability::Eventual);
+        l1c.cache_bytes = 256 << 20;
+        let l1 = Arc::new(RedbStore::open(l1c).unwrap());
+        let config = TieredConfig {
+            warm_events: if test_mode { 2_000 } else { 250_000 },
+            ..TieredConfig::default()
+        };
+        let warm = Instant::now();
+        let node = Tiered::start(l1.clone(), pg.clone(), Some(pg.clone()), config)
+            .await
+            .unwrap();
+        while !node.window_trusted() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!(
+            "warm-up {:.1}s: L1 {:.0} MiB of {} MiB, W = {}",
+            warm.elapsed().as_secs_f64(),
+            l1.bytes_used() as f64 / (1 << 20) as f64,
+            budget >> 20,
+            l1.window().0
+        );
+
+        run(
+            &node,
+            "feed (50 Zipf-followed authors, kinds 1+6)",
+            test_mode,
+            |rng| {
+                let mut f = Filter::new().kind(Kind(1)).kind(Kind(6)).limit(20);
+                for _ in 0..50 {
+                    f = f.author(PublicKey::from_hex(&hex64(rng.zipf(AUTHORS), 9)).unwrap());
+                }
+                f
+            },
+        )
+        .await;
+        run(
+            &node,
+            "profile (one uniformly chosen author)",
+            test_mode,
+            |rng| {
+                let a = PublicKey::from_hex(&hex64(rng.next() % AUTHORS, 9)).unwrap();
+                Filter::new().author(a).kind(Kind(1)).limit(20)
+            },
+        )
+        .await;
+        node.shutdown();
+    });
+}
+
+async fn run(node: &Tiered, label: &str, test_mode: bool, make: impl Fn(&mut Rng) -> Filter) {
+    {
+        // Feed queries: 50 followed authors (Zipf: popular accounts are followed more),
+        // notes and reposts, newest 20.
+        let queries = if test_mode { 50 } else { 2_000 };
+        let mut rng = Rng(7);
+        let (mut l1_times, mut l2_times) = (Vec::new(), Vec::new());
+        for _ in 0..queries {
+            let f = make(&mut rng);
+            let before = node.stats().l2_queries.load(Relaxed);
+            let t = Instant::now();
+            node.query(&[f]).await.unwrap();
+            let dt = t.elapsed();
+            if node.stats().l2_queries.load(Relaxed) == before {
+                l1_times.push(dt);
+            } else {
+                l2_times.push(dt);
+            }
+        }
+        let share = l1_times.len() as f64 / queries as f64 * 100.0;
+        println!("{label}: answered without L2: {share:.1}% of {queries}");
+        println!(
+            "  L1-answered: p50 {:.3} ms  p99 {:.3} ms  ({} queries)",
+            pct(&mut l1_times, 0.5),
+            pct(&mut l1_times, 0.99),
+            l1_times.len()
+        );
+        println!(
+            "  L2-answered: p50 {:.3} ms  p99 {:.3} ms  ({} queries)",
+            pct(&mut l2_times, 0.5),
+            pct(&mut l2_times, 0.99),
+            l2_times.len()
+        );
+    }
+}
