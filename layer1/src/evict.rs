@@ -42,7 +42,7 @@ pub(crate) fn evict_to(
                     .recency
                     .get(serial)
                     .map_err(backend)?
-                    .map_or(0, |v| v.value()),
+                    .map_or(serial, |v| v.value()),
             };
             promoted.push((tick, serial));
         }

@@ -53,6 +53,7 @@ pub(crate) fn plan(f: &Filter) -> Plan {
 }
 
 pub(crate) struct Reader {
+    meta: ReadOnlyTable<&'static str, &'static [u8]>,
     events: ReadOnlyTable<u64, &'static [u8]>,
     ids: ReadOnlyTable<&'static [u8; 32], u64>,
     index: ReadOnlyTable<&'static [u8], ()>,
@@ -80,6 +81,7 @@ impl Walk {
 impl Reader {
     pub fn new(txn: &ReadTransaction) -> Result<Reader, StoreError> {
         Ok(Reader {
+            meta: txn.open_table(crate::schema::META).map_err(backend)?,
             events: txn.open_table(EVENTS).map_err(backend)?,
             ids: txn.open_table(IDS).map_err(backend)?,
             index: txn.open_table(INDEX).map_err(backend)?,
@@ -91,6 +93,11 @@ impl Reader {
             Some(v) => decode(v.value()).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The window watermark `W` in this snapshot.
+    pub fn window(&self) -> Result<Timestamp, StoreError> {
+        crate::write::get_u64(&self.meta, crate::schema::META_WINDOW).map(Timestamp)
     }
 
     /// Which of `ids` are held.

@@ -132,6 +132,30 @@ impl RedbStore {
         Ok(out)
     }
 
+    /// Removes events without tombstoning them (mirroring a removal decided elsewhere,
+    /// e.g. a replacement in L2). Returns how many were held.
+    pub async fn forget(&self, ids: &[EventId]) -> Result<u64, StoreError> {
+        let ids = ids.to_vec();
+        self.request(|tx| Request::Forget(ids, tx)).await
+    }
+
+    /// Queries, and returns with the answer the window watermark `W` read in the same
+    /// snapshot, so the two always agree.
+    pub async fn query_with_window(
+        &self,
+        filters: &[Filter],
+    ) -> Result<(Vec<Event>, Timestamp), StoreError> {
+        let filters = filters.to_vec();
+        let (events, serials, w) = self
+            .read(move |r| {
+                let (e, s) = r.query(&filters, Timestamp::now())?;
+                Ok((e, s, r.window()?))
+            })
+            .await?;
+        self.touch(&serials);
+        Ok((events, w))
+    }
+
     /// Which of `ids` are held, from one snapshot. Unlike a query, this does not count
     /// as an access for eviction.
     pub async fn contains(&self, ids: &[EventId]) -> Result<Vec<bool>, StoreError> {
@@ -157,7 +181,8 @@ impl RedbStore {
         Timestamp(self.stats.window.load(Ordering::Relaxed))
     }
 
-    /// Sets `W` (persisted with the next commit, which this waits for).
+    /// Raises `W` to at least `w` (never lowers it: eviction may have raised it
+    /// further). Persisted with the next commit, which this waits for.
     pub async fn set_window(&self, w: Timestamp) -> Result<(), StoreError> {
         self.request(|tx| Request::SetWindow(w, tx)).await
     }

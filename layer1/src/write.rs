@@ -221,10 +221,7 @@ impl<'t> Tables<'t> {
                 }
                 self.remove_serial(serial)?;
             }
-            self.deleted_ids
-                .insert(&tombstone_key(&id, &request.pubkey()), ())
-                .map_err(backend)?;
-            self.bytes += 64;
+            self.tombstone(&tombstone_key(&id, &request.pubkey()))?;
         }
         for addr in targets.addresses {
             let ak = address_key(&addr);
@@ -264,11 +261,25 @@ impl<'t> Tables<'t> {
         let Some(e) = self.remove_serial(serial)? else {
             return Ok(false);
         };
-        self.deleted_ids
-            .insert(&tombstone_key(&e.id(), &e.pubkey()), ())
-            .map_err(backend)?;
-        self.bytes += 64;
+        self.tombstone(&tombstone_key(&e.id(), &e.pubkey()))?;
         Ok(true)
+    }
+
+    /// Records an id tombstone, counting its bytes only the first time.
+    fn tombstone(&mut self, key: &[u8; 64]) -> Result<(), StoreError> {
+        if self.deleted_ids.insert(key, ()).map_err(backend)?.is_none() {
+            self.bytes += 64;
+        }
+        Ok(())
+    }
+
+    /// Removes events without tombstoning them: what another node's replacement or
+    /// removal did in L2, mirrored here. Returns how many were held.
+    pub fn forget(&mut self, id: &EventId) -> Result<bool, StoreError> {
+        match self.serial_of(id)? {
+            Some(serial) => Ok(self.remove_serial(serial)?.is_some()),
+            None => Ok(false),
+        }
     }
 
     /// Writes the pending index keys, in key order. Runs before anything reads the

@@ -19,6 +19,7 @@ use crate::write::Tables;
 pub(crate) enum Request {
     Save(Event, oneshot::Sender<Result<SaveOutcome, StoreError>>),
     Delete(Vec<EventId>, oneshot::Sender<Result<u64, StoreError>>),
+    Forget(Vec<EventId>, oneshot::Sender<Result<u64, StoreError>>),
     SetWindow(Timestamp, oneshot::Sender<Result<(), StoreError>>),
     SetCursor(Vec<u8>, oneshot::Sender<Result<(), StoreError>>),
 }
@@ -171,8 +172,17 @@ impl Writer {
                         }
                         replies.push(Reply::Delete(tx, n));
                     }
+                    Request::Forget(ids, tx) => {
+                        let mut n = 0;
+                        for id in &ids {
+                            n += u64::from(t.forget(id)?);
+                        }
+                        replies.push(Reply::Delete(tx, n));
+                    }
                     Request::SetWindow(w, tx) => {
-                        t.window = w;
+                        // Only ever raised: eviction may already have raised it past
+                        // `w`, and lowering it would claim events no longer held.
+                        t.window = t.window.max(w);
                         replies.push(Reply::Unit(tx));
                     }
                     Request::SetCursor(c, tx) => {
@@ -238,8 +248,11 @@ impl Writer {
         let low = (high * self.config.low_water / self.config.high_water) as u64;
         let step = self.batch_bytes_cap() as u64 * 2;
         let target = low.max(t.bytes.saturating_sub(step));
+        let before = t.evicted;
         evict_to(t, target, pending)?;
-        self.evicting = t.bytes > low;
+        // Stop when nothing is left to evict (what remains is tombstones): going on would
+        // spin on empty transactions.
+        self.evicting = t.bytes > low && t.evicted > before;
         Ok(())
     }
 

@@ -20,6 +20,11 @@ pub struct Changes {
     pub events: Vec<Event>,
     /// (id, author) tombstones written in the window read.
     pub deleted: Vec<(EventId, PublicKey)>,
+    /// Ids removed without a tombstone (replaced versions, address deletions): caches
+    /// drop them.
+    pub removed: Vec<EventId>,
+    /// Rows skipped because they could not be decoded.
+    pub corrupt: u64,
     /// Where the next poll starts (before its look-back): the database clock when this
     /// read began.
     pub next: DbMicros,
@@ -67,9 +72,14 @@ pub(crate) async fn changes(
         for r in rows {
             let json: String = r.try_get("json").map_err(db)?;
             after = (r.try_get("at").map_err(db)?, r.try_get("seq").map_err(db)?);
-            out.events.push(
-                Event::from_stored_json(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
+            match Event::from_stored_json(&json) {
+                Ok(e) => out.events.push(e),
+                // One bad row must not stop every poller for good.
+                Err(e) => {
+                    out.corrupt += 1;
+                    tracing::error!(error = %e, seq = after.1, "undecodable event in the feed; skipped");
+                }
+            }
         }
         if n < page {
             break;
@@ -96,6 +106,32 @@ pub(crate) async fn changes(
             after = (r.try_get("at").map_err(db)?, r.try_get("seq").map_err(db)?);
             if let (Ok(id), Ok(pk)) = (<[u8; 32]>::try_from(id), <[u8; 32]>::try_from(pk)) {
                 out.deleted.push((EventId(id), PublicKey(pk)));
+            }
+        }
+        if n < page {
+            break;
+        }
+    }
+    let mut after = (from, -1i64);
+    loop {
+        let sql = format!(
+            "SELECT id, (extract(epoch from inserted_at) * 1000000)::int8 AS at, seq \
+             FROM removed WHERE (inserted_at, seq) > ({EPOCH_PLUS}, $2) \
+             ORDER BY inserted_at, seq LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after.0)
+            .bind(after.1)
+            .bind(page)
+            .fetch_all(pool)
+            .await
+            .map_err(db)?;
+        let n = rows.len() as i64;
+        for r in rows {
+            let id: Vec<u8> = r.try_get("id").map_err(db)?;
+            after = (r.try_get("at").map_err(db)?, r.try_get("seq").map_err(db)?);
+            if let Ok(id) = <[u8; 32]>::try_from(id) {
+                out.removed.push(EventId(id));
             }
         }
         if n < page {

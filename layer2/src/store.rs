@@ -55,6 +55,7 @@ struct SaveReq {
 pub struct PgStore {
     pool: PgPool,
     tx: mpsc::Sender<SaveReq>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
     config: PgConfig,
 }
 
@@ -84,10 +85,15 @@ impl PgStore {
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let (tx, rx) = mpsc::channel(config.queue);
         let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..config.writers.max(1) {
-            tokio::spawn(writer(pool.clone(), rx.clone(), config.batch_max.max(1)));
-        }
-        Ok(PgStore { pool, tx, config })
+        let writers = (0..config.writers.max(1))
+            .map(|_| tokio::spawn(writer(pool.clone(), rx.clone(), config.batch_max.max(1))))
+            .collect();
+        Ok(PgStore {
+            pool,
+            tx,
+            writers,
+            config,
+        })
     }
 
     /// The connection pool.
@@ -112,9 +118,14 @@ impl PgStore {
 
     /// Stops the writers once queued saves are done, and closes the pool.
     pub async fn close(self) {
-        let PgStore { pool, tx, .. } = self;
+        let PgStore {
+            pool, tx, writers, ..
+        } = self;
         drop(tx);
-        // Writers hold pool connections only while a batch runs; closing waits for them.
+        // The writers finish what is queued, then see the closed channel and return.
+        for w in writers {
+            let _ = w.await;
+        }
         pool.close().await;
     }
 }

@@ -138,12 +138,20 @@ pub(crate) async fn save_batch(
     }
 
     if !replaced_in_db.is_empty() {
-        sqlx::query("DELETE FROM events WHERE id = ANY($1)")
-            .bind(&replaced_in_db)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        sqlx::query(
+            "WITH gone AS (DELETE FROM events WHERE id = ANY($1) RETURNING id) \
+             INSERT INTO removed (id) SELECT id FROM gone",
+        )
+        .bind(&replaced_in_db)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
     }
+    // Deletions first: a version this batch deletes must be gone before a newer one
+    // takes its address (the address index is unique). Inserts last, so their
+    // inserted_at is as close to the commit as possible (the feed's look-back covers
+    // the gap).
+    write_deletions(&mut tx, &del).await?;
     let inserted = insert_events(&mut tx, batch, &insert).await?;
     for &i in &insert {
         if !inserted.contains(batch[i].id().0.as_slice()) {
@@ -151,7 +159,6 @@ pub(crate) async fn save_batch(
             outcomes[i] = Some(SaveOutcome::Duplicate);
         }
     }
-    write_deletions(&mut tx, &del).await?;
     tx.commit().await.map_err(db)?;
 
     // The post-commit double check (see the module docs).
@@ -160,13 +167,25 @@ pub(crate) async fn save_batch(
         .copied()
         .filter(|&i| outcomes[i].as_ref().is_some_and(SaveOutcome::is_new))
         .collect();
-    for i in recheck_tombstones(pool, batch, &fresh).await? {
-        outcomes[i] = Some(SaveOutcome::Rejected(Reason::Deleted));
+    // The batch is committed: a failure from here on must not be reported as a failed
+    // save. It is logged; the next deletion or recheck touching these ids repeats it.
+    match recheck_tombstones(pool, batch, &fresh).await {
+        Ok(hit) => {
+            for i in hit {
+                outcomes[i] = Some(SaveOutcome::Rejected(Reason::Deleted));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "post-commit tombstone recheck failed"),
     }
     if !del.ids.is_empty() || !del.addresses.is_empty() {
-        let mut tx = pool.begin().await.map_err(db)?;
-        write_deletions(&mut tx, &del).await?;
-        tx.commit().await.map_err(db)?;
+        let again = async {
+            let mut tx = pool.begin().await.map_err(db)?;
+            write_deletions(&mut tx, &del).await?;
+            tx.commit().await.map_err(db)
+        };
+        if let Err(e) = again.await {
+            tracing::warn!(error = %e, "post-commit deletion re-run failed");
+        }
     }
     Ok(outcomes
         .into_iter()
@@ -518,8 +537,11 @@ async fn write_deletions(
         .await
         .map_err(db)?;
         sqlx::query(
-            "DELETE FROM events e USING unnest($1::int4[], $2::bytea[], $3::bytea[], $4::int8[]) AS t(k, p, d, u) \
-             WHERE e.kind = t.k AND e.pubkey = t.p AND e.d_key = t.d AND e.created_at <= t.u",
+            "WITH gone AS (DELETE FROM events e \
+               USING unnest($1::int4[], $2::bytea[], $3::bytea[], $4::int8[]) AS t(k, p, d, u) \
+               WHERE e.kind = t.k AND e.pubkey = t.p AND e.d_key = t.d AND e.created_at <= t.u \
+               RETURNING e.id) \
+             INSERT INTO removed (id) SELECT id FROM gone",
         )
         .bind(&kinds)
         .bind(&pks)

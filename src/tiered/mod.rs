@@ -194,8 +194,8 @@ impl Tiered {
     }
 
     /// Mirrors into L1 what L2 accepted. An L1 failure is logged and counted, not
-    /// reported: the event is durable in L2, and the id stays unseen so the poller
-    /// brings it into L1 again.
+    /// reported: the event is durable in L2, and the poller brings it into L1 again
+    /// (single-node mode has no poller; see the README's known limits).
     async fn mirror(&self, e: &Event) -> bool {
         match self.l1.save(e).await {
             Ok(_) => true,
@@ -227,8 +227,11 @@ impl EventStore for Tiered {
         let outcome = self.l2.save(event).await?;
         match &outcome {
             SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
-                if self.mirror(event).await {
-                    self.seen.insert(event.id(), ());
+                // Seen before mirroring, so a poll running meanwhile does not deliver it
+                // a second time; forgotten again if L1 failed, so the poller repairs L1.
+                self.seen.insert(event.id(), ());
+                if !self.mirror(event).await {
+                    self.seen.invalidate(&event.id());
                 }
                 self.missing.invalidate(&event.id());
                 self.broadcast(event);

@@ -99,6 +99,11 @@ async fn poll_once(
                 .fetch_add(doomed.len() as u64, Ordering::Relaxed);
         }
     }
+    if !changes.removed.is_empty() {
+        // Versions L2 dropped without a tombstone (replaced, or deleted by address).
+        let n = t.l1.forget(&changes.removed).await?;
+        t.stats.poll_tombstones.fetch_add(n, Ordering::Relaxed);
+    }
     // Persist only after L1 has everything up to here: a crash re-reads, never skips.
     t.l1.set_cursor(changes.next.to_be_bytes().to_vec()).await?;
     let lag = (changes.next - cursor).max(0) as u64 / 1_000;

@@ -17,12 +17,16 @@ impl Tiered {
         if let Some(ids) = &f.ids {
             return self.by_ids(f, ids).await;
         }
-        let w = self.l1.window();
-        if !self.window_trusted() || f.until.is_some_and(|u| u < w) {
+        if !self.window_trusted() {
             // Nothing of the answer is provably in L1.
             return self.ask_l2(f).await;
         }
-        let r1 = self.l1.query(std::slice::from_ref(f)).await?;
+        // W from the same snapshot as the answer: an eviction committing in between
+        // would otherwise make the window part look complete when it is not.
+        let (r1, w) = self.l1.query_with_window(std::slice::from_ref(f)).await?;
+        if f.until.is_some_and(|u| u < w) {
+            return self.ask_l2(f).await;
+        }
         let limit = f.limit.unwrap_or(usize::MAX);
         // Every L2 event with created_at >= W is in L1, and ranks before any event below
         // W (canonical order is created_at descending). So the part of r1 at or above W

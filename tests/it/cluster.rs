@@ -253,3 +253,45 @@ async fn a_late_committing_transaction_is_not_missed() {
         "the late commit reached B once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_version_leaves_b_even_when_the_new_one_never_arrives() {
+    //! Regression: B kept serving v1 when v2 replaced it in L2 and was deleted before
+    //! B's next poll, because nothing in the feed said v1 was gone.
+    let db = test_database().await;
+    let (da, dbb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&db.url, da.path(), 4 << 20).await;
+    let b = node(&db.url, dbb.path(), 4 << 20).await;
+    until_trusted(&b).await;
+    let keys = Keys::from_seed(8);
+    let v1 = EventBuilder::new(Kind(30023), "v1")
+        .tag(["d", "article"])
+        .created_at(Timestamp(1_700_000_000))
+        .sign(&keys);
+    a.save(&v1).await.unwrap();
+    wait_for(|| async { b.l1().contains(&[v1.id()]).await.unwrap()[0] }).await;
+    // B goes down; meanwhile v2 replaces v1 and is deleted, so B never sees v2 itself.
+    b.shutdown();
+    let l1 = b.l1().clone();
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Arc::into_inner(l1).expect("L1 released").close().await.unwrap();
+    let v2 = EventBuilder::new(Kind(30023), "v2")
+        .tag(["d", "article"])
+        .created_at(Timestamp(1_700_000_001))
+        .sign(&keys);
+    let del = EventBuilder::new(Kind::DELETION, "")
+        .tag(["e".to_owned(), v2.id().to_hex()])
+        .created_at(Timestamp(1_700_000_002))
+        .sign(&keys);
+    a.save(&v2).await.unwrap();
+    a.save(&del).await.unwrap();
+    let b = node(&db.url, dbb.path(), 4 << 20).await;
+    wait_for(|| async { !b.l1().contains(&[v1.id()]).await.unwrap()[0] }).await;
+    until_trusted(&b).await;
+    let f = [Filter::new().kind(Kind(30023)).author(keys.public_key())];
+    assert!(
+        b.query(&f).await.unwrap().is_empty(),
+        "no version is served anywhere"
+    );
+}
