@@ -275,7 +275,11 @@ async fn a_replaced_version_leaves_b_even_when_the_new_one_never_arrives() {
     let l1 = b.l1().clone();
     drop(b);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    Arc::into_inner(l1).expect("L1 released").close().await.unwrap();
+    Arc::into_inner(l1)
+        .expect("L1 released")
+        .close()
+        .await
+        .unwrap();
     let v2 = EventBuilder::new(Kind(30023), "v2")
         .tag(["d", "article"])
         .created_at(Timestamp(1_700_000_001))
