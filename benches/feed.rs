@@ -10,77 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use eventstore::{Event, EventStore, Filter, Kind, PublicKey};
+use eventstore::conformance::workload::{self as wl, Rng};
+use eventstore::{Event, EventStore, Filter, Kind};
 use layer1::{Durability, RedbConfig, RedbStore};
 use layer2::{PgConfig, PgStore};
 use layer2_relay::{Tiered, TieredConfig};
-
-const AUTHORS: u64 = 5_000;
-
-fn hex64(n: u64, salt: u64) -> String {
-    format!(
-        "{:016x}{:016x}{:016x}{:016x}",
-        n,
-        salt,
-        n ^ 0x5555,
-        salt.rotate_left(7)
-    )
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn zipf(&mut self, n: u64) -> u64 {
-        let u = (self.next() % 1_000_000) as f64 / 1_000_000.0;
-        ((n as f64).powf(u) - 1.0) as u64 % n
-    }
-}
-
-/// Realistic shape with synthetic id and signature (stores do not verify).
-fn make(i: u64, rng: &mut Rng) -> Event {
-    let author = rng.zipf(AUTHORS);
-    let kind = [1u16, 1, 1, 1, 7, 7, 6, 0, 3, 10002, 30023, 9735][(rng.next() % 12) as usize];
-    let mut tags = Vec::new();
-    for _ in 0..(rng.next() % 5) {
-        tags.push(format!(r#"["p","{}"]"#, hex64(rng.zipf(AUTHORS), 1)));
-    }
-    if kind == 7 || kind == 6 || rng.next() % 3 == 0 {
-        tags.push(format!(r#"["e","{}"]"#, hex64(rng.next() % (i + 1), 2)));
-    }
-    if kind == 30023 {
-        tags.push(format!(r#"["d","post-{}"]"#, rng.next() % 20));
-    }
-    let len = match rng.next() % 10 {
-        0..=5 => 50 + rng.next() % 300,
-        6..=8 => 300 + rng.next() % 1_400,
-        _ => 1_700 + rng.next() % 3_000,
-    } as usize;
-    let json = format!(
-        r#"{{"id":"{}","pubkey":"{}","created_at":{},"kind":{},"tags":[{}],"content":"{}","sig":"{}{}"}}"#,
-        hex64(i, 0),
-        hex64(author, 9),
-        1_600_000_000 + i * 2 + rng.next() % 3,
-        kind,
-        tags.join(","),
-        "n".repeat(len),
-        hex64(i, 3),
-        hex64(i, 4)
-    );
-    Event::from_json(&json).expect("synthetic event parses")
-}
-
-fn pct(v: &mut [Duration], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_unstable();
-    v[((v.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e3
-}
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not: then run a quick smoke test.
@@ -105,8 +39,7 @@ fn main() {
                 .await
                 .unwrap(),
         );
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let events: Arc<Vec<Event>> = Arc::new((0..n).map(|i| make(i, &mut rng)).collect());
+        let events: Arc<Vec<Event>> = Arc::new(wl::events(n));
         let load = Instant::now();
         let mut tasks = Vec::new();
         for w in 0..8usize {
@@ -170,7 +103,7 @@ fn main() {
             |rng| {
                 let mut f = Filter::new().kind(Kind(1)).kind(Kind(6)).limit(20);
                 for _ in 0..50 {
-                    f = f.author(PublicKey::from_hex(&hex64(rng.zipf(AUTHORS), 9)).unwrap());
+                    f = f.author(wl::author(rng.zipf(wl::AUTHORS)));
                 }
                 f
             },
@@ -181,7 +114,7 @@ fn main() {
             "profile (one uniformly chosen author)",
             test_mode,
             |rng| {
-                let a = PublicKey::from_hex(&hex64(rng.next() % AUTHORS, 9)).unwrap();
+                let a = wl::author(rng.next_u64() % wl::AUTHORS);
                 Filter::new().author(a).kind(Kind(1)).limit(20)
             },
         )
@@ -213,14 +146,14 @@ async fn run(node: &Tiered, label: &str, test_mode: bool, make: impl Fn(&mut Rng
         println!("{label}: answered without L2: {share:.1}% of {queries}");
         println!(
             "  L1-answered: p50 {:.3} ms  p99 {:.3} ms  ({} queries)",
-            pct(&mut l1_times, 0.5),
-            pct(&mut l1_times, 0.99),
+            wl::percentile_ms(&mut l1_times, 0.5),
+            wl::percentile_ms(&mut l1_times, 0.99),
             l1_times.len()
         );
         println!(
             "  L2-answered: p50 {:.3} ms  p99 {:.3} ms  ({} queries)",
-            pct(&mut l2_times, 0.5),
-            pct(&mut l2_times, 0.99),
+            wl::percentile_ms(&mut l2_times, 0.5),
+            wl::percentile_ms(&mut l2_times, 0.99),
             l2_times.len()
         );
     }

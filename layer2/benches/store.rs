@@ -6,77 +6,11 @@
 //! server of your own instead. `LAYER2_BENCH_EVENTS` sets N (default 1,000,000).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use eventstore::{Event, EventId, EventStore, Filter, Kind, PublicKey};
+use eventstore::conformance::workload::{self as wl, Rng};
+use eventstore::{Event, EventStore, Filter, Kind};
 use layer2::{PgConfig, PgStore};
-
-const AUTHORS: u64 = 5_000;
-
-fn hex64(n: u64, salt: u64) -> String {
-    format!(
-        "{:016x}{:016x}{:016x}{:016x}",
-        n,
-        salt,
-        n ^ 0x5555,
-        salt.rotate_left(7)
-    )
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn zipf(&mut self, n: u64) -> u64 {
-        let u = (self.next() % 1_000_000) as f64 / 1_000_000.0;
-        ((n as f64).powf(u) - 1.0) as u64 % n
-    }
-}
-
-/// Realistic shape, synthetic id and signature (stores do not verify).
-fn make(i: u64, rng: &mut Rng) -> Event {
-    let author = rng.zipf(AUTHORS);
-    let kind = [1u16, 1, 1, 1, 7, 7, 6, 0, 3, 10002, 30023, 9735][(rng.next() % 12) as usize];
-    let mut tags = Vec::new();
-    for _ in 0..(rng.next() % 5) {
-        tags.push(format!(r#"["p","{}"]"#, hex64(rng.zipf(AUTHORS), 1)));
-    }
-    if kind == 7 || kind == 6 || rng.next() % 3 == 0 {
-        tags.push(format!(r#"["e","{}"]"#, hex64(rng.next() % (i + 1), 2)));
-    }
-    if rng.next() % 4 == 0 {
-        tags.push(format!(r#"["t","topic{}"]"#, rng.zipf(200)));
-    }
-    if kind == 30023 {
-        tags.push(format!(r#"["d","post-{}"]"#, rng.next() % 20));
-    }
-    let len = match rng.next() % 10 {
-        0..=5 => 50 + rng.next() % 300,
-        6..=8 => 300 + rng.next() % 1_400,
-        _ => 1_700 + rng.next() % 3_000,
-    } as usize;
-    let json = format!(
-        r#"{{"id":"{}","pubkey":"{}","created_at":{},"kind":{},"tags":[{}],"content":"{}","sig":"{}{}"}}"#,
-        hex64(i, 0),
-        hex64(author, 9),
-        1_600_000_000 + i * 2 + rng.next() % 3,
-        kind,
-        tags.join(","),
-        "n".repeat(len),
-        hex64(i, 3),
-        hex64(i, 4)
-    );
-    Event::from_json(&json).expect("synthetic event parses")
-}
-
-fn percentile(v: &mut [Duration], p: f64) -> Duration {
-    v.sort_unstable();
-    v[((v.len() as f64 - 1.0) * p) as usize]
-}
 
 async fn measure(store: &PgStore, label: &str, filters: Vec<Vec<Filter>>) {
     for f in filters.iter().take(100) {
@@ -90,12 +24,12 @@ async fn measure(store: &PgStore, label: &str, filters: Vec<Vec<Filter>>) {
         times.push(t.elapsed());
     }
     let n = times.len();
-    let p50 = percentile(&mut times, 0.5);
-    let p99 = percentile(&mut times, 0.99);
+    let p50 = wl::percentile_ms(&mut times, 0.5);
+    let p99 = wl::percentile_ms(&mut times, 0.99);
     println!(
         "{label:<12} p50 {:>7.3} ms  p99 {:>7.3} ms  ({n} queries, {:.1} events/query)",
-        p50.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3,
+        p50,
+        p99,
         returned as f64 / n as f64
     );
 }
@@ -123,8 +57,7 @@ fn main() {
                 .await
                 .unwrap(),
         );
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let events: Arc<Vec<Event>> = Arc::new((0..n).map(|i| make(i, &mut rng)).collect());
+        let events: Arc<Vec<Event>> = Arc::new(wl::events(n));
         let start = Instant::now();
         let writers = 8usize;
         let mut tasks = Vec::new();
@@ -160,7 +93,7 @@ fn main() {
 
         let q = if test_mode { 20 } else { 1_000 };
         let mut rng = Rng(42);
-        let author = |rng: &mut Rng| PublicKey::from_hex(&hex64(rng.zipf(AUTHORS), 9)).unwrap();
+        let author = |rng: &mut Rng| wl::author(rng.zipf(wl::AUTHORS));
         let f = (0..q)
             .map(|_| vec![Filter::new().author(author(&mut rng)).limit(20)])
             .collect();
@@ -173,14 +106,14 @@ fn main() {
             .map(|_| {
                 vec![
                     Filter::new()
-                        .tag('p', hex64(rng.zipf(AUTHORS), 1))
+                        .tag('p', wl::hex64(rng.zipf(wl::AUTHORS), 1))
                         .limit(20),
                 ]
             })
             .collect();
         measure(&store, "tag #p", f).await;
         let f = (0..q)
-            .map(|_| vec![Filter::new().id(EventId::from_hex(&hex64(rng.next() % n, 0)).unwrap())])
+            .map(|_| vec![Filter::new().id(wl::event_id(rng.next_u64() % n))])
             .collect();
         measure(&store, "id", f).await;
     });

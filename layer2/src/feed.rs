@@ -32,6 +32,44 @@ pub struct Changes {
 
 const EPOCH_PLUS: &str = "'epoch'::timestamptz + $1 * interval '1 microsecond'";
 
+/// Every row of `table` inserted after `from`, read in pages of `page` rows on
+/// (inserted_at, seq): each page starts strictly after the last row of the one before.
+async fn page_after(
+    pool: &PgPool,
+    columns: &'static str,
+    table: &'static str,
+    from: DbMicros,
+    page: i64,
+) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
+    let sql = format!(
+        "SELECT {columns}, (extract(epoch from inserted_at) * 1000000)::int8 AS at, seq \
+         FROM {table} WHERE (inserted_at, seq) > ({EPOCH_PLUS}, $2) \
+         ORDER BY inserted_at, seq LIMIT $3"
+    );
+    let mut rows = Vec::new();
+    let mut after = (from, -1i64);
+    loop {
+        let batch = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(after.0)
+            .bind(after.1)
+            .bind(page)
+            .fetch_all(pool)
+            .await
+            .map_err(db)?;
+        let n = batch.len() as i64;
+        if let Some(last) = batch.last() {
+            after = (
+                last.try_get("at").map_err(db)?,
+                last.try_get("seq").map_err(db)?,
+            );
+        }
+        rows.extend(batch);
+        if n < page {
+            return Ok(rows);
+        }
+    }
+}
+
 /// The database clock now.
 pub(crate) async fn db_now(pool: &PgPool) -> Result<DbMicros, StoreError> {
     sqlx::query_scalar("SELECT (extract(epoch from clock_timestamp()) * 1000000)::int8")
@@ -54,88 +92,28 @@ pub(crate) async fn changes(
         next,
         ..Changes::default()
     };
-    // Page on (inserted_at, seq): strictly after the last row seen.
-    let mut after = (from, -1i64);
-    loop {
-        let sql = format!(
-            "SELECT json, (extract(epoch from inserted_at) * 1000000)::int8 AS at, seq FROM events \
-             WHERE (inserted_at, seq) > ({EPOCH_PLUS}, $2) ORDER BY inserted_at, seq LIMIT $3"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(after.0)
-            .bind(after.1)
-            .bind(page)
-            .fetch_all(pool)
-            .await
-            .map_err(db)?;
-        let n = rows.len() as i64;
-        for r in rows {
-            let json: String = r.try_get("json").map_err(db)?;
-            after = (r.try_get("at").map_err(db)?, r.try_get("seq").map_err(db)?);
-            match Event::from_stored_json(&json) {
-                Ok(e) => out.events.push(e),
-                // One bad row must not stop every poller for good.
-                Err(e) => {
-                    out.corrupt += 1;
-                    tracing::error!(error = %e, seq = after.1, "undecodable event in the feed; skipped");
-                }
+    for row in page_after(pool, "json", "events", from, page).await? {
+        let json: String = row.try_get("json").map_err(db)?;
+        match Event::from_stored_json(&json) {
+            Ok(e) => out.events.push(e),
+            // One bad row must not stop every poller for good.
+            Err(e) => {
+                out.corrupt += 1;
+                tracing::error!(error = %e, "undecodable event in the feed; skipped");
             }
-        }
-        if n < page {
-            break;
         }
     }
-    let mut after = (from, -1i64);
-    loop {
-        let sql = format!(
-            "SELECT id, pubkey, (extract(epoch from inserted_at) * 1000000)::int8 AS at, seq \
-             FROM deleted_ids WHERE (inserted_at, seq) > ({EPOCH_PLUS}, $2) \
-             ORDER BY inserted_at, seq LIMIT $3"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(after.0)
-            .bind(after.1)
-            .bind(page)
-            .fetch_all(pool)
-            .await
-            .map_err(db)?;
-        let n = rows.len() as i64;
-        for r in rows {
-            let id: Vec<u8> = r.try_get("id").map_err(db)?;
-            let pk: Vec<u8> = r.try_get("pubkey").map_err(db)?;
-            after = (r.try_get("at").map_err(db)?, r.try_get("seq").map_err(db)?);
-            if let (Ok(id), Ok(pk)) = (<[u8; 32]>::try_from(id), <[u8; 32]>::try_from(pk)) {
-                out.deleted.push((EventId(id), PublicKey(pk)));
-            }
-        }
-        if n < page {
-            break;
+    for row in page_after(pool, "id, pubkey", "deleted_ids", from, page).await? {
+        let id: Vec<u8> = row.try_get("id").map_err(db)?;
+        let pk: Vec<u8> = row.try_get("pubkey").map_err(db)?;
+        if let (Ok(id), Ok(pk)) = (<[u8; 32]>::try_from(id), <[u8; 32]>::try_from(pk)) {
+            out.deleted.push((EventId(id), PublicKey(pk)));
         }
     }
-    let mut after = (from, -1i64);
-    loop {
-        let sql = format!(
-            "SELECT id, (extract(epoch from inserted_at) * 1000000)::int8 AS at, seq \
-             FROM removed WHERE (inserted_at, seq) > ({EPOCH_PLUS}, $2) \
-             ORDER BY inserted_at, seq LIMIT $3"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(after.0)
-            .bind(after.1)
-            .bind(page)
-            .fetch_all(pool)
-            .await
-            .map_err(db)?;
-        let n = rows.len() as i64;
-        for r in rows {
-            let id: Vec<u8> = r.try_get("id").map_err(db)?;
-            after = (r.try_get("at").map_err(db)?, r.try_get("seq").map_err(db)?);
-            if let Ok(id) = <[u8; 32]>::try_from(id) {
-                out.removed.push(EventId(id));
-            }
-        }
-        if n < page {
-            break;
+    for row in page_after(pool, "id", "removed", from, page).await? {
+        let id: Vec<u8> = row.try_get("id").map_err(db)?;
+        if let Ok(id) = <[u8; 32]>::try_from(id) {
+            out.removed.push(EventId(id));
         }
     }
     Ok(out)

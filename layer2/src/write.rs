@@ -361,57 +361,48 @@ async fn load_addresses(
     if addrs.is_empty() {
         return Ok(Default::default());
     }
+    let mut current = HashMap::new();
+    for r in rows_at(tx, addrs, "e.id, e.created_at", "events").await? {
+        let id = r.try_get("id").map_err(db)?;
+        current.insert(row_addr(&r)?, (id, r.try_get("created_at").map_err(db)?));
+    }
+    let mut deleted = HashMap::new();
+    for r in rows_at(tx, addrs, "e.upto", "deleted_addresses").await? {
+        deleted.insert(row_addr(&r)?, r.try_get("upto").map_err(db)?);
+    }
+    Ok((current, deleted))
+}
+
+/// Rows of `table` (aliased `e`, with kind, pubkey and d_key columns) at any of `addrs`.
+async fn rows_at(
+    tx: &mut Transaction<'_, Postgres>,
+    addrs: &[AddrKey],
+    columns: &'static str,
+    table: &'static str,
+) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
     let kinds: Vec<i32> = addrs.iter().map(|a| a.0).collect();
     let pks: Vec<Vec<u8>> = addrs.iter().map(|a| a.1.clone()).collect();
     let ds: Vec<Vec<u8>> = addrs.iter().map(|a| a.2.clone()).collect();
-    let rows = sqlx::query(
-        "SELECT e.kind, e.pubkey, e.d_key, e.id, e.created_at FROM events e \
+    let sql = format!(
+        "SELECT e.kind, e.pubkey, e.d_key, {columns} FROM {table} e \
          JOIN (SELECT DISTINCT * FROM unnest($1::int4[], $2::bytea[], $3::bytea[])) AS a(kind, pubkey, d_key) \
-         ON e.kind = a.kind AND e.pubkey = a.pubkey AND e.d_key = a.d_key",
-    )
-    .bind(&kinds)
-    .bind(&pks)
-    .bind(&ds)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db)?;
-    let mut current = HashMap::new();
-    for r in rows {
-        current.insert(
-            (
-                r.try_get("kind").map_err(db)?,
-                r.try_get("pubkey").map_err(db)?,
-                r.try_get("d_key").map_err(db)?,
-            ),
-            (
-                r.try_get("id").map_err(db)?,
-                r.try_get("created_at").map_err(db)?,
-            ),
-        );
-    }
-    let rows = sqlx::query(
-        "SELECT d.kind, d.pubkey, d.d_key, d.upto FROM deleted_addresses d \
-         JOIN (SELECT DISTINCT * FROM unnest($1::int4[], $2::bytea[], $3::bytea[])) AS a(kind, pubkey, d_key) \
-         ON d.kind = a.kind AND d.pubkey = a.pubkey AND d.d_key = a.d_key",
-    )
-    .bind(&kinds)
-    .bind(&pks)
-    .bind(&ds)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db)?;
-    let mut deleted = HashMap::new();
-    for r in rows {
-        deleted.insert(
-            (
-                r.try_get("kind").map_err(db)?,
-                r.try_get("pubkey").map_err(db)?,
-                r.try_get("d_key").map_err(db)?,
-            ),
-            r.try_get("upto").map_err(db)?,
-        );
-    }
-    Ok((current, deleted))
+         ON e.kind = a.kind AND e.pubkey = a.pubkey AND e.d_key = a.d_key"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&kinds)
+        .bind(&pks)
+        .bind(&ds)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db)
+}
+
+fn row_addr(r: &sqlx::postgres::PgRow) -> Result<AddrKey, StoreError> {
+    Ok((
+        r.try_get("kind").map_err(db)?,
+        r.try_get("pubkey").map_err(db)?,
+        r.try_get("d_key").map_err(db)?,
+    ))
 }
 
 /// Multi-row insert of events and their tags; returns the ids actually inserted.

@@ -179,15 +179,7 @@ async fn a_stopped_node_catches_up_after_restart() {
     a.save(&first).await.unwrap();
     wait_for(|| async { b.l1().contains(&[first.id()]).await.unwrap()[0] }).await;
     // Stop B: its poller ends and its L1 is closed.
-    b.shutdown();
-    let l1 = b.l1().clone();
-    drop(b);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    Arc::into_inner(l1)
-        .expect("L1 released")
-        .close()
-        .await
-        .unwrap();
+    stop(b).await;
     let missed: Vec<_> = (0..20)
         .map(|i| EventBuilder::text_note(format!("while B was down {i}")).sign(&keys))
         .collect();
@@ -198,6 +190,20 @@ async fn a_stopped_node_catches_up_after_restart() {
     let b = node(&db.url, dbb.path(), 4 << 20).await;
     let ids: Vec<_> = missed.iter().map(|e| e.id()).collect();
     wait_for(|| async { b.l1().contains(&ids).await.unwrap().iter().all(|h| *h) }).await;
+}
+
+/// Stops a node: its poller ends and its L1 file is closed, ready to reopen.
+async fn stop(node: Arc<layer2_relay::Tiered>) {
+    node.shutdown();
+    let l1 = node.l1().clone();
+    drop(node);
+    // The poller task holds only a weak reference; give it a moment to notice.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Arc::into_inner(l1)
+        .expect("L1 released")
+        .close()
+        .await
+        .unwrap();
 }
 
 async fn wait_for<F, Fut>(mut cond: F)
@@ -271,15 +277,7 @@ async fn a_replaced_version_leaves_b_even_when_the_new_one_never_arrives() {
     a.save(&v1).await.unwrap();
     wait_for(|| async { b.l1().contains(&[v1.id()]).await.unwrap()[0] }).await;
     // B goes down; meanwhile v2 replaces v1 and is deleted, so B never sees v2 itself.
-    b.shutdown();
-    let l1 = b.l1().clone();
-    drop(b);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    Arc::into_inner(l1)
-        .expect("L1 released")
-        .close()
-        .await
-        .unwrap();
+    stop(b).await;
     let v2 = EventBuilder::new(Kind(30023), "v2")
         .tag(["d", "article"])
         .created_at(Timestamp(1_700_000_001))

@@ -13,6 +13,7 @@
 pub mod cases;
 pub mod fixtures;
 pub mod prop;
+pub mod workload;
 
 use std::any::Any;
 use std::future::Future;
