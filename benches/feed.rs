@@ -41,26 +41,7 @@ fn main() {
         );
         let events: Arc<Vec<Event>> = Arc::new(wl::events(n));
         let load = Instant::now();
-        let mut tasks = Vec::new();
-        for w in 0..8usize {
-            let (pg, events) = (pg.clone(), events.clone());
-            tasks.push(tokio::spawn(async move {
-                let mine: Vec<usize> = (w..events.len()).step_by(8).collect();
-                for chunk in mine.chunks(64) {
-                    let mut set = tokio::task::JoinSet::new();
-                    for &i in chunk {
-                        let (pg, events) = (pg.clone(), events.clone());
-                        set.spawn(async move { pg.save(&events[i]).await });
-                    }
-                    while let Some(r) = set.join_next().await {
-                        r.unwrap().unwrap();
-                    }
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
+        wl::ingest_concurrently(pg.clone(), events.clone(), 8, 64).await;
         sqlx::query("VACUUM ANALYZE")
             .execute(pg.pool())
             .await

@@ -9,31 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use eventstore::conformance::workload::{self as wl, Rng};
-use eventstore::{Event, EventStore, Filter, Kind};
+use eventstore::{Event, Filter, Kind};
 use layer1::{RedbConfig, RedbStore};
-
-async fn measure(store: &RedbStore, label: &str, filters: Vec<Vec<Filter>>) {
-    // One warm-up pass, then the measured pass.
-    for f in &filters {
-        store.query(f).await.unwrap();
-    }
-    let mut times = Vec::with_capacity(filters.len());
-    let mut returned = 0;
-    for f in &filters {
-        let t = Instant::now();
-        returned += store.query(f).await.unwrap().len();
-        times.push(t.elapsed());
-    }
-    let n = times.len();
-    let p50 = wl::percentile_ms(&mut times, 0.5);
-    let p99 = wl::percentile_ms(&mut times, 0.99);
-    println!(
-        "{label:<24} p50 {:>8.3} ms  p99 {:>8.3} ms  ({n} queries, {:.1} events/query)",
-        p50,
-        p99,
-        returned as f64 / n as f64
-    );
-}
 
 fn main() {
     let n: u64 = std::env::var("LAYER1_BENCH_EVENTS")
@@ -99,21 +76,21 @@ fn run(n: u64) {
         let mut rng = Rng(42);
         let q = 1_000;
         let author = |rng: &mut Rng| wl::author(rng.zipf(wl::AUTHORS));
-        let by_author = (0..q).map(|_| vec![Filter::new().author(author(&mut rng)).limit(20)]).collect();
-        measure(&store, "author", by_author).await;
-        let by_kind = (0..q)
+        let by_author: Vec<Vec<Filter>> = (0..q).map(|_| vec![Filter::new().author(author(&mut rng)).limit(20)]).collect();
+        wl::measure(store.as_ref(), "author", &by_author).await;
+        let by_kind: Vec<Vec<Filter>> = (0..q)
             .map(|i| vec![Filter::new().kind(Kind([1, 7, 6, 30023][i % 4])).limit(20)])
             .collect();
-        measure(&store, "kind", by_kind).await;
-        let by_ak = (0..q)
+        wl::measure(store.as_ref(), "kind", &by_kind).await;
+        let by_ak: Vec<Vec<Filter>> = (0..q)
             .map(|_| vec![Filter::new().author(author(&mut rng)).kind(Kind(1)).limit(20)])
             .collect();
-        measure(&store, "author+kind", by_ak).await;
-        let by_tag = (0..q)
+        wl::measure(store.as_ref(), "author+kind", &by_ak).await;
+        let by_tag: Vec<Vec<Filter>> = (0..q)
             .map(|_| vec![Filter::new().tag('p', wl::hex64(rng.zipf(wl::AUTHORS), 1)).limit(20)])
             .collect();
-        measure(&store, "tag #p", by_tag).await;
-        let by_ids = (0..q)
+        wl::measure(store.as_ref(), "tag #p", &by_tag).await;
+        let by_ids: Vec<Vec<Filter>> = (0..q)
             .map(|_| {
                 let mut f = Filter::new().limit(20);
                 for _ in 0..50 {
@@ -122,8 +99,8 @@ fn run(n: u64) {
                 vec![f]
             })
             .collect();
-        measure(&store, "50 ids", by_ids).await;
-        let feed = (0..q)
+        wl::measure(store.as_ref(), "50 ids", &by_ids).await;
+        let feed: Vec<Vec<Filter>> = (0..q)
             .map(|_| {
                 let mut f = Filter::new().kind(Kind(1)).kind(Kind(6)).limit(20);
                 for _ in 0..100 {
@@ -132,6 +109,6 @@ fn run(n: u64) {
                 vec![f]
             })
             .collect();
-        measure(&store, "feed (100 authors)", feed).await;
+        wl::measure(store.as_ref(), "feed (100 authors)", &feed).await;
     });
 }

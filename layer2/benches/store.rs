@@ -9,30 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use eventstore::conformance::workload::{self as wl, Rng};
-use eventstore::{Event, EventStore, Filter, Kind};
+use eventstore::{Event, Filter, Kind};
 use layer2::{PgConfig, PgStore};
-
-async fn measure(store: &PgStore, label: &str, filters: Vec<Vec<Filter>>) {
-    for f in filters.iter().take(100) {
-        store.query(f).await.unwrap();
-    }
-    let mut times = Vec::with_capacity(filters.len());
-    let mut returned = 0;
-    for f in &filters {
-        let t = Instant::now();
-        returned += store.query(f).await.unwrap().len();
-        times.push(t.elapsed());
-    }
-    let n = times.len();
-    let p50 = wl::percentile_ms(&mut times, 0.5);
-    let p99 = wl::percentile_ms(&mut times, 0.99);
-    println!(
-        "{label:<12} p50 {:>7.3} ms  p99 {:>7.3} ms  ({n} queries, {:.1} events/query)",
-        p50,
-        p99,
-        returned as f64 / n as f64
-    );
-}
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` does not: then run a quick smoke test.
@@ -59,28 +37,7 @@ fn main() {
         );
         let events: Arc<Vec<Event>> = Arc::new(wl::events(n));
         let start = Instant::now();
-        let writers = 8usize;
-        let mut tasks = Vec::new();
-        for w in 0..writers {
-            let (store, events) = (store.clone(), events.clone());
-            tasks.push(tokio::spawn(async move {
-                // Each writer keeps 64 saves in flight, as a busy relay connection would.
-                let mine: Vec<usize> = (w..events.len()).step_by(writers).collect();
-                for chunk in mine.chunks(64) {
-                    let mut set = tokio::task::JoinSet::new();
-                    for &i in chunk {
-                        let (store, events) = (store.clone(), events.clone());
-                        set.spawn(async move { store.save(&events[i]).await });
-                    }
-                    while let Some(r) = set.join_next().await {
-                        r.unwrap().unwrap();
-                    }
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
+        wl::ingest_concurrently(store.clone(), events.clone(), 8, 64).await;
         let secs = start.elapsed().as_secs_f64();
         println!(
             "ingest, 8 concurrent writers: {:.0} events/s ({n} events in {secs:.1}s)",
@@ -94,15 +51,15 @@ fn main() {
         let q = if test_mode { 20 } else { 1_000 };
         let mut rng = Rng(42);
         let author = |rng: &mut Rng| wl::author(rng.zipf(wl::AUTHORS));
-        let f = (0..q)
+        let f: Vec<Vec<Filter>> = (0..q)
             .map(|_| vec![Filter::new().author(author(&mut rng)).limit(20)])
             .collect();
-        measure(&store, "author", f).await;
-        let f = (0..q)
+        wl::measure(store.as_ref(), "author", &f).await;
+        let f: Vec<Vec<Filter>> = (0..q)
             .map(|i| vec![Filter::new().kind(Kind([1, 7, 6, 30023][i % 4])).limit(20)])
             .collect();
-        measure(&store, "kind", f).await;
-        let f = (0..q)
+        wl::measure(store.as_ref(), "kind", &f).await;
+        let f: Vec<Vec<Filter>> = (0..q)
             .map(|_| {
                 vec![
                     Filter::new()
@@ -111,10 +68,10 @@ fn main() {
                 ]
             })
             .collect();
-        measure(&store, "tag #p", f).await;
-        let f = (0..q)
+        wl::measure(store.as_ref(), "tag #p", &f).await;
+        let f: Vec<Vec<Filter>> = (0..q)
             .map(|_| vec![Filter::new().id(wl::event_id(rng.next_u64() % n))])
             .collect();
-        measure(&store, "id", f).await;
+        wl::measure(store.as_ref(), "id", &f).await;
     });
 }

@@ -103,3 +103,66 @@ pub fn percentile_ms(v: &mut [std::time::Duration], p: f64) -> f64 {
     v.sort_unstable();
     v[((v.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e3
 }
+
+/// Runs each query set twice (a warm-up pass, then a measured one) and prints the
+/// p50/p99 latency and the mean answer size under `label`.
+pub async fn measure(store: &dyn crate::EventStore, label: &str, queries: &[Vec<crate::Filter>]) {
+    for f in queries {
+        if let Err(e) = store.query(f).await {
+            panic!("{label}: warm-up query failed: {e}");
+        }
+    }
+    let mut times = Vec::with_capacity(queries.len());
+    let mut returned = 0;
+    for f in queries {
+        let t = std::time::Instant::now();
+        match store.query(f).await {
+            Ok(r) => returned += r.len(),
+            Err(e) => panic!("{label}: query failed: {e}"),
+        }
+        times.push(t.elapsed());
+    }
+    let n = times.len().max(1);
+    println!(
+        "{label:<24} p50 {:>8.3} ms  p99 {:>8.3} ms  ({n} queries, {:.1} events/query)",
+        percentile_ms(&mut times, 0.5),
+        percentile_ms(&mut times, 0.99),
+        returned as f64 / n as f64
+    );
+}
+
+/// Saves `events` from `writers` concurrent tasks, each keeping `in_flight` saves
+/// outstanding (as busy relay connections would). Panics on any failed save.
+pub async fn ingest_concurrently(
+    store: std::sync::Arc<dyn crate::EventStore>,
+    events: std::sync::Arc<Vec<Event>>,
+    writers: usize,
+    in_flight: usize,
+) {
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (store, events) = (store.clone(), events.clone());
+        tasks.push(tokio::spawn(async move {
+            let mine: Vec<usize> = (w..events.len()).step_by(writers).collect();
+            for chunk in mine.chunks(in_flight.max(1)) {
+                let mut set = tokio::task::JoinSet::new();
+                for &i in chunk {
+                    let (store, events) = (store.clone(), events.clone());
+                    set.spawn(async move { store.save(&events[i]).await });
+                }
+                while let Some(r) = set.join_next().await {
+                    match r {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => panic!("save failed: {e}"),
+                        Err(e) => panic!("save task failed: {e}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        if let Err(e) = t.await {
+            panic!("writer task failed: {e}");
+        }
+    }
+}
