@@ -1,6 +1,11 @@
-//! The change feed for pollers: what was inserted, and what was deleted, after a
+//! The change feed for pollers: what was inserted, deleted or removed after a
 //! position, by the database's clock (`clock_timestamp()` at insert), so node clocks
 //! never matter.
+//!
+//! A poll reads from its cursor minus a look-back (to catch transactions that
+//! committed late), one bounded page at a time: each of the three logs resumes
+//! strictly after the last row it returned, so a node catching up after a long outage
+//! never holds more than a page in memory.
 
 use std::time::Duration;
 
@@ -12,62 +17,80 @@ use crate::error::db;
 /// Microseconds since the Unix epoch, by the database's clock.
 pub type DbMicros = i64;
 
-/// One poll's worth of changes.
+/// A position in one log: (inserted_at in microseconds, seq); rows strictly after it
+/// come next.
+pub type LogPosition = (DbMicros, i64);
+
+/// Where a poll has got to in each of the three logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedPositions {
+    pub events: LogPosition,
+    pub deleted: LogPosition,
+    pub removed: LogPosition,
+}
+
+impl FeedPositions {
+    /// The start of a poll: everything inserted from `cursor - lookback` on.
+    pub fn start(cursor: DbMicros, lookback: Duration) -> FeedPositions {
+        let from = cursor.saturating_sub(i64::try_from(lookback.as_micros()).unwrap_or(i64::MAX));
+        FeedPositions {
+            events: (from, -1),
+            deleted: (from, -1),
+            removed: (from, -1),
+        }
+    }
+}
+
+/// One page of changes.
 #[derive(Debug, Default)]
 pub struct Changes {
-    /// Events inserted in the window read, in insert order. Overlapping reads repeat
-    /// some: the reader de-duplicates.
+    /// Events inserted, in insert order. Overlapping reads repeat some: the reader
+    /// de-duplicates.
     pub events: Vec<Event>,
-    /// (id, author) tombstones written in the window read.
+    /// (id, author) tombstones.
     pub deleted: Vec<(EventId, PublicKey)>,
     /// Ids removed without a tombstone (replaced versions, address deletions): caches
     /// drop them.
     pub removed: Vec<EventId>,
     /// Rows skipped because they could not be decoded.
     pub corrupt: u64,
-    /// Where the next poll starts (before its look-back): the database clock when this
-    /// read began.
-    pub next: DbMicros,
+}
+
+/// A page and where the next one starts; `complete` when every log is exhausted.
+#[derive(Debug)]
+pub struct Page {
+    pub changes: Changes,
+    pub next: FeedPositions,
+    pub complete: bool,
 }
 
 const EPOCH_PLUS: &str = "'epoch'::timestamptz + $1 * interval '1 microsecond'";
 
-/// Every row of `table` inserted after `from`, read in pages of `page` rows on
-/// (inserted_at, seq): each page starts strictly after the last row of the one before.
-async fn page_after(
+/// Up to `limit` rows of `table` strictly after `after`, and the position of the last.
+async fn rows_after(
     pool: &PgPool,
     columns: &'static str,
     table: &'static str,
-    from: DbMicros,
-    page: i64,
-) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
+    after: LogPosition,
+    limit: i64,
+) -> Result<(Vec<sqlx::postgres::PgRow>, LogPosition), StoreError> {
     let sql = format!(
         "SELECT {columns}, (extract(epoch from inserted_at) * 1000000)::int8 AS at, seq \
          FROM {table} WHERE (inserted_at, seq) > ({EPOCH_PLUS}, $2) \
          ORDER BY inserted_at, seq LIMIT $3"
     );
-    let mut rows = Vec::new();
-    let mut after = (from, -1i64);
-    loop {
-        let batch = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(after.0)
-            .bind(after.1)
-            .bind(page)
-            .fetch_all(pool)
-            .await
-            .map_err(db)?;
-        let n = batch.len() as i64;
-        if let Some(last) = batch.last() {
-            after = (
-                last.try_get("at").map_err(db)?,
-                last.try_get("seq").map_err(db)?,
-            );
-        }
-        rows.extend(batch);
-        if n < page {
-            return Ok(rows);
-        }
-    }
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    let last = match rows.last() {
+        Some(r) => (r.try_get("at").map_err(db)?, r.try_get("seq").map_err(db)?),
+        None => after,
+    };
+    Ok((rows, last))
 }
 
 /// The database clock now.
@@ -78,21 +101,17 @@ pub(crate) async fn db_now(pool: &PgPool) -> Result<DbMicros, StoreError> {
         .map_err(db)
 }
 
-/// Everything inserted from `cursor - lookback` on, paged `page` rows at a time.
-pub(crate) async fn changes(
+/// One page: at most `limit` rows from each log, after `from`.
+pub(crate) async fn page(
     pool: &PgPool,
-    cursor: DbMicros,
-    lookback: Duration,
-    page: usize,
-) -> Result<Changes, StoreError> {
-    let next = db_now(pool).await?;
-    let from = cursor.saturating_sub(i64::try_from(lookback.as_micros()).unwrap_or(i64::MAX));
-    let page = i64::try_from(page.max(1)).unwrap_or(1_000);
-    let mut out = Changes {
-        next,
-        ..Changes::default()
-    };
-    for row in page_after(pool, "json", "events", from, page).await? {
+    from: FeedPositions,
+    limit: usize,
+) -> Result<Page, StoreError> {
+    let limit = i64::try_from(limit.max(1)).unwrap_or(1_000);
+    let mut out = Changes::default();
+    let (rows, events) = rows_after(pool, "json", "events", from.events, limit).await?;
+    let mut complete = (rows.len() as i64) < limit;
+    for row in rows {
         let json: String = row.try_get("json").map_err(db)?;
         match Event::from_stored_json(&json) {
             Ok(e) => out.events.push(e),
@@ -103,18 +122,31 @@ pub(crate) async fn changes(
             }
         }
     }
-    for row in page_after(pool, "id, pubkey", "deleted_ids", from, page).await? {
+    let (rows, deleted) =
+        rows_after(pool, "id, pubkey", "deleted_ids", from.deleted, limit).await?;
+    complete &= (rows.len() as i64) < limit;
+    for row in rows {
         let id: Vec<u8> = row.try_get("id").map_err(db)?;
         let pk: Vec<u8> = row.try_get("pubkey").map_err(db)?;
         if let (Ok(id), Ok(pk)) = (<[u8; 32]>::try_from(id), <[u8; 32]>::try_from(pk)) {
             out.deleted.push((EventId(id), PublicKey(pk)));
         }
     }
-    for row in page_after(pool, "id", "removed", from, page).await? {
+    let (rows, removed) = rows_after(pool, "id", "removed", from.removed, limit).await?;
+    complete &= (rows.len() as i64) < limit;
+    for row in rows {
         let id: Vec<u8> = row.try_get("id").map_err(db)?;
         if let Ok(id) = <[u8; 32]>::try_from(id) {
             out.removed.push(EventId(id));
         }
     }
-    Ok(out)
+    Ok(Page {
+        changes: out,
+        next: FeedPositions {
+            events,
+            deleted,
+            removed,
+        },
+        complete,
+    })
 }

@@ -25,5 +25,5 @@ mod write;
 #[cfg(feature = "test-support")]
 pub mod testsupport;
 
-pub use feed::{Changes, DbMicros};
+pub use feed::{Changes, DbMicros, FeedPositions, LogPosition, Page};
 pub use store::{PgConfig, PgStore};

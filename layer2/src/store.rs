@@ -11,7 +11,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::error::db;
-use crate::feed::{Changes, DbMicros};
+use crate::feed::{DbMicros, FeedPositions, Page};
 
 /// Configuration of a [`PgStore`], with documented defaults.
 #[derive(Debug, Clone)]
@@ -106,14 +106,11 @@ impl PgStore {
         crate::feed::db_now(&self.pool).await
     }
 
-    /// The change feed: events and tombstones inserted from `cursor - lookback` on.
-    pub async fn changes(
-        &self,
-        cursor: DbMicros,
-        lookback: Duration,
-        page: usize,
-    ) -> Result<Changes, StoreError> {
-        crate::feed::changes(&self.pool, cursor, lookback, page).await
+    /// One page of the change feed after `from`, at most `limit` rows per log. Start a
+    /// poll with [`FeedPositions::start`], continue with each page's `next` until a page
+    /// is `complete`.
+    pub async fn changes(&self, from: FeedPositions, limit: usize) -> Result<Page, StoreError> {
+        crate::feed::page(&self.pool, from, limit).await
     }
 
     /// Stops the writers once queued saves are done, and closes the pool.

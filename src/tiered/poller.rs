@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use eventstore::{EventStore, Filter, SaveOutcome};
+use layer2::FeedPositions;
 use tokio::sync::watch;
 
 use super::Tiered;
@@ -58,7 +59,28 @@ async fn poll_once(
     lookback: Duration,
     page: usize,
 ) -> Result<i64, eventstore::StoreError> {
-    let changes = feed.changes(cursor, lookback, page).await?;
+    // The next cursor is the clock before reading: whatever commits after this read
+    // began is found by the next poll's look-back.
+    let next = feed.now().await?;
+    let mut from = FeedPositions::start(cursor, lookback);
+    loop {
+        // One bounded page at a time: a node catching up after an outage never holds
+        // more than a page.
+        let p = feed.page(from, page).await?;
+        apply(t, p.changes).await?;
+        from = p.next;
+        if p.complete {
+            break;
+        }
+    }
+    // Persist only after L1 has everything up to here: a crash re-reads, never skips.
+    t.l1.set_cursor(next.to_be_bytes().to_vec()).await?;
+    let lag = (next - cursor).max(0) as u64 / 1_000;
+    t.stats.poll_lag_ms.store(lag, Ordering::Relaxed);
+    Ok(next)
+}
+
+async fn apply(t: &Tiered, changes: layer2::Changes) -> Result<(), eventstore::StoreError> {
     let fresh: Vec<_> = changes
         .events
         .into_iter()
@@ -104,9 +126,5 @@ async fn poll_once(
         let n = t.l1.forget(&changes.removed).await?;
         t.stats.poll_tombstones.fetch_add(n, Ordering::Relaxed);
     }
-    // Persist only after L1 has everything up to here: a crash re-reads, never skips.
-    t.l1.set_cursor(changes.next.to_be_bytes().to_vec()).await?;
-    let lag = (changes.next - cursor).max(0) as u64 / 1_000;
-    t.stats.poll_lag_ms.store(lag, Ordering::Relaxed);
-    Ok(changes.next)
+    Ok(())
 }

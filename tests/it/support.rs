@@ -17,6 +17,8 @@ pub fn fast_config() -> TieredConfig {
         poll_frequency: Duration::from_millis(40),
         poll_overlap: 4,
         warm_events: 1_000,
+        // Small pages, so polls and catch-ups span many pages in every test.
+        feed_page: 7,
         ..TieredConfig::default()
     }
 }

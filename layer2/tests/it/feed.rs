@@ -9,6 +9,29 @@ use layer2::testsupport::test_database;
 
 use crate::store_on;
 
+/// One poll as a poller does it: every page from `cursor - lookback` on; returns the
+/// changes and the next cursor.
+async fn poll(
+    store: &layer2::PgStore,
+    cursor: i64,
+    lookback: Duration,
+    page: usize,
+) -> (layer2::Changes, i64) {
+    let next = store.db_now().await.unwrap();
+    let mut from = layer2::FeedPositions::start(cursor, lookback);
+    let mut all = layer2::Changes::default();
+    loop {
+        let p = store.changes(from, page).await.unwrap();
+        all.events.extend(p.changes.events);
+        all.deleted.extend(p.changes.deleted);
+        all.removed.extend(p.changes.removed);
+        from = p.next;
+        if p.complete {
+            return (all, next);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polls_see_every_event_once_even_when_commits_are_out_of_order() {
     let db = test_database().await;
@@ -18,7 +41,7 @@ async fn polls_see_every_event_once_even_when_commits_are_out_of_order() {
     let mut seen: HashSet<EventId> = HashSet::new();
     let mut delivered = Vec::new();
     let mut cursor = store.db_now().await.unwrap();
-    let poll = |changes: layer2::Changes,
+    let take = |(changes, next): (layer2::Changes, i64),
                 cursor: &mut i64,
                 seen: &mut HashSet<EventId>,
                 delivered: &mut Vec<EventId>| {
@@ -27,7 +50,7 @@ async fn polls_see_every_event_once_even_when_commits_are_out_of_order() {
                 delivered.push(e.id());
             }
         }
-        *cursor = changes.next;
+        *cursor = next;
     };
 
     // A slow transaction inserts first (early inserted_at) and commits last.
@@ -52,8 +75,8 @@ async fn polls_see_every_event_once_even_when_commits_are_out_of_order() {
         store.save(&e).await.unwrap();
         fast.push(e.id());
         if i % 10 == 9 {
-            poll(
-                store.changes(cursor, lookback, 7).await.unwrap(),
+            take(
+                poll(&store, cursor, lookback, 7).await,
                 &mut cursor,
                 &mut seen,
                 &mut delivered,
@@ -63,8 +86,8 @@ async fn polls_see_every_event_once_even_when_commits_are_out_of_order() {
     assert!(!seen.contains(&slow.id()), "uncommitted rows are invisible");
     slow_tx.commit().await.unwrap();
     for _ in 0..3 {
-        poll(
-            store.changes(cursor, lookback, 7).await.unwrap(),
+        take(
+            poll(&store, cursor, lookback, 7).await,
             &mut cursor,
             &mut seen,
             &mut delivered,
@@ -89,10 +112,7 @@ async fn deletions_appear_in_the_feed() {
         .tag(["e".to_owned(), e.id().to_hex()])
         .sign(&keys);
     store.save(&del).await.unwrap();
-    let ch = store
-        .changes(cursor, Duration::from_secs(1), 100)
-        .await
-        .unwrap();
+    let (ch, _) = poll(&store, cursor, Duration::from_secs(1), 100).await;
     assert!(ch.deleted.contains(&(e.id(), keys.public_key())));
     let ids: Vec<_> = ch.events.iter().map(|e| e.id()).collect();
     assert!(ids.contains(&del.id()));
