@@ -17,21 +17,8 @@ use layer2::{PgConfig, PgStore};
 use layer2_relay::{Tiered, TieredConfig};
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` does not: then run a quick smoke test.
-    let test_mode = !std::env::args().any(|a| a == "--bench");
-    let n: u64 = if test_mode {
-        3_000
-    } else {
-        std::env::var("LAYER2_BENCH_EVENTS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1_000_000)
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (test_mode, n) = wl::bench_size("LAYER2_BENCH_EVENTS", 3_000, 1_000_000);
+    let rt = eventstore::conformance::runtime();
     rt.block_on(async move {
         let db = layer2::testsupport::test_database().await;
         let pg = Arc::new(

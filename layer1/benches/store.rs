@@ -13,24 +13,8 @@ use eventstore::{Event, Filter, Kind};
 use layer1::{RedbConfig, RedbStore};
 
 fn main() {
-    let n: u64 = std::env::var("LAYER1_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    if !std::env::args().any(|a| a == "--bench") {
-        // `cargo bench` passes `--bench`; `cargo test --benches` does not: then run a
-        // quick smoke test.
-        return run(2_000);
-    }
-    run(n);
-}
-
-fn run(n: u64) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_, n) = wl::bench_size("LAYER1_BENCH_EVENTS", 2_000, 1_000_000);
+    let rt = eventstore::conformance::runtime();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
         let mut config = RedbConfig::new(dir.path().join("bench.redb"));

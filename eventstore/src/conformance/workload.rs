@@ -166,3 +166,18 @@ pub async fn ingest_concurrently(
         }
     }
 }
+
+/// How a bench binary should run: `(smoke, n)`. `cargo bench` passes `--bench`;
+/// `cargo test --benches` does not, and then the bench is a quick smoke test of
+/// `smoke_n` events. Otherwise `n` comes from the environment variable `env`, else
+/// `default_n`.
+pub fn bench_size(env: &str, smoke_n: u64, default_n: u64) -> (bool, u64) {
+    if !std::env::args().any(|a| a == "--bench") {
+        return (true, smoke_n);
+    }
+    let n = std::env::var(env)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_n);
+    (false, n)
+}
