@@ -106,6 +106,11 @@ impl<'t> Tables<'t> {
         }
     }
 
+    /// The serial of the version held at an address key, if any.
+    fn address_serial(&self, ak: &[u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self.addresses.get(ak).map_err(backend)?.map(|v| v.value()))
+    }
+
     fn serial_of(&self, id: &EventId) -> Result<Option<u64>, StoreError> {
         Ok(self.ids.get(&id.0).map_err(backend)?.map(|v| v.value()))
     }
@@ -133,11 +138,7 @@ impl<'t> Tables<'t> {
                     return Ok(SaveOutcome::Rejected(Reason::Deleted));
                 }
             }
-            let current = self
-                .addresses
-                .get(ak.as_slice())
-                .map_err(backend)?
-                .map(|v| v.value());
+            let current = self.address_serial(&ak)?;
             if let Some(serial) = current {
                 let cur = self
                     .load(serial)?
@@ -193,12 +194,7 @@ impl<'t> Tables<'t> {
         }
         if let Some(addr) = e.address() {
             let ak = address_key(&addr);
-            let points_here = self
-                .addresses
-                .get(ak.as_slice())
-                .map_err(backend)?
-                .map(|v| v.value())
-                == Some(serial);
+            let points_here = self.address_serial(&ak)? == Some(serial);
             if points_here {
                 self.addresses.remove(ak.as_slice()).map_err(backend)?;
             }
@@ -225,11 +221,7 @@ impl<'t> Tables<'t> {
         }
         for addr in targets.addresses {
             let ak = address_key(&addr);
-            let current = self
-                .addresses
-                .get(ak.as_slice())
-                .map_err(backend)?
-                .map(|v| v.value());
+            let current = self.address_serial(&ak)?;
             if let Some(serial) = current {
                 if let Some(cur) = self.load(serial)? {
                     if cur.created_at() <= request.created_at() {
