@@ -1,14 +1,26 @@
 //! The layer2 relay node: a tiered event store (L1 redb cache in front of a shared L2)
-//! kept in step across nodes by a poller. The relay server and CLI build on this.
+//! kept in step across nodes by a poller, served as a nostr relay.
 //!
 //! # Layout
 //! - [`tiered`]: [`Tiered`], the backend that routes saves and queries between L1 and
 //!   L2, warms L1, promotes L2 results and runs the poller.
 //! - [`feed`]: the [`ChangeFeed`] a shared L2 offers the poller.
+//! - [`config`]: the typed configuration (file, environment, flags).
+//! - [`node`]: a node's stores built from its configuration, and its health.
+//! - [`relay`]: the WebSocket/HTTP server (NIP-01, 09, 11, 40, 45).
+//! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`cli`]: the `import`, `export` and `stats` commands.
 
+pub mod cli;
+pub mod config;
 pub mod feed;
+pub mod metrics;
+pub mod node;
+pub mod relay;
 pub mod tiered;
 
+pub use config::Config;
 pub use eventstore;
 pub use feed::ChangeFeed;
+pub use node::Node;
 pub use tiered::{Tiered, TieredConfig, TieredStats};

@@ -1,8 +1,154 @@
-//! `layer2-relay`: the relay node binary. The server is not written yet.
+//! `layer2-relay`: the relay node. `serve` (the default) runs the relay; `import`,
+//! `export` and `stats` work on the node's stores (stop the node first when its L2 is
+//! embedded: redb allows one process per file).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use layer2_relay::config::{Config, Options};
+use layer2_relay::relay::{self, AppState};
+use layer2_relay::{Node, cli};
+use tracing_subscriber::EnvFilter;
+
+/// A nostr relay node with a two-tier event store: a bounded redb cache (L1) in front
+/// of a shared PostgreSQL or an embedded redb (L2).
+#[derive(Debug, Parser)]
+#[command(name = "layer2-relay", version)]
+struct Cli {
+    #[command(flatten)]
+    options: Options,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the relay (the default).
+    Serve,
+    /// Import events, one JSON per line, from FILE or stdin; each is verified.
+    Import {
+        /// JSON-lines file [default: stdin].
+        file: Option<PathBuf>,
+    },
+    /// Export events, one JSON per line, newest first.
+    Export {
+        /// A NIP-01 filter, such as '{"kinds":[0]}' [default: every event].
+        #[arg(long)]
+        filter: Option<String>,
+        /// Output file [default: stdout].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Print store statistics as JSON.
+    Stats,
+}
 
 fn main() -> ExitCode {
-    eprintln!("layer2-relay: the relay server is not implemented yet; see README.md (Status)");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = cli
+        .options
+        .resolve()
+        .map_err(|e| anyhow::anyhow!(e).context("invalid configuration"))
+        .and_then(|config| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(run(config, cli.command.unwrap_or(Command::Serve)))
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("layer2-relay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config, command: Command) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let node = Node::open(config).await?;
+    let result = match command {
+        Command::Serve => return serve(node, listen).await,
+        Command::Import { file } => cli::import(&node, file.as_deref()).await.map(|s| {
+            eprintln!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        }),
+        Command::Export { filter, output } => export(&node, filter, output).await,
+        Command::Stats => cli::stats(&node)
+            .await
+            .map(|v| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())),
+    };
+    node.close().await;
+    result
+}
+
+async fn export(
+    node: &Node,
+    filter: Option<String>,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let filter = cli::parse_filter(filter.as_deref())?;
+    let mut out: Box<dyn std::io::Write> = match &output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let n = cli::export(node, filter, &mut out).await?;
+    eprintln!("exported {n} events");
+    Ok(())
+}
+
+async fn serve(node: Node, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (is another relay running there?)"))?;
+    let mode = if node.config.database_url.is_some() {
+        "PostgreSQL L2 (cluster)"
+    } else {
+        "embedded L2"
+    };
+    tracing::info!(address = %listener.local_addr()?, data_dir = %node.config.data_dir.display(), mode, "serving ws://{}", listener.local_addr()?);
+    let state = AppState::new(Arc::new(node));
+    relay::run(listener, state.clone(), shutdown_signal()).await?;
+    tracing::info!("connections closed; closing the stores");
+    let node = state.node.clone();
+    drop(state);
+    match Arc::try_unwrap(node) {
+        Ok(node) => node.close().await,
+        Err(node) => node.tiered.shutdown(),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: no new connections; finishing in-flight events");
 }

@@ -1,0 +1,302 @@
+//! Relay counters and their Prometheus text rendering (`/metrics`). Plain atomics: a
+//! metrics library would cost more build time than these few lines.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use eventstore::{Reason, SaveOutcome};
+
+use crate::tiered::Tiered;
+
+/// Client message types counted by `layer2_messages_total{type}`.
+pub const MESSAGE_TYPES: [&str; 5] = ["EVENT", "REQ", "CLOSE", "COUNT", "other"];
+
+/// Outcomes counted by `layer2_events_total{outcome}`.
+pub const OUTCOMES: [&str; 11] = [
+    "stored",
+    "replaced",
+    "duplicate",
+    "ephemeral",
+    "deleted",
+    "superseded",
+    "expired",
+    "invalid",
+    "blocked",
+    "rate_limited",
+    "error",
+];
+
+/// The relay's own counters (the stores keep theirs).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub subscriptions: AtomicU64,
+    messages: [AtomicU64; MESSAGE_TYPES.len()],
+    events: [AtomicU64; OUTCOMES.len()],
+    /// Subscriptions closed because their client could not keep up.
+    pub slow_closed: AtomicU64,
+    /// Live events sent to subscribers.
+    pub live_sent: AtomicU64,
+    /// NOTICEs sent for bad input.
+    pub notices: AtomicU64,
+    pub verify_count: AtomicU64,
+    pub verify_micros: AtomicU64,
+    pub query_count: AtomicU64,
+    pub query_micros: AtomicU64,
+}
+
+impl Metrics {
+    pub fn message(&self, kind: &str) {
+        let i = MESSAGE_TYPES
+            .iter()
+            .position(|t| *t == kind)
+            .unwrap_or(MESSAGE_TYPES.len() - 1);
+        self.messages[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one event by outcome (one of [`OUTCOMES`]).
+    pub fn event(&self, outcome: &str) {
+        if let Some(i) = OUTCOMES.iter().position(|t| *t == outcome) {
+            self.events[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The outcome label of a store's answer.
+    pub fn outcome_label(o: &SaveOutcome) -> &'static str {
+        match o {
+            SaveOutcome::Stored => "stored",
+            SaveOutcome::Replaced { .. } => "replaced",
+            SaveOutcome::Duplicate => "duplicate",
+            SaveOutcome::Ephemeral => "ephemeral",
+            SaveOutcome::Rejected(Reason::Deleted) => "deleted",
+            SaveOutcome::Rejected(Reason::Superseded) => "superseded",
+            SaveOutcome::Rejected(Reason::Expired) => "expired",
+            _ => "error",
+        }
+    }
+
+    /// Prometheus text exposition of these counters and the tiered store's.
+    pub fn render(&self, tiered: &Tiered, l1_budget: u64) -> String {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let secs = |a: &AtomicU64| get(a) as f64 / 1e6;
+        let mut t = Text(String::with_capacity(4096));
+        t.one(
+            "layer2_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            get(&self.connections),
+        );
+        t.one(
+            "layer2_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            get(&self.connections_total),
+        );
+        t.one(
+            "layer2_connections_refused_total",
+            "counter",
+            "Connections refused at the connection limit.",
+            get(&self.connections_refused),
+        );
+        t.one(
+            "layer2_subscriptions",
+            "gauge",
+            "Open subscriptions.",
+            get(&self.subscriptions),
+        );
+        t.one(
+            "layer2_subscriptions_closed_slow_total",
+            "counter",
+            "Subscriptions closed because the client could not keep up.",
+            get(&self.slow_closed),
+        );
+        t.one(
+            "layer2_live_events_sent_total",
+            "counter",
+            "Live events sent to subscribers.",
+            get(&self.live_sent),
+        );
+        t.one(
+            "layer2_notices_total",
+            "counter",
+            "NOTICE messages sent.",
+            get(&self.notices),
+        );
+        t.one(
+            "layer2_verify_seconds_count",
+            "counter",
+            "Events whose id and signature were checked.",
+            get(&self.verify_count),
+        );
+        t.one(
+            "layer2_verify_seconds_sum",
+            "counter",
+            "Time spent checking ids and signatures.",
+            secs(&self.verify_micros),
+        );
+        t.one(
+            "layer2_query_seconds_count",
+            "counter",
+            "REQ queries answered.",
+            get(&self.query_count),
+        );
+        t.one(
+            "layer2_query_seconds_sum",
+            "counter",
+            "Time spent answering REQ queries.",
+            secs(&self.query_micros),
+        );
+        t.labelled(
+            "layer2_messages_total",
+            "Client messages by type.",
+            "type",
+            &MESSAGE_TYPES,
+            &self.messages,
+        );
+        t.labelled(
+            "layer2_events_total",
+            "EVENT messages by outcome.",
+            "outcome",
+            &OUTCOMES,
+            &self.events,
+        );
+
+        let s = tiered.stats();
+        let l1 = tiered.l1();
+        t.one(
+            "layer2_l1_hits_total",
+            "counter",
+            "Queries answered by L1 alone.",
+            get(&s.l1_hits),
+        );
+        t.one(
+            "layer2_l2_queries_total",
+            "counter",
+            "Queries that asked L2.",
+            get(&s.l2_queries),
+        );
+        t.one(
+            "layer2_negative_hits_total",
+            "counter",
+            "Id lookups answered by the negative cache.",
+            get(&s.negative_hits),
+        );
+        t.one(
+            "layer2_promotions_total",
+            "counter",
+            "Events promoted from L2 into L1.",
+            get(&s.promotions),
+        );
+        t.one(
+            "layer2_promotions_dropped_total",
+            "counter",
+            "Promotions dropped on a full queue.",
+            get(&s.promotions_dropped),
+        );
+        t.one(
+            "layer2_l1_write_errors_total",
+            "counter",
+            "L1 writes that failed after L2 accepted.",
+            get(&s.l1_write_errors),
+        );
+        t.one(
+            "layer2_evictions_total",
+            "counter",
+            "Events evicted from L1.",
+            get(&l1.stats().evictions),
+        );
+        t.one(
+            "layer2_l1_bytes",
+            "gauge",
+            "L1 budget bytes in use.",
+            l1.bytes_used(),
+        );
+        t.one(
+            "layer2_l1_budget_bytes",
+            "gauge",
+            "L1 byte budget.",
+            l1_budget,
+        );
+        t.one(
+            "layer2_l1_file_bytes",
+            "gauge",
+            "Size of the L1 file.",
+            l1.file_size(),
+        );
+        t.one(
+            "layer2_l1_window",
+            "gauge",
+            "L1 window watermark W (unix seconds).",
+            l1.window().0,
+        );
+        t.one(
+            "layer2_poll_runs_total",
+            "counter",
+            "Poller runs.",
+            get(&s.poll_runs),
+        );
+        t.one(
+            "layer2_poll_errors_total",
+            "counter",
+            "Poller runs that failed.",
+            get(&s.poll_errors),
+        );
+        t.one(
+            "layer2_poll_broadcast_total",
+            "counter",
+            "Events the poller brought from other nodes.",
+            get(&s.poll_broadcast),
+        );
+        t.one(
+            "layer2_poll_tombstones_total",
+            "counter",
+            "Tombstones the poller applied to L1.",
+            get(&s.poll_tombstones),
+        );
+        t.one(
+            "layer2_poll_lag_milliseconds",
+            "gauge",
+            "Database time minus the poller's cursor.",
+            get(&s.poll_lag_ms),
+        );
+        t.one(
+            "layer2_window_trusted",
+            "gauge",
+            "1 when L1's window may answer alone.",
+            u64::from(tiered.window_trusted()),
+        );
+        t.0
+    }
+}
+
+/// Prometheus text format, one metric family at a time.
+struct Text(String);
+
+impl Text {
+    fn one(&mut self, name: &str, kind: &str, help: &str, v: impl std::fmt::Display) {
+        let _ = writeln!(
+            self.0,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+
+    fn labelled(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: &[&str],
+        counts: &[AtomicU64],
+    ) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (v, c) in values.iter().zip(counts) {
+            let _ = writeln!(
+                self.0,
+                "{name}{{{label}=\"{v}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! A node's stores, built from its [`Config`]: L1 under `data_dir`, and L2 either the
+//! shared PostgreSQL (with the poller) or an unbounded embedded redb beside L1.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use eventstore::{EventId, EventStore};
+use layer1::{Durability, RedbConfig, RedbStore};
+use layer2::{PgConfig, PgStore};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::tiered::{Tiered, TieredConfig};
+
+/// The authority behind L1.
+#[derive(Debug, Clone)]
+pub enum L2 {
+    /// Single node: an unbounded redb file, `l2.redb`.
+    Embedded(Arc<RedbStore>),
+    /// Cluster: the shared PostgreSQL.
+    Postgres(Arc<PgStore>),
+}
+
+/// A running node's stores.
+#[derive(Debug)]
+pub struct Node {
+    pub config: Config,
+    pub tiered: Arc<Tiered>,
+    pub l2: L2,
+}
+
+/// What `/health` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// True when the node can store and serve events.
+    pub serving: bool,
+    pub l1: Part,
+    pub l2: Part,
+    pub poller: Poller,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Part {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Poller {
+    /// "embedded" (no poller needed), "healthy" or "unhealthy".
+    pub state: &'static str,
+    pub lag_ms: u64,
+}
+
+impl Part {
+    fn of<T, E: std::fmt::Display>(r: Result<T, E>) -> Part {
+        match r {
+            Ok(_) => Part {
+                ok: true,
+                error: None,
+            },
+            Err(e) => Part {
+                ok: false,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+}
+
+impl Node {
+    /// Opens L1 and L2, warms L1, and starts the poller (cluster mode).
+    pub async fn open(config: Config) -> anyhow::Result<Node> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+        let durability = if config.l1_durable {
+            Durability::Immediate
+        } else {
+            Durability::Eventual
+        };
+        let l1_path = config.data_dir.join("l1.redb");
+        let l1 = RedbConfig::new(&l1_path)
+            .max_bytes(config.l1_max_bytes)
+            .durability(durability);
+        let l1 = Arc::new(
+            RedbStore::open(l1)
+                .with_context(|| format!("cannot open L1 at {}", l1_path.display()))?,
+        );
+        let tiered_config = TieredConfig {
+            poll_frequency: config.poll_frequency,
+            poll_overlap: config.poll_overlap,
+            warm_events: config.warm_events,
+            ..TieredConfig::default()
+        };
+        let (l2, tiered) = match &config.database_url {
+            Some(url) => {
+                let mut pg = PgConfig::new(url);
+                pg.max_connections = config.pg_max_connections;
+                let pg = Arc::new(
+                    PgStore::connect(pg)
+                        .await
+                        .context("cannot connect to the PostgreSQL L2 (check --database-url)")?,
+                );
+                let t = Tiered::start(l1, pg.clone(), Some(pg.clone()), tiered_config)
+                    .await
+                    .context("cannot start the tiered store")?;
+                (L2::Postgres(pg), t)
+            }
+            None => {
+                let path = config.data_dir.join("l2.redb");
+                let l2 =
+                    Arc::new(RedbStore::open(RedbConfig::new(&path)).with_context(|| {
+                        format!("cannot open embedded L2 at {}", path.display())
+                    })?);
+                let t = Tiered::start(l1, l2.clone(), None, tiered_config)
+                    .await
+                    .context("cannot start the tiered store")?;
+                (L2::Embedded(l2), t)
+            }
+        };
+        Ok(Node { config, tiered, l2 })
+    }
+
+    /// The store the relay serves from.
+    pub fn store(&self) -> Arc<dyn EventStore> {
+        self.tiered.clone()
+    }
+
+    /// L2 itself, the authority (export and stats read it without touching L1).
+    pub fn l2_store(&self) -> Arc<dyn EventStore> {
+        match &self.l2 {
+            L2::Embedded(s) => s.clone(),
+            L2::Postgres(pg) => pg.clone(),
+        }
+    }
+
+    /// Checks each part with a real read, within a couple of seconds.
+    pub async fn health(&self) -> Health {
+        let probe = [EventId([0; 32])];
+        let limit = Duration::from_secs(2);
+        let timed_out = |_| "no answer within 2 s".to_string();
+        let l1 = tokio::time::timeout(limit, self.tiered.l1().contains(&probe))
+            .await
+            .map_err(timed_out)
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let l2 = match &self.l2 {
+            L2::Embedded(s) => tokio::time::timeout(limit, s.contains(&probe))
+                .await
+                .map_err(timed_out)
+                .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+            L2::Postgres(pg) => tokio::time::timeout(limit, pg.db_now())
+                .await
+                .map_err(timed_out)
+                .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+        };
+        let (l1, l2) = (Part::of(l1), Part::of(l2));
+        let stats = self.tiered.stats();
+        let state = match (&self.l2, self.tiered.window_trusted()) {
+            (L2::Embedded(_), _) => "embedded",
+            (L2::Postgres(_), true) => "healthy",
+            (L2::Postgres(_), false) => "unhealthy",
+        };
+        Health {
+            serving: l1.ok && l2.ok,
+            l1,
+            l2,
+            poller: Poller {
+                state,
+                lag_ms: stats.poll_lag_ms.load(std::sync::atomic::Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Stops the poller and closes the stores once nothing else holds them. Every
+    /// acknowledged write is already durable; this lets queued ones finish.
+    pub async fn close(self) {
+        let Node { tiered, l2, .. } = self;
+        tiered.shutdown();
+        let l1 = tiered.l1().clone();
+        drop(tiered);
+        close_when_free(l1, "L1").await;
+        match l2 {
+            L2::Embedded(s) => close_when_free(s, "embedded L2").await,
+            L2::Postgres(pg) => {
+                for _ in 0..50 {
+                    if Arc::strong_count(&pg) == 1 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                match Arc::try_unwrap(pg) {
+                    Ok(pg) => pg.close().await,
+                    Err(_) => tracing::warn!("PostgreSQL L2 still in use at shutdown"),
+                }
+            }
+        }
+    }
+}
+
+/// Closes a redb store once background tasks have let go of it (they stop on shutdown).
+async fn close_when_free(mut store: Arc<RedbStore>, what: &str) {
+    for _ in 0..50 {
+        match Arc::try_unwrap(store) {
+            Ok(s) => {
+                if let Err(e) = s.close().await {
+                    tracing::warn!(error = %e, "closing {what} failed");
+                }
+                return;
+            }
+            Err(s) => store = s,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!("{what} still in use at shutdown; dropping it (its writer drains on drop)");
+}

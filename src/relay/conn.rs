@@ -1,0 +1,214 @@
+//! One WebSocket connection: a single task reads frames, runs the handlers
+//! (`event.rs`, `req.rs`) and writes their replies. Work that waits on the store runs in
+//! spawned tasks that report back over `replies`, so a slow query never stalls the
+//! connection's other subscriptions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::AppState;
+use super::limits::Bucket;
+use super::proto::{self, ClientMsg};
+use super::subs::{ConnId, Dropped, Live, Outlet};
+use eventstore::Event;
+
+/// EVENTs of one connection being verified and stored at once. More waits: reading the
+/// socket pauses, which is the back-pressure a publisher sees.
+const IN_FLIGHT: usize = 256;
+/// A client that does not take a reply within this long is disconnected.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What spawned work reports back to its connection.
+#[derive(Debug)]
+pub(super) enum Reply {
+    /// A finished message (`OK`, `COUNT`, `CLOSED`).
+    Frame(String),
+    /// A REQ's stored events (or why the query failed).
+    Stored {
+        sub_id: Arc<str>,
+        generation: u64,
+        result: Result<Vec<Event>, ()>,
+    },
+}
+
+/// A subscription as its connection sees it.
+#[derive(Debug)]
+pub(super) struct SubState {
+    pub generation: u64,
+    /// Live events that arrived before the stored ones were sent (None once `EOSE`
+    /// has gone out).
+    pub pending: Option<Vec<Arc<Event>>>,
+}
+
+pub(super) struct Conn {
+    pub id: ConnId,
+    pub state: Arc<AppState>,
+    pub subs: HashMap<Arc<str>, SubState>,
+    pub next_generation: u64,
+    pub events_bucket: Bucket,
+    pub reqs_bucket: Bucket,
+    pub in_flight: Arc<Semaphore>,
+    pub replies: mpsc::UnboundedSender<Reply>,
+    pub outlet: Outlet,
+    /// Frames to send after the current step.
+    pub out: Vec<String>,
+}
+
+impl Conn {
+    pub fn notice(&mut self, message: &str) {
+        self.state
+            .metrics
+            .notices
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.out.push(proto::notice(message));
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        let max = self.state.limits.max_message_bytes;
+        if text.len() > max {
+            self.state.metrics.message("other");
+            self.notice(&format!(
+                "invalid: message of {} bytes exceeds the {max}-byte limit",
+                text.len()
+            ));
+            return;
+        }
+        match proto::parse(text) {
+            Ok(ClientMsg::Event(raw)) => self.on_event(raw).await,
+            Ok(ClientMsg::Req { sub_id, filters }) => self.on_req(sub_id, &filters),
+            Ok(ClientMsg::Count { sub_id, filters }) => self.on_count(sub_id, &filters),
+            Ok(ClientMsg::Close(sub_id)) => self.on_close(&sub_id),
+            Err(bad) => {
+                self.state.metrics.message("other");
+                match bad.sub_id {
+                    Some(sub) => self
+                        .out
+                        .push(proto::closed(&sub, &format!("invalid: {}", bad.reason))),
+                    None => self.notice(&format!("invalid: {}", bad.reason)),
+                }
+            }
+        }
+    }
+
+    fn on_dropped(&mut self, d: Dropped) {
+        if self
+            .subs
+            .get(&d.sub_id)
+            .is_some_and(|s| s.generation == d.generation)
+        {
+            self.subs.remove(&d.sub_id);
+            self.out.push(proto::closed(&d.sub_id, d.reason));
+        }
+    }
+
+    /// Removes every subscription of this connection from the registry.
+    fn forget_subs(&mut self) {
+        for (sub_id, s) in self.subs.drain() {
+            self.state
+                .registry
+                .remove(self.id, &sub_id, Some(s.generation));
+        }
+    }
+}
+
+/// Serves one upgraded connection until the client leaves or the node shuts down.
+pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>) {
+    let (mut sink, mut stream) = socket.split();
+    let limits = &state.limits;
+    let (live_tx, mut live_rx) = mpsc::channel::<Live>(limits.outbound_queue);
+    let (dropped_tx, mut dropped_rx) = mpsc::unbounded_channel::<Dropped>();
+    let (replies, mut reply_rx) = mpsc::unbounded_channel::<Reply>();
+    let mut shutdown = state.shutdown.subscribe();
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stop);
+    let mut c = Conn {
+        id: state
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        subs: HashMap::new(),
+        next_generation: 0,
+        events_bucket: Bucket::new(limits.events_per_second),
+        reqs_bucket: Bucket::new(limits.reqs_per_second),
+        in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+        replies,
+        outlet: Outlet {
+            live: live_tx,
+            dropped: dropped_tx,
+        },
+        out: Vec::new(),
+        state: state.clone(),
+    };
+    let mut going_away = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stop => { going_away = true; break; }
+            Some(r) = reply_rx.recv() => c.on_reply(r),
+            Some(d) = dropped_rx.recv() => c.on_dropped(d),
+            Some(l) = live_rx.recv() => c.on_live(l),
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Text(t))) => c.on_text(t.as_str()).await,
+                Some(Ok(Message::Binary(_))) => {
+                    c.state.metrics.message("other");
+                    c.notice("invalid: binary frames are not supported; send NIP-01 messages as text");
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    // Oversized frames end here: tungstenite refuses them past its hard cap.
+                    tracing::debug!(conn = c.id, error = %e, "websocket read failed");
+                    break;
+                }
+            },
+        }
+        if !flush(&mut sink, &mut c.out).await {
+            break;
+        }
+    }
+    c.forget_subs();
+    if going_away {
+        // Let in-flight EVENTs finish and tell their publishers, then say goodbye.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            c.in_flight.acquire_many(IN_FLIGHT as u32),
+        )
+        .await;
+        while let Ok(r) = reply_rx.try_recv() {
+            if let Reply::Frame(f) = r {
+                c.out.push(f);
+            }
+        }
+        if flush(&mut sink, &mut c.out).await {
+            let bye = Message::Close(Some(CloseFrame {
+                code: close_code::AWAY,
+                reason: "relay shutting down".into(),
+            }));
+            let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(bye)).await;
+        }
+    }
+}
+
+/// Sends queued frames; false when the client is gone or too slow to take them.
+async fn flush(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    out: &mut Vec<String>,
+) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let frames = std::mem::take(out);
+    let send = async {
+        for f in frames {
+            sink.feed(Message::Text(f.into())).await?;
+        }
+        sink.flush().await
+    };
+    matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(())))
+}

@@ -1,0 +1,118 @@
+//! EVENT (NIP-01): check the limits, verify the id and signature on the blocking pool
+//! (several at once), store, and answer `OK` with a machine-readable prefix. Deletion
+//! (NIP-09), replacement and expiration (NIP-40) are decided by the store.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use eventstore::{Event, EventId, SaveOutcome, Timestamp};
+use serde_json::value::RawValue;
+
+use super::AppState;
+use super::conn::{Conn, Reply};
+use super::limits::check_event;
+use super::proto;
+use crate::metrics::Metrics;
+
+impl Conn {
+    pub(super) async fn on_event(&mut self, raw: &RawValue) {
+        let metrics = &self.state.metrics;
+        metrics.message("EVENT");
+        if !self.events_bucket.take() {
+            metrics.event("rate_limited");
+            let msg = format!(
+                "rate-limited: more than {} events per second; slow down",
+                self.state.limits.events_per_second
+            );
+            return self.refuse(raw, &msg);
+        }
+        let event = match Event::from_json(raw.get()) {
+            Ok(e) => e,
+            Err(e) => {
+                metrics.event("invalid");
+                return self.refuse(raw, &format!("invalid: {e}"));
+            }
+        };
+        if let Err(msg) = check_event(&self.state.limits, &event, Timestamp::now()) {
+            metrics.event(if msg.starts_with("blocked:") {
+                "blocked"
+            } else {
+                "invalid"
+            });
+            self.out.push(proto::ok(&event.id(), false, &msg));
+            return;
+        }
+        // Waits when this connection already has many events in flight: reading pauses,
+        // which is the back-pressure a fast publisher feels.
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let state = self.state.clone();
+        let replies = self.replies.clone();
+        tokio::spawn(async move {
+            let frame = verify_and_store(&state, event).await;
+            let _ = replies.send(Reply::Frame(frame));
+            drop(permit);
+        });
+    }
+
+    /// Refuses an event that could not be parsed: `OK false` when its id can be read,
+    /// otherwise a `NOTICE`.
+    fn refuse(&mut self, raw: &RawValue, message: &str) {
+        match proto::salvage_id(raw) {
+            Some(id) => self.out.push(proto::ok(&id, false, message)),
+            None => self.notice(message),
+        }
+    }
+}
+
+async fn verify_and_store(state: &Arc<AppState>, event: Event) -> String {
+    let metrics = &state.metrics;
+    let id = event.id();
+    let started = Instant::now();
+    let checked = tokio::task::spawn_blocking(move || event.verify().map(|()| event)).await;
+    metrics
+        .verify_micros
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    metrics.verify_count.fetch_add(1, Ordering::Relaxed);
+    let event = match checked {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => {
+            metrics.event("invalid");
+            return proto::ok(&id, false, &format!("invalid: {e}"));
+        }
+        Err(e) => {
+            metrics.event("error");
+            tracing::error!(%id, error = %e, "verification task failed");
+            return proto::ok(&id, false, "error: could not verify the event; try again");
+        }
+    };
+    match state.store.save(&event).await {
+        Ok(outcome) => {
+            metrics.event(Metrics::outcome_label(&outcome));
+            ok_for(&id, &outcome)
+        }
+        Err(e) => {
+            metrics.event("error");
+            tracing::warn!(%id, error = %e, "saving an event failed");
+            proto::ok(
+                &id,
+                false,
+                "error: the event could not be stored; try again",
+            )
+        }
+    }
+}
+
+/// The `OK` answer for a store's decision (NIP-01 prefixes).
+fn ok_for(id: &EventId, outcome: &SaveOutcome) -> String {
+    match outcome {
+        SaveOutcome::Stored | SaveOutcome::Replaced { .. } | SaveOutcome::Ephemeral => {
+            proto::ok(id, true, "")
+        }
+        SaveOutcome::Duplicate => proto::ok(id, true, "duplicate: already have this event"),
+        SaveOutcome::Rejected(reason) => proto::ok(id, false, reason.message()),
+        _ => proto::ok(id, false, "error: unexpected store outcome"),
+    }
+}

@@ -1,0 +1,150 @@
+//! The HTTP side of `GET /` (NIP-11 document, WebSocket upgrade, a short page for
+//! browsers), `/health` and `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::json;
+
+use super::{AppState, conn};
+
+/// NIPs this relay implements (NIP-11 `supported_nips`).
+pub const SUPPORTED_NIPS: [u32; 6] = [1, 9, 11, 40, 45, 70];
+
+pub(super) async fn root(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Ok(ws) = ws {
+        let m = &state.metrics;
+        if m.connections.load(Ordering::Relaxed) >= state.limits.max_connections as u64 {
+            m.connections_refused.fetch_add(1, Ordering::Relaxed);
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections; try again later",
+            )
+                .into_response();
+        }
+        m.connections.fetch_add(1, Ordering::Relaxed);
+        m.connections_total.fetch_add(1, Ordering::Relaxed);
+        // Past the configured message limit a NOTICE answers; past four times that,
+        // tungstenite refuses the frame and the connection closes (code 1009).
+        let hard = state.limits.max_message_bytes.saturating_mul(4);
+        return ws.max_message_size(hard).max_frame_size(hard).on_upgrade(
+            move |socket| async move {
+                conn::serve(socket, state.clone()).await;
+                state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+            },
+        );
+    }
+    let wants_info = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/nostr+json"));
+    if wants_info {
+        return nip11(&state);
+    }
+    Html(format!(
+        "<!doctype html><meta charset=utf-8><title>{name}</title>\
+         <h1>{name}</h1><p>This is a nostr relay (layer2 {version}). Connect a nostr \
+         client to this address with <code>ws://</code> or <code>wss://</code>.</p>\
+         <p>Relay information (NIP-11): request this page with \
+         <code>Accept: application/nostr+json</code>. Also: <a href=/health>/health</a>, \
+         <a href=/metrics>/metrics</a>.</p>",
+        name = html_escape(&state.info.name),
+        version = env!("CARGO_PKG_VERSION"),
+    ))
+    .into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The NIP-11 relay information document, with the real limits.
+fn nip11(state: &AppState) -> Response {
+    let l = &state.limits;
+    let i = &state.info;
+    let mut doc = json!({
+        "name": i.name,
+        "description": i.description,
+        "software": env!("CARGO_PKG_REPOSITORY"),
+        "version": env!("CARGO_PKG_VERSION"),
+        "supported_nips": SUPPORTED_NIPS,
+        "limitation": {
+            "max_message_length": l.max_message_bytes,
+            "max_subscriptions": l.max_subscriptions,
+            "max_filters": l.max_filters,
+            "max_limit": l.max_limit,
+            "default_limit": l.default_limit,
+            "max_subid_length": l.max_subid_length,
+            "max_event_tags": l.max_event_tags,
+            "max_content_length": l.max_event_bytes,
+            "min_pow_difficulty": 0,
+            "auth_required": false,
+            "payment_required": false,
+            "restricted_writes": false,
+            "created_at_lower_limit": l.created_at_lower_limit,
+            "created_at_upper_limit": l.created_at_upper_limit,
+        },
+    });
+    if !i.contact.is_empty() {
+        doc["contact"] = json!(i.contact);
+    }
+    if !i.pubkey.is_empty() {
+        doc["pubkey"] = json!(i.pubkey);
+    }
+    let mut r = axum::Json(doc).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/nostr+json"),
+    );
+    // NIP-11: the document must be readable from browser clients on other origins.
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, OPTIONS"),
+    );
+    r
+}
+
+pub(super) async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let h = state.node.health().await;
+    let status = if h.serving {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(h)).into_response()
+}
+
+pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state
+        .metrics
+        .render(&state.node.tiered, state.node.config.l1_max_bytes);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

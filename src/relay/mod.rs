@@ -1,0 +1,107 @@
+//! The relay server (DESIGN.md §6): NIP-01 over WebSocket on `GET /`, NIP-11 on the
+//! same path for `Accept: application/nostr+json`, `/metrics` and `/health`.
+//!
+//! - [`router`] builds the routes without a socket; [`run`] serves them until the
+//!   shutdown future resolves, then lets connections finish.
+//! - `conn.rs` runs one connection; `event.rs` and `req.rs` handle its messages;
+//!   `subs.rs` indexes live subscriptions; `http.rs` serves the HTTP pages.
+
+mod conn;
+mod event;
+mod http;
+pub mod limits;
+pub mod proto;
+mod req;
+pub mod subs;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use eventstore::EventStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Info, Limits};
+use crate::metrics::Metrics;
+use crate::node::Node;
+use subs::Registry;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub node: Arc<Node>,
+    pub store: Arc<dyn EventStore>,
+    pub limits: Limits,
+    pub info: Info,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    next_conn: AtomicU64,
+    /// Set to true when the node stops; connections then finish and close.
+    shutdown: watch::Sender<bool>,
+}
+
+impl AppState {
+    /// State for `node`, with its live-event dispatcher running.
+    pub fn new(node: Arc<Node>) -> Arc<AppState> {
+        let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(Registry::new(metrics.clone()));
+        tokio::spawn(subs::dispatch_loop(
+            registry.clone(),
+            node.tiered.subscribe(),
+        ));
+        Arc::new(AppState {
+            store: node.store(),
+            limits: node.config.limits.clone(),
+            info: node.config.info.clone(),
+            node,
+            metrics,
+            registry,
+            next_conn: AtomicU64::new(1),
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    /// Tells every connection to finish; returns once they have (or after `wait`).
+    pub async fn stop_connections(&self, wait: Duration) {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.metrics.connections.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The routes, buildable without a socket.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(http::root))
+        .route("/health", get(http::health))
+        .route("/metrics", get(http::metrics))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves: then stops accepting, lets
+/// open connections finish their in-flight events (up to 15 s) and returns. The caller
+/// closes the node.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    let stopping = state.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping.shutdown.send(true);
+        })
+        .await?;
+    state.stop_connections(Duration::from_secs(15)).await;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! REQ, CLOSE (NIP-01) and COUNT (NIP-45).
+//!
+//! A REQ registers its live subscription *before* querying, so nothing stored in
+//! between is missed: live events that arrive while the query runs wait in the
+//! subscription's `pending` list and go out after `EOSE`, minus those the stored answer
+//! already held. A REQ reusing an open id replaces that subscription; a generation
+//! number lets late answers for the old one be recognised and dropped.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use eventstore::{EventId, Filter};
+use serde_json::value::RawValue;
+
+use super::conn::{Conn, Reply, SubState};
+use super::limits::clamp_filter;
+use super::proto;
+use super::subs::{Live, SLOW};
+
+impl Conn {
+    /// Checks a REQ or COUNT's id, rate and filters; `Err` is the `CLOSED` to send.
+    fn admit(&mut self, sub_id: &str, raws: &[&RawValue]) -> Result<Vec<Filter>, String> {
+        let limits = &self.state.limits;
+        if sub_id.is_empty() || sub_id.chars().count() > limits.max_subid_length {
+            return Err(format!(
+                "invalid: a subscription id must have 1 to {} characters",
+                limits.max_subid_length
+            ));
+        }
+        if !self.reqs_bucket.take() {
+            return Err(format!(
+                "rate-limited: more than {} REQ/COUNT per second; slow down",
+                limits.reqs_per_second
+            ));
+        }
+        if raws.len() > limits.max_filters {
+            return Err(format!(
+                "invalid: {} filters; the limit is {}",
+                raws.len(),
+                limits.max_filters
+            ));
+        }
+        raws.iter()
+            .map(|r| proto::parse_filter(r).map_err(|e| format!("invalid: {e}")))
+            .collect()
+    }
+
+    pub(super) fn on_req(&mut self, sub_id: String, raws: &[&RawValue]) {
+        self.state.metrics.message("REQ");
+        let filters = match self.admit(&sub_id, raws) {
+            Ok(f) => f,
+            Err(msg) => return self.out.push(proto::closed(&sub_id, &msg)),
+        };
+        let sub_id: Arc<str> = sub_id.into();
+        let max = self.state.limits.max_subscriptions;
+        if !self.subs.contains_key(&sub_id) && self.subs.len() >= max {
+            let msg = format!("blocked: {max} subscriptions are open; CLOSE one first");
+            return self.out.push(proto::closed(&sub_id, &msg));
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let mut stored_filters = filters.clone();
+        for f in &mut stored_filters {
+            clamp_filter(&self.state.limits, f);
+        }
+        self.state.registry.insert(
+            self.id,
+            sub_id.clone(),
+            generation,
+            filters,
+            self.outlet.clone(),
+        );
+        self.subs.insert(
+            sub_id.clone(),
+            SubState {
+                generation,
+                pending: Some(Vec::new()),
+            },
+        );
+        // `limit: 0` everywhere: no stored events, EOSE at once, then live events.
+        if stored_filters.iter().all(|f| f.limit == Some(0)) {
+            return self.on_stored(&sub_id, generation, Ok(Vec::new()));
+        }
+        let state = self.state.clone();
+        let replies = self.replies.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = state.store.query(&stored_filters).await;
+            let m = &state.metrics;
+            m.query_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            m.query_count.fetch_add(1, Ordering::Relaxed);
+            let result = result.map_err(|e| tracing::warn!(error = %e, "REQ query failed"));
+            let _ = replies.send(Reply::Stored {
+                sub_id,
+                generation,
+                result,
+            });
+        });
+    }
+
+    pub(super) fn on_count(&mut self, sub_id: String, raws: &[&RawValue]) {
+        self.state.metrics.message("COUNT");
+        let filters = match self.admit(&sub_id, raws) {
+            Ok(f) => f,
+            Err(msg) => return self.out.push(proto::closed(&sub_id, &msg)),
+        };
+        let state = self.state.clone();
+        let replies = self.replies.clone();
+        tokio::spawn(async move {
+            let frame = match state.store.count(&filters).await {
+                Ok(n) => proto::count(&sub_id, n),
+                Err(e) => {
+                    tracing::warn!(error = %e, "COUNT failed");
+                    proto::closed(&sub_id, "error: could not count events; try again")
+                }
+            };
+            let _ = replies.send(Reply::Frame(frame));
+        });
+    }
+
+    pub(super) fn on_close(&mut self, sub_id: &str) {
+        self.state.metrics.message("CLOSE");
+        if let Some((id, s)) = self.subs.remove_entry(sub_id) {
+            self.state.registry.remove(self.id, &id, Some(s.generation));
+        }
+    }
+
+    pub(super) fn on_reply(&mut self, r: Reply) {
+        match r {
+            Reply::Frame(f) => self.out.push(f),
+            Reply::Stored {
+                sub_id,
+                generation,
+                result,
+            } => self.on_stored(&sub_id, generation, result),
+        }
+    }
+
+    fn on_stored(
+        &mut self,
+        sub_id: &Arc<str>,
+        generation: u64,
+        result: Result<Vec<eventstore::Event>, ()>,
+    ) {
+        let Some(s) = self
+            .subs
+            .get_mut(sub_id)
+            .filter(|s| s.generation == generation)
+        else {
+            return; // Replaced or closed meanwhile.
+        };
+        let events = match result {
+            Ok(events) => events,
+            Err(()) => {
+                self.subs.remove(sub_id);
+                self.state
+                    .registry
+                    .remove(self.id, sub_id, Some(generation));
+                self.out.push(proto::closed(
+                    sub_id,
+                    "error: could not query events; try again",
+                ));
+                return;
+            }
+        };
+        let pending = s.pending.take().unwrap_or_default();
+        let sent: HashSet<EventId> = events.iter().map(|e| e.id()).collect();
+        for e in &events {
+            self.out.push(proto::event(sub_id, e.as_json()));
+        }
+        self.out.push(proto::eose(sub_id));
+        for e in pending.iter().filter(|e| !sent.contains(&e.id())) {
+            self.out.push(proto::event(sub_id, e.as_json()));
+        }
+    }
+
+    pub(super) fn on_live(&mut self, l: Live) {
+        let cap = self.state.limits.outbound_queue;
+        let Some(s) = self
+            .subs
+            .get_mut(&l.sub_id)
+            .filter(|s| s.generation == l.generation)
+        else {
+            return;
+        };
+        match &mut s.pending {
+            None => self.out.push(proto::event(&l.sub_id, l.event.as_json())),
+            Some(p) if p.len() < cap => p.push(l.event),
+            Some(_) => {
+                // The stored answer is taking so long that live events pile up.
+                self.subs.remove(&l.sub_id);
+                if self
+                    .state
+                    .registry
+                    .remove(self.id, &l.sub_id, Some(l.generation))
+                {
+                    self.state
+                        .metrics
+                        .slow_closed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                self.out.push(proto::closed(&l.sub_id, SLOW));
+            }
+        }
+    }
+}
