@@ -1,7 +1,9 @@
 //! Node-level tests: the tiered backend over real stores (redb L1, PostgreSQL or
-//! embedded redb L2), alone and as a cluster of nodes sharing one PostgreSQL.
+//! embedded redb L2), alone and as a cluster of nodes sharing one PostgreSQL; and the
+//! relay end to end over WebSockets (`relay/`).
 
 mod cluster;
+mod relay;
 mod support;
 mod window;
 

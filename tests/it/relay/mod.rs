@@ -1,0 +1,8 @@
+//! End-to-end tests of the relay over real WebSockets and HTTP.
+
+mod bad_input;
+mod cli;
+pub mod client;
+mod cluster;
+mod http;
+mod protocol;
