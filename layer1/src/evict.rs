@@ -1,10 +1,10 @@
 //! Eviction (DESIGN.md §3): above the high-water mark, remove events down to the
 //! low-water mark, in the writer's transaction (readers keep their snapshots).
 //!
-//! Order: first *promoted* events (`created_at < W`, pulled in by L2 misses), least
-//! recently accessed first; then the *window* shrinks from its old end, oldest first,
-//! raising `W` past each evicted event so that "every L2 event with `created_at >= W` is
-//! here" stays true.
+//! Order: least recently used first, between two queues: *promoted* events
+//! (`created_at < W`, pulled in by L2 misses) by last access, and the *window*, which
+//! shrinks only from its old end, raising `W` past each evicted event so that "every L2
+//! event with `created_at >= W` is here" stays true.
 
 use std::collections::HashMap;
 
@@ -15,8 +15,26 @@ use crate::error::backend;
 use crate::keys::{created_prefix, split_suffix, with_suffix};
 use crate::write::Tables;
 
+/// The access tick of `serial`: unflushed, flushed, or its serial when never accessed
+/// (serials and ticks come from one clock).
+fn tick_of(t: &Tables<'_>, pending: &HashMap<u64, u64>, serial: u64) -> Result<u64, StoreError> {
+    Ok(match pending.get(&serial) {
+        Some(&tick) => tick,
+        None => t
+            .recency
+            .get(serial)
+            .map_err(backend)?
+            .map_or(serial, |v| v.value()),
+    })
+}
+
 /// Removes events until `t.bytes <= target`. `pending` holds access ticks not yet
 /// flushed to the recency table (they are newer than what the table says).
+///
+/// Least recently used first, within the window's constraint: the window can only
+/// shrink from its old end, so a promoted event goes before the window's oldest event
+/// exactly when it was used less recently. (Evicting every promoted event first would
+/// undo each promotion at once whenever L1 sits at its budget.)
 pub(crate) fn evict_to(
     t: &mut Tables<'_>,
     target: u64,
@@ -28,7 +46,7 @@ pub(crate) fn evict_to(
     // Promoted events: everything below W, coldest first.
     let lo = with_suffix(&created_prefix(), Timestamp(0), 0);
     let hi = with_suffix(&created_prefix(), t.window, 0);
-    let mut promoted = Vec::new();
+    let mut serials = Vec::new();
     for entry in t
         .index
         .range(lo.as_slice()..hi.as_slice())
@@ -36,26 +54,15 @@ pub(crate) fn evict_to(
     {
         let (k, _) = entry.map_err(backend)?;
         if let Some((_, serial)) = split_suffix(k.value()) {
-            let tick = match pending.get(&serial) {
-                Some(&tick) => tick,
-                None => t
-                    .recency
-                    .get(serial)
-                    .map_err(backend)?
-                    .map_or(serial, |v| v.value()),
-            };
-            promoted.push((tick, serial));
+            serials.push(serial);
         }
+    }
+    let mut promoted = Vec::with_capacity(serials.len());
+    for serial in serials {
+        promoted.push((tick_of(t, pending, serial)?, serial));
     }
     promoted.sort_unstable();
-    for (_, serial) in promoted {
-        if t.bytes <= target {
-            return Ok(());
-        }
-        if t.remove_serial(serial)?.is_some() {
-            t.evicted += 1;
-        }
-    }
+    let mut promoted = promoted.into_iter().peekable();
     // The window, oldest first, in chunks (the range borrow ends before removal).
     while t.bytes > target {
         let lo = with_suffix(&created_prefix(), t.window, 0);
@@ -75,11 +82,30 @@ pub(crate) fn evict_to(
             }
         }
         if chunk.is_empty() {
+            // Nothing left in the window: only promoted events remain.
+            for (_, serial) in promoted.by_ref() {
+                if t.bytes <= target {
+                    break;
+                }
+                if t.remove_serial(serial)?.is_some() {
+                    t.evicted += 1;
+                }
+            }
             break;
         }
         for (created_at, serial) in chunk {
+            let tick = tick_of(t, pending, serial)?;
+            while let Some(&(p_tick, p_serial)) = promoted.peek() {
+                if p_tick >= tick || t.bytes <= target {
+                    break;
+                }
+                promoted.next();
+                if t.remove_serial(p_serial)?.is_some() {
+                    t.evicted += 1;
+                }
+            }
             if t.bytes <= target {
-                break;
+                return Ok(());
             }
             if t.remove_serial(serial)?.is_some() {
                 t.evicted += 1;

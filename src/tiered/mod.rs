@@ -71,8 +71,11 @@ pub struct Tiered {
     feed: Option<Arc<dyn ChangeFeed>>,
     config: TieredConfig,
     live: broadcast::Sender<Arc<Event>>,
-    /// Ids this node has already saved or broadcast (de-duplicates the poller).
+    /// Ids this node has already saved into L1 (spares the poller repeated work).
     seen: moka::sync::Cache<EventId, ()>,
+    /// Ids this node has broadcast. Claimed atomically, so an event stored here and
+    /// also read back by this node's poller goes out once, whichever path is first.
+    delivered: moka::sync::Cache<EventId, ()>,
     /// Ids known to be absent from L2, for a short while.
     missing: moka::sync::Cache<EventId, ()>,
     promote_tx: mpsc::Sender<Vec<Event>>,
@@ -108,6 +111,10 @@ impl Tiered {
         let seen_ttl = (config.lookback() * 20).max(Duration::from_secs(120));
         let t = Arc::new(Tiered {
             seen: moka::sync::Cache::builder()
+                .max_capacity(2_000_000)
+                .time_to_live(seen_ttl)
+                .build(),
+            delivered: moka::sync::Cache::builder()
                 .max_capacity(2_000_000)
                 .time_to_live(seen_ttl)
                 .build(),
@@ -176,9 +183,15 @@ impl Tiered {
         let _ = self.stop.send(true);
     }
 
-    fn broadcast(&self, e: &Event) {
+    /// Sends `e` to this node's live subscribers unless it already went out. Returns
+    /// whether it was sent now.
+    fn broadcast(&self, e: &Event) -> bool {
+        if !self.delivered.entry(e.id()).or_insert(()).is_fresh() {
+            return false;
+        }
         // No receivers is not an error: nobody is listening right now.
         let _ = self.live.send(Arc::new(e.clone()));
+        true
     }
 
     /// Queues L2's answer for promotion into L1, never blocking the query.
@@ -236,7 +249,9 @@ impl EventStore for Tiered {
                 self.missing.invalidate(&event.id());
                 self.broadcast(event);
             }
-            SaveOutcome::Ephemeral => self.broadcast(event),
+            SaveOutcome::Ephemeral => {
+                self.broadcast(event);
+            }
             _ => {}
         }
         Ok(outcome)

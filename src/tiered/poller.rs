@@ -96,8 +96,9 @@ async fn apply(t: &Tiered, changes: layer2::Changes) -> Result<(), eventstore::S
             if matches!(o, SaveOutcome::Rejected(_)) {
                 continue;
             }
-            t.broadcast(e);
-            t.stats.poll_broadcast.fetch_add(1, Ordering::Relaxed);
+            if t.broadcast(e) {
+                t.stats.poll_broadcast.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
     if !changes.deleted.is_empty() {

@@ -1,8 +1,233 @@
-//! `tester`: stress, cache and propagation tests of a running cluster. Not written yet.
+//! `tester`: a real client of running layer2 nodes, speaking only WebSocket (NIP-01) and
+//! HTTP (`/metrics`). Modes: `stress`, `cache`, `propagation`. Every mode ends with a
+//! loss check; any violation gives a non-zero exit and lists the offending ids.
+//!
+//! # Layout
+//! - `events`: signed events (many keys, Zipf authors, realistic kinds and sizes).
+//! - `net`: the WebSocket connection and `/metrics`.
+//! - `workers`: publishers and subscribers.
+//! - `stress`, `cache`, `propagation`: the modes. `check`: the loss check.
+//! - `report`, `stats`: figures, the table and the JSON report.
 
+mod cache;
+mod check;
+mod events;
+mod net;
+mod propagation;
+mod report;
+mod stats;
+mod stress;
+mod workers;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+/// Stress, cache and propagation tests of running layer2 relay nodes. Exits 0 when
+/// every guarantee held, 1 on any violation (the ids are listed), 2 when the test could
+/// not run.
+#[derive(Debug, Parser)]
+#[command(name = "tester", version)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Relay URL (ws://host:port); repeat for several nodes. Its /metrics is read from
+    /// the same host and port.
+    #[arg(long = "relay", required = true, value_name = "URL")]
+    relays: Vec<String>,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Seed for keys and events.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How long nodes may take to converge before a missing event counts as lost.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    grace: Duration,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Many publishers and readers across the relays: throughput, OK, REQ and
+    /// cross-node delivery latency, then the loss check.
+    Stress {
+        #[command(flatten)]
+        common: Common,
+        /// Events to publish in all (signed before the clock starts) [default: 10000
+        /// unless --duration is given].
+        #[arg(long, conflicts_with = "duration")]
+        events: Option<usize>,
+        /// Publish for this long instead of a fixed count (such as 60s).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Publishing connections, spread over the relays.
+        #[arg(long, default_value_t = 16)]
+        publishers: usize,
+        /// Reading connections, spread over the relays: each holds a live subscription
+        /// and runs feed queries (20 per second, within the relay's default REQ rate).
+        #[arg(long, default_value_t = 4)]
+        readers: usize,
+        /// Distinct authors (chosen with a Zipf distribution).
+        #[arg(long, default_value_t = 1000)]
+        authors: usize,
+        /// EVENTs each publisher keeps awaiting their OK.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+    },
+    /// Against one node with a small L1: write several times the budget, check L1 stays
+    /// within it, fetch long-evicted events (from L2), fetch them again (L1 hits), and
+    /// report the hit ratio.
+    Cache {
+        #[command(flatten)]
+        common: Common,
+        /// The node's L1 budget in bytes (checked against its /metrics).
+        #[arg(long, value_name = "BYTES")]
+        l1_max_bytes: u64,
+        /// How many times the budget to write.
+        #[arg(long, default_value_t = 3.0)]
+        multiple: f64,
+        /// Content bytes per event.
+        #[arg(long, default_value_t = 2000)]
+        event_bytes: usize,
+        /// Publishing connections.
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        /// Evicted events fetched back.
+        #[arg(long, default_value_t = 200)]
+        sample: usize,
+        /// Feed-like reads for the hit ratio (run against a fresh node: older data on the
+        /// node dilutes L1's window).
+        #[arg(long, default_value_t = 100)]
+        reads: usize,
+    },
+    /// A live subscriber on every node; events published on each node in turn;
+    /// per-pair delivery latency and any event missing or delivered twice.
+    Propagation {
+        #[command(flatten)]
+        common: Common,
+        /// Events published on each node.
+        #[arg(long, default_value_t = 50)]
+        events: usize,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(
+        t.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len()),
+    );
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 60s)"))?;
+    let secs = match unit {
+        "ms" => v / 1e3,
+        "" | "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("unknown unit in {s:?} (ms, s, m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
 
 fn main() -> ExitCode {
-    eprintln!("tester: not implemented yet; see README.md (Status)");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tester: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli.mode)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("tester: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(mode: Mode) -> anyhow::Result<bool> {
+    let (report, json) = match mode {
+        Mode::Stress {
+            common,
+            events,
+            duration,
+            publishers,
+            readers,
+            authors,
+            window,
+        } => {
+            let plan = stress::Plan {
+                events: if duration.is_some() {
+                    None
+                } else {
+                    Some(events.unwrap_or(10_000))
+                },
+                duration,
+                publishers: publishers.max(1),
+                readers,
+                authors: authors.max(1),
+                window: window.max(1),
+                seed: common.seed,
+                grace: common.grace,
+                quiet: common.quiet,
+                relays: common.relays,
+            };
+            (stress::run(plan).await?, common.json)
+        }
+        Mode::Cache {
+            common,
+            l1_max_bytes,
+            multiple,
+            event_bytes,
+            publishers,
+            sample,
+            reads,
+        } => {
+            let plan = cache::Plan {
+                relay: common.relays[0].clone(),
+                l1_max_bytes,
+                multiple,
+                event_bytes,
+                publishers,
+                sample,
+                reads,
+                seed: common.seed,
+                grace: common.grace,
+                quiet: common.quiet,
+            };
+            (cache::run(plan).await?, common.json)
+        }
+        Mode::Propagation { common, events } => {
+            let plan = propagation::Plan {
+                relays: common.relays,
+                events,
+                seed: common.seed,
+                grace: common.grace,
+                quiet: common.quiet,
+            };
+            (propagation::run(plan).await?, common.json)
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(report.passed)
 }

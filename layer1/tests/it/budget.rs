@@ -191,6 +191,47 @@ async fn eviction_takes_cold_promoted_events_first_then_the_window() {
     assert!(report.is_consistent(), "{:?}", report.problems);
 }
 
+/// Regression: promoted events were evicted before any window event, so at a full
+/// budget each promotion was undone by the next eviction round (the tester's cache mode
+/// found it). A promotion used more recently than the window's old end must outlive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_promotion_outlives_the_cold_end_of_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = RedbConfig::new(dir.path().join("l1.redb")).max_bytes(256 << 10);
+    config.high_water = 0.9;
+    config.low_water = 0.85;
+    let store = RedbStore::open(config).unwrap();
+    let w0 = Timestamp(T0 + 10_000);
+    store.set_window(w0).await.unwrap();
+    let window = shaped(3_000, w0.0, false);
+    let (first, rest) = window.split_at(150);
+    for e in first {
+        store.save(e).await.unwrap();
+    }
+    // Promoted after the first window events were stored: warmer than they are.
+    let promoted = shaped(5, T0, false);
+    for e in &promoted {
+        store.save(e).await.unwrap();
+    }
+    let promoted_ids: Vec<_> = promoted.iter().map(|e| e.id()).collect();
+    for e in rest {
+        store.save(e).await.unwrap();
+        if store.window() > first[20].created_at() {
+            break;
+        }
+    }
+    assert!(
+        store.window() > first[20].created_at(),
+        "the window's cold end was evicted"
+    );
+    let held = store.contains(&promoted_ids).await.unwrap();
+    assert!(
+        held.iter().all(|h| *h),
+        "fresh promotions were evicted before colder window events: {held:?}"
+    );
+    assert!(store.check().await.unwrap().is_consistent());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_stays_put_while_only_promoted_events_go() {
     let dir = tempfile::tempdir().unwrap();

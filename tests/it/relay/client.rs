@@ -12,7 +12,6 @@ use layer2_relay::config::{Config, Limits};
 use layer2_relay::relay::{self, AppState};
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -23,8 +22,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub struct TestRelay {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    running: relay::Running,
     pub dir: Option<tempfile::TempDir>,
 }
 
@@ -50,47 +48,31 @@ impl TestRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let state = AppState::new(Arc::new(node));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let s = state.clone();
-        let task = tokio::spawn(async move {
-            relay::run(listener, s, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("relay runs");
-        });
+        let running = relay::spawn(node, listener).expect("serve");
         TestRelay {
-            addr,
-            state,
-            stop: Some(stop),
-            task: Some(task),
+            addr: running.addr,
+            state: running.state.clone(),
+            running,
             dir: None,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        self.running.url()
     }
 
     pub async fn client(&self) -> Client {
         Client::connect(&self.url()).await
     }
 
-    /// An HTTP GET on this node: (status, body).
+    /// An HTTP GET on this node: (status, headers, body).
     pub async fn get(&self, path: &str, accept: &str) -> (u16, String, String) {
         http_get(self.addr, path, accept).await
     }
 
     /// Stops serving and waits for the server task (connections get a close frame).
     pub async fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.expect("server task");
-        }
+        self.running.stop().await.expect("server stops cleanly");
     }
 }
 

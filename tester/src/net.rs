@@ -1,0 +1,196 @@
+//! The tester's only ways into a node: a NIP-01 WebSocket connection and HTTP GETs of
+//! `/metrics` on the relay URL's host and port.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// One WebSocket connection to a relay.
+#[derive(Debug)]
+pub struct Conn {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub url: String,
+}
+
+impl Conn {
+    pub async fn open(url: &str) -> anyhow::Result<Conn> {
+        // No Nagle delay: requests are small and their latency is what is measured.
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async_with_config(url, None, true),
+        )
+        .await
+        .map_err(|_| anyhow!("connecting to {url} timed out"))?
+        .with_context(|| format!("cannot connect to {url}"))?;
+        Ok(Conn {
+            ws,
+            url: url.to_string(),
+        })
+    }
+
+    /// Queues a message (sent on the next flush).
+    pub async fn feed(&mut self, text: String) -> anyhow::Result<()> {
+        self.ws
+            .feed(Message::Text(text.into()))
+            .await
+            .with_context(|| format!("sending to {}", self.url))
+    }
+
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        self.ws
+            .flush()
+            .await
+            .with_context(|| format!("sending to {}", self.url))
+    }
+
+    pub async fn send(&mut self, text: String) -> anyhow::Result<()> {
+        self.feed(text).await?;
+        self.flush().await
+    }
+
+    /// The next relay message as JSON, or `None` after `wait`.
+    pub async fn recv(&mut self, wait: Duration) -> anyhow::Result<Option<Value>> {
+        loop {
+            let m = match tokio::time::timeout(wait, self.ws.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => bail!("{} closed the connection", self.url),
+                Ok(Some(m)) => m.with_context(|| format!("reading from {}", self.url))?,
+            };
+            match m {
+                Message::Text(t) => {
+                    return serde_json::from_str(&t)
+                        .map(Some)
+                        .with_context(|| format!("{} sent something that is not JSON", self.url));
+                }
+                Message::Close(f) => bail!("{} closed the connection: {f:?}", self.url),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends a REQ and collects the stored events up to `EOSE`. A `rate-limited:`
+    /// refusal is retried after a pause, as a well-behaved client would.
+    pub async fn fetch(&mut self, sub: &str, filter: Value) -> anyhow::Result<Vec<Value>> {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.fetch_once(sub, &filter).await? {
+                Ok(events) => return Ok(events),
+                Err(reason)
+                    if reason.starts_with("rate-limited:") && pause < Duration::from_secs(10) =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(reason) => bail!("{}: subscription {sub} closed: {reason}", self.url),
+            }
+        }
+    }
+
+    async fn fetch_once(
+        &mut self,
+        sub: &str,
+        filter: &Value,
+    ) -> anyhow::Result<Result<Vec<Value>, String>> {
+        self.send(serde_json::json!(["REQ", sub, filter]).to_string())
+            .await?;
+        let mut events = Vec::new();
+        loop {
+            let v = self
+                .recv(Duration::from_secs(30))
+                .await?
+                .ok_or_else(|| anyhow!("{}: no EOSE for {sub} within 30 s", self.url))?;
+            match v[0].as_str() {
+                Some("EVENT") if v[1] == sub => events.push(v[2].clone()),
+                Some("EOSE") if v[1] == sub => break,
+                Some("CLOSED") if v[1] == sub => {
+                    return Ok(Err(v[2].as_str().unwrap_or("").to_string()));
+                }
+                _ => {}
+            }
+        }
+        self.send(serde_json::json!(["CLOSE", sub]).to_string())
+            .await?;
+        Ok(Ok(events))
+    }
+}
+
+/// `host:port` of a `ws://` or `wss://` URL.
+pub fn host_port(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+        .ok_or_else(|| anyhow!("{url} is not a ws:// URL"))?;
+    let hp = rest.split('/').next().unwrap_or(rest);
+    Ok(if hp.contains(':') {
+        hp.to_string()
+    } else {
+        format!("{hp}:80")
+    })
+}
+
+/// GET `path` on the relay's host and port: (status, body).
+pub async fn http_get(relay_url: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let hp = host_port(relay_url)?;
+    let fetch = async {
+        let mut s = TcpStream::connect(&hp)
+            .await
+            .with_context(|| format!("cannot connect to {hp}"))?;
+        let host = hp.split(':').next().unwrap_or(&hp);
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        anyhow::Ok(buf)
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .map_err(|_| anyhow!("GET {path} on {hp} timed out"))??;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("{hp}{path}: not an HTTP answer"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("{hp}{path}: no status"))?;
+    Ok((status, body.to_string()))
+}
+
+/// The node's `/metrics`, as name (with labels) → value.
+pub async fn metrics(relay_url: &str) -> anyhow::Result<HashMap<String, f64>> {
+    let (status, body) = http_get(relay_url, "/metrics").await?;
+    if status != 200 {
+        bail!("{relay_url}: /metrics answered {status}");
+    }
+    Ok(body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            Some((name.to_string(), v.parse().ok()?))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_come_from_the_relay_url() {
+        assert_eq!(host_port("ws://127.0.0.1:7001").unwrap(), "127.0.0.1:7001");
+        assert_eq!(host_port("ws://node1:7002/").unwrap(), "node1:7002");
+        assert_eq!(host_port("ws://relay.example").unwrap(), "relay.example:80");
+        assert!(host_port("http://x").is_err());
+    }
+}

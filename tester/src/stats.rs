@@ -1,0 +1,81 @@
+//! Latency samples and their summary.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Percentiles of a set of latencies, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Collected latencies.
+#[derive(Debug, Default, Clone)]
+pub struct Samples(Vec<Duration>);
+
+impl Samples {
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    pub fn extend(&mut self, other: Samples) {
+        self.0.extend(other.0);
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut v: Vec<f64> = self.0.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        if v.is_empty() {
+            return Summary::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        Summary {
+            count: v.len(),
+            p50_ms: round(at(0.50)),
+            p90_ms: round(at(0.90)),
+            p99_ms: round(at(0.99)),
+            max_ms: round(v[v.len() - 1]),
+        }
+    }
+}
+
+/// One table row: `name  count  p50  p90  p99  max`.
+pub fn row(name: &str, s: &Summary) -> String {
+    format!(
+        "{name:<28} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+        s.count, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
+    )
+}
+
+/// The header for [`row`].
+pub fn header() -> String {
+    format!(
+        "{:<28} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "latency (ms)", "count", "p50", "p90", "p99", "max"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let mut s = Samples::default();
+        for i in 1..=100 {
+            s.push(Duration::from_millis(i));
+        }
+        let m = s.summary();
+        assert_eq!(m.count, 100);
+        assert_eq!(m.p50_ms, 50.0);
+        assert_eq!(m.p99_ms, 99.0);
+        assert_eq!(m.max_ms, 100.0);
+        assert_eq!(Samples::default().summary().count, 0);
+    }
+}

@@ -1,0 +1,213 @@
+//! `stress`: publishers and readers spread over the relays; throughput, OK, REQ and
+//! cross-node delivery latency; then the loss check.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::{oneshot, watch};
+
+use crate::check;
+use crate::events::Generator;
+use crate::report::Report;
+use crate::stats::Samples;
+use crate::workers::{self, Finish, Received, SentAt, Source};
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub relays: Vec<String>,
+    pub events: Option<usize>,
+    pub duration: Option<Duration>,
+    pub publishers: usize,
+    pub readers: usize,
+    pub authors: usize,
+    pub window: usize,
+    pub seed: u64,
+    /// How long nodes get to converge before a missing event counts as lost.
+    pub grace: Duration,
+    pub quiet: bool,
+}
+
+pub fn bar(len: Option<u64>, quiet: bool, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let b = match len {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    let style = ProgressStyle::with_template(&format!(
+        "{{spinner}} {what} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {{per_sec}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    b.set_style(style);
+    b.enable_steady_tick(Duration::from_millis(200));
+    b
+}
+
+/// Starts one subscriber per `(name, url)`, returning once all have their live
+/// subscription open.
+pub async fn start_subscribers(
+    subs: Vec<(String, String)>,
+    tag: &str,
+    queries: Option<Vec<String>>,
+    sent_at: &SentAt,
+    finish: &watch::Sender<Finish>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<Received>>>> {
+    let mut handles = Vec::new();
+    let mut readies = Vec::new();
+    for (name, url) in subs {
+        let (tx, rx) = oneshot::channel();
+        readies.push(rx);
+        handles.push(tokio::spawn(workers::subscribe(
+            name,
+            url,
+            tag.to_string(),
+            queries.clone(),
+            sent_at.clone(),
+            tx,
+            finish.subscribe(),
+        )));
+    }
+    for (i, r) in readies.into_iter().enumerate() {
+        if r.await.is_err() {
+            // The task ended before its subscription was open: surface its error.
+            let h = handles.remove(i);
+            h.await.context("subscriber task")??;
+            anyhow::bail!("a subscriber stopped before subscribing");
+        }
+    }
+    Ok(handles)
+}
+
+pub async fn run(plan: Plan) -> anyhow::Result<Report> {
+    let tag = format!("layer2-tester-{}-{}", plan.seed, std::process::id());
+    let mut generator = Generator::new(plan.authors, plan.seed, 0, tag.clone());
+    let sent_at: SentAt = Arc::new(Mutex::new(Default::default()));
+    let (finish, _) = watch::channel(Finish::default());
+    let subs = (0..plan.readers)
+        .map(|j| {
+            let url = plan.relays[j % plan.relays.len()].clone();
+            (format!("reader{j}@{url}"), url)
+        })
+        .collect();
+    let readers = start_subscribers(
+        subs,
+        &tag,
+        Some(generator.top_authors(plan.authors.min(50))),
+        &sent_at,
+        &finish,
+    )
+    .await?;
+
+    // Events are signed before the clock starts, so signing does not count as relay time.
+    let sources: Vec<Source> = match plan.events {
+        Some(n) => {
+            let signing = bar(Some(n as u64), plan.quiet, "signing");
+            let mut per: Vec<Vec<_>> = (0..plan.publishers).map(|_| Vec::new()).collect();
+            for i in 0..n {
+                per[i % plan.publishers].push(generator.next());
+                signing.inc(1);
+            }
+            signing.finish_and_clear();
+            per.into_iter().map(Source::Ready).collect()
+        }
+        None => {
+            let deadline = Instant::now() + plan.duration.unwrap_or(Duration::from_secs(10));
+            (0..plan.publishers)
+                .map(|i| {
+                    // Different publishers, different streams of events.
+                    let mut g = Generator::new(plan.authors, plan.seed, i as u64 + 1, tag.clone());
+                    Source::Until(deadline, Box::new(move || g.next()))
+                })
+                .collect()
+        }
+    };
+    let progress = bar(plan.events.map(|n| n as u64), plan.quiet, "publishing");
+    let started = Instant::now();
+    let pubs: Vec<_> = sources
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            tokio::spawn(workers::publish(
+                plan.relays[i % plan.relays.len()].clone(),
+                s,
+                plan.window,
+                sent_at.clone(),
+                progress.clone(),
+            ))
+        })
+        .collect();
+    let mut report = Report {
+        mode: "stress".into(),
+        relays: plan.relays.clone(),
+        ..Report::default()
+    };
+    let mut acked = Vec::new();
+    let mut ok_latency = Samples::default();
+    for p in pubs {
+        let p = p.await.context("publisher task")??;
+        report.events_sent += p.sent;
+        acked.extend(p.acked);
+        ok_latency.extend(p.ok_latency);
+        for (k, v) in p.rejected {
+            *report.rejected.entry(k).or_default() += v;
+        }
+    }
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+    report.seconds = elapsed.as_secs_f64();
+    report.events_acked = acked.len();
+    report.events_per_second = acked.len() as f64 / elapsed.as_secs_f64().max(1e-9);
+    report.ok_latency = ok_latency.summary();
+
+    let survivors = check::must_survive(&acked);
+    let expect: Arc<HashSet<String>> = Arc::new(survivors.iter().cloned().collect());
+    let _ = finish.send(Finish {
+        expect: Some(expect.clone()),
+        deadline: Some(Instant::now() + plan.grace),
+    });
+    let (mut req, mut delivery) = (Samples::default(), Samples::default());
+    let mut refused = 0;
+    for r in readers {
+        let r = r.await.context("reader task")??;
+        refused += r.refused_queries;
+        req.extend(r.req_latency.clone());
+        delivery.extend(r.delivery_latency.clone());
+        live_verdict(&mut report, &r, &expect);
+    }
+    report.req_latency = req.summary();
+    report.delivery_latency = delivery.summary();
+    report.missing_on_relay =
+        check::missing_per_relay(&plan.relays, &survivors, plan.grace).await?;
+    report
+        .details
+        .insert("publishers".into(), plan.publishers.into());
+    report.details.insert("readers".into(), plan.readers.into());
+    report
+        .details
+        .insert("refused_queries".into(), refused.into());
+    report.conclude();
+    Ok(report)
+}
+
+/// Records what a live subscriber missed or got twice.
+pub fn live_verdict(report: &mut Report, r: &Received, expect: &HashSet<String>) {
+    let mut missing: Vec<String> = expect
+        .iter()
+        .filter(|id| !r.delivered.contains_key(*id))
+        .cloned()
+        .collect();
+    missing.sort();
+    let mut dup: Vec<String> = r
+        .delivered
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id.clone())
+        .collect();
+    dup.sort();
+    report.missing_live.insert(r.name.clone(), missing);
+    report.duplicates_live.insert(r.name.clone(), dup);
+}

@@ -1,0 +1,248 @@
+//! The two kinds of client the modes are built from: publishers (pipelined EVENTs,
+//! timing each `OK`) and subscribers (a live subscription on the run's tag, optionally
+//! running feed-like REQs back to back and timing each to `EOSE`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use eventstore::Event;
+use indicatif::ProgressBar;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::events::Rng;
+use crate::net::Conn;
+use crate::stats::Samples;
+
+/// When each event was sent, for delivery latency.
+pub type SentAt = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// What one publisher saw.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub acked: Vec<Event>,
+    pub rejected: HashMap<String, usize>,
+    pub ok_latency: Samples,
+    pub sent: usize,
+}
+
+/// Where a publisher's events come from.
+pub enum Source {
+    /// Signed in advance.
+    Ready(Vec<Event>),
+    /// Made on demand until the deadline.
+    Until(Instant, Box<dyn FnMut() -> Event + Send>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Source")
+    }
+}
+
+/// Publishes everything from `source` on `url`, keeping up to `window` EVENTs awaiting
+/// their `OK`.
+pub async fn publish(
+    url: String,
+    mut source: Source,
+    window: usize,
+    sent_at: SentAt,
+    bar: ProgressBar,
+) -> anyhow::Result<Published> {
+    let mut conn = Conn::open(&url).await?;
+    let mut out = Published::default();
+    let mut waiting: HashMap<String, (Instant, Event)> = HashMap::new();
+    let mut ready = match &mut source {
+        Source::Ready(v) => std::mem::take(v).into_iter(),
+        Source::Until(..) => Vec::new().into_iter(),
+    };
+    let mut exhausted = false;
+    loop {
+        let mut queued = false;
+        while !exhausted && waiting.len() < window {
+            let next = match &mut source {
+                Source::Ready(_) => ready.next(),
+                Source::Until(deadline, make) => (Instant::now() < *deadline).then(make),
+            };
+            let Some(e) = next else {
+                exhausted = true;
+                break;
+            };
+            let id = e.id().to_string();
+            let now = Instant::now();
+            sent_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone(), now);
+            conn.feed(format!("[\"EVENT\",{}]", e.as_json())).await?;
+            waiting.insert(id, (now, e));
+            out.sent += 1;
+            queued = true;
+        }
+        if queued {
+            conn.flush().await?;
+        }
+        if waiting.is_empty() && exhausted {
+            return Ok(out);
+        }
+        let Some(v) = conn.recv(Duration::from_secs(30)).await? else {
+            bail!("{url}: no OK for {} events within 30 s", waiting.len());
+        };
+        if v[0] != "OK" {
+            continue;
+        }
+        let Some((sent, event)) = v[1].as_str().and_then(|id| waiting.remove(id)) else {
+            continue;
+        };
+        out.ok_latency.push(sent.elapsed());
+        bar.inc(1);
+        if v[2] == true {
+            out.acked.push(event);
+        } else {
+            let msg = v[3].as_str().unwrap_or("");
+            let prefix = msg.split(':').next().unwrap_or("").to_string();
+            *out.rejected.entry(prefix).or_default() += 1;
+        }
+    }
+}
+
+/// What one subscriber saw.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub name: String,
+    /// Live deliveries per event id.
+    pub delivered: HashMap<String, u32>,
+    pub delivery_latency: Samples,
+    pub req_latency: Samples,
+    /// When each event arrived, for per-pair latencies.
+    pub arrived: HashMap<String, Instant>,
+    /// Feed queries the relay refused.
+    pub refused_queries: usize,
+}
+
+/// When subscribers may stop: once they hold all of `expect`, or at `deadline`.
+#[derive(Debug, Clone, Default)]
+pub struct Finish {
+    pub expect: Option<Arc<HashSet<String>>>,
+    pub deadline: Option<Instant>,
+}
+
+/// Subscribes on `url` to the run's tag, signals `ready` after `EOSE`, then records
+/// live events until told to finish. With `queries`, also runs feed-like REQs for
+/// `authors` one after another.
+pub async fn subscribe(
+    name: String,
+    url: String,
+    tag: String,
+    queries: Option<Vec<String>>,
+    sent_at: SentAt,
+    ready: tokio::sync::oneshot::Sender<()>,
+    mut finish: watch::Receiver<Finish>,
+) -> anyhow::Result<Received> {
+    let mut conn = Conn::open(&url).await?;
+    conn.send(json!(["REQ", "live", {"#t": [tag], "limit": 0}]).to_string())
+        .await?;
+    loop {
+        let v = conn.recv(Duration::from_secs(30)).await?;
+        match v {
+            Some(v) if v[0] == "EOSE" && v[1] == "live" => break,
+            Some(v) if v[0] == "CLOSED" => bail!("{url}: live subscription refused: {v}"),
+            Some(_) => {}
+            None => bail!("{url}: no EOSE for the live subscription"),
+        }
+    }
+    let _ = ready.send(());
+    let mut out = Received {
+        name,
+        ..Received::default()
+    };
+    let mut rng = Rng::new(out.name.len() as u64 * 7919);
+    let mut query: Option<(String, Instant)> = None;
+    let mut n = 0u64;
+    // Queries are paced to stay inside the relay's default REQ rate limit (50/s).
+    let gap = Duration::from_millis(50);
+    let mut next_query = Instant::now();
+    loop {
+        if let (Some(authors), None) = (&queries, &query) {
+            let f = finish.borrow().clone();
+            if f.expect.is_none() && Instant::now() >= next_query {
+                next_query = Instant::now() + gap;
+                n += 1;
+                let sub = format!("q{n}");
+                let pick: Vec<&String> = (0..10)
+                    .map(|_| &authors[rng.below(authors.len())])
+                    .collect();
+                conn.send(
+                    json!(["REQ", sub, {"authors": pick, "kinds": [1, 6], "limit": 20}])
+                        .to_string(),
+                )
+                .await?;
+                query = Some((sub, Instant::now()));
+            }
+        }
+        let f = finish.borrow().clone();
+        if let Some(expect) = &f.expect {
+            if query.is_none() && expect.iter().all(|id| out.delivered.contains_key(id)) {
+                // Everything expected is here; wait a moment for duplicates, then stop.
+                while let Some(v) = conn.recv(Duration::from_millis(300)).await? {
+                    record(&mut out, &v, &sent_at);
+                }
+                return Ok(out);
+            }
+        }
+        if f.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(out);
+        }
+        let wait = if query.is_none() && queries.is_some() {
+            next_query
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        } else {
+            Duration::from_millis(200)
+        };
+        tokio::select! {
+            v = conn.recv(wait) => {
+                let Some(v) = v? else { continue };
+                if v[0] == "EOSE" {
+                    if let Some((sub, started)) = &query {
+                        if v[1] == sub.as_str() {
+                            out.req_latency.push(started.elapsed());
+                            conn.send(json!(["CLOSE", sub]).to_string()).await?;
+                            query = None;
+                        }
+                    }
+                } else if v[0] == "CLOSED" && v[1] == "live" {
+                    bail!("{url}: the live subscription was closed: {v}");
+                } else if v[0] == "CLOSED" {
+                    // A refused query (rate limit): counted, and the next one waits.
+                    out.refused_queries += 1;
+                    query = None;
+                    next_query = Instant::now() + gap * 4;
+                } else {
+                    record(&mut out, &v, &sent_at);
+                }
+            }
+            _ = finish.changed() => {}
+        }
+    }
+}
+
+fn record(out: &mut Received, v: &serde_json::Value, sent_at: &SentAt) {
+    if v[0] != "EVENT" || v[1] != "live" {
+        return;
+    }
+    let Some(id) = v[2]["id"].as_str() else {
+        return;
+    };
+    let now = Instant::now();
+    let count = out.delivered.entry(id.to_string()).or_default();
+    *count += 1;
+    if *count == 1 {
+        out.arrived.insert(id.to_string(), now);
+        if let Some(sent) = sent_at.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            out.delivery_latency.push(now.duration_since(*sent));
+        }
+    }
+}
