@@ -3,6 +3,7 @@
 //! relay end to end over WebSockets (`relay/`).
 
 mod cluster;
+mod deploy;
 mod relay;
 mod support;
 mod window;
