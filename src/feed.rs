@@ -2,24 +2,36 @@
 
 use async_trait::async_trait;
 use eventstore::StoreError;
-use layer2::{DbMicros, FeedPositions, Page, PgStore};
+use layer2::{DbMicros, FeedPositions, Notifications, Page, PgStore};
 
 /// A store other nodes write to, whose new events and tombstones can be followed.
 #[async_trait]
 pub trait ChangeFeed: Send + Sync + std::fmt::Debug {
-    /// The store's clock now, in microseconds.
+    /// Where a reader may safely resume after reading now: the store's clock in
+    /// microseconds, held back to the oldest write still open, so a commit however late
+    /// is found by the next read from here (minus the look-back).
     async fn now(&self) -> Result<DbMicros, StoreError>;
     /// One page of changes after `from`, at most `limit` rows per log.
     async fn page(&self, from: FeedPositions, limit: usize) -> Result<Page, StoreError>;
+
+    /// The optional fast path: a wake-up after commits, and the ephemeral events other
+    /// nodes relay. Polling stays the guarantee.
+    fn notifications(&self) -> Option<Notifications> {
+        None
+    }
 }
 
 #[async_trait]
 impl ChangeFeed for PgStore {
     async fn now(&self) -> Result<DbMicros, StoreError> {
-        self.db_now().await
+        self.feed_horizon().await
     }
 
     async fn page(&self, from: FeedPositions, limit: usize) -> Result<Page, StoreError> {
         PgStore::changes(self, from, limit).await
+    }
+
+    fn notifications(&self) -> Option<Notifications> {
+        Some(PgStore::notifications(self))
     }
 }

@@ -101,6 +101,32 @@ pub(crate) async fn db_now(pool: &PgPool) -> Result<DbMicros, StoreError> {
         .map_err(db)
 }
 
+/// The feed's safe horizon: the database clock, held back to the start of the oldest
+/// write transaction still open in this database. Such a transaction's rows are not
+/// visible yet, but their `inserted_at` (`clock_timestamp()` at insert) is at or after
+/// its start, so a poller that resumes below the horizon finds them once they commit,
+/// however late that is. A transaction open longer than `max_holdback` stops holding the
+/// horizon back (re-reading ever more rows each poll would cost more than it saves);
+/// the look-back then covers what it can.
+pub(crate) async fn horizon(pool: &PgPool, max_holdback_us: i64) -> Result<DbMicros, StoreError> {
+    let row = sqlx::query(
+        "SELECT (extract(epoch from clock_timestamp()) * 1000000)::int8 AS now, \
+                (extract(epoch from min(xact_start)) * 1000000)::int8 AS oldest \
+         FROM pg_stat_activity \
+         WHERE datname = current_database() AND backend_xid IS NOT NULL \
+           AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(db)?;
+    let now: i64 = row.try_get("now").map_err(db)?;
+    let oldest: Option<i64> = row.try_get("oldest").map_err(db)?;
+    Ok(match oldest {
+        Some(o) if o < now => o.max(now - max_holdback_us),
+        _ => now,
+    })
+}
+
 /// One page: at most `limit` rows from each log, after `from`.
 pub(crate) async fn page(
     pool: &PgPool,

@@ -11,6 +11,7 @@
 //! - `query`: filters to SQL in canonical order.
 //! - [`feed`]: the change feed ([`Changes`]).
 //! - `keys`: column encodings (long values hashed, address lock keys).
+//! - [`notify`]: LISTEN/NOTIFY, waking pollers at commit and relaying ephemeral events.
 //! - [`testsupport`] (feature `test-support`): a real PostgreSQL for tests.
 //!
 //! Migrations live in `layer2/migrations` and are embedded with `sqlx::migrate!`.
@@ -18,6 +19,7 @@
 mod error;
 pub mod feed;
 mod keys;
+pub mod notify;
 mod query;
 pub mod store;
 mod write;
@@ -26,4 +28,5 @@ mod write;
 pub mod testsupport;
 
 pub use feed::{Changes, DbMicros, FeedPositions, LogPosition, Page};
+pub use notify::Notifications;
 pub use store::{PgConfig, PgStore};

@@ -30,6 +30,9 @@ pub struct PgConfig {
     pub writers: usize,
     /// Bound of the write queue; a full queue makes savers wait. Default 8,192.
     pub queue: usize,
+    /// How long an open write transaction may hold the change feed's horizon back
+    /// (see [`PgStore::feed_horizon`]). Default 30 s.
+    pub feed_max_holdback: Duration,
 }
 
 impl PgConfig {
@@ -42,6 +45,7 @@ impl PgConfig {
             batch_max: 500,
             writers: 4,
             queue: 8_192,
+            feed_max_holdback: Duration::from_secs(30),
         }
     }
 }
@@ -57,6 +61,7 @@ pub struct PgStore {
     tx: mpsc::Sender<SaveReq>,
     writers: Vec<tokio::task::JoinHandle<()>>,
     config: PgConfig,
+    notifications: std::sync::OnceLock<crate::notify::Notifications>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -93,6 +98,7 @@ impl PgStore {
             tx,
             writers,
             config,
+            notifications: std::sync::OnceLock::new(),
         })
     }
 
@@ -111,6 +117,20 @@ impl PgStore {
     /// is `complete`.
     pub async fn changes(&self, from: FeedPositions, limit: usize) -> Result<Page, StoreError> {
         crate::feed::page(&self.pool, from, limit).await
+    }
+
+    /// The LISTEN/NOTIFY fast path (see `notify.rs`); the listener starts on first use.
+    pub fn notifications(&self) -> crate::notify::Notifications {
+        self.notifications
+            .get_or_init(|| crate::notify::spawn_listener(self.pool.clone()))
+            .clone()
+    }
+
+    /// Where a change-feed reader may safely resume next time: the database clock held
+    /// back to the oldest open write transaction (see `feed::horizon`).
+    pub async fn feed_horizon(&self) -> Result<DbMicros, StoreError> {
+        let cap = i64::try_from(self.config.feed_max_holdback.as_micros()).unwrap_or(i64::MAX);
+        crate::feed::horizon(&self.pool, cap).await
     }
 
     /// Stops the writers once queued saves are done, and closes the pool.
@@ -183,6 +203,21 @@ async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<SaveReq>>>, max: usiz
 #[async_trait]
 impl EventStore for PgStore {
     async fn save(&self, event: &Event) -> Result<SaveOutcome, StoreError> {
+        if event.kind().class() == eventstore::KindClass::Ephemeral {
+            // Never stored; relayed to the other nodes when it fits a NOTIFY payload.
+            // Failing to relay only narrows who sees it live, which NIP-01 allows.
+            if event.json_len() <= crate::notify::MAX_EPHEMERAL {
+                let sent = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(crate::notify::EPHEMERAL)
+                    .bind(event.as_json())
+                    .execute(&self.pool)
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "relaying an ephemeral event failed");
+                }
+            }
+            return Ok(SaveOutcome::Ephemeral);
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(SaveReq {

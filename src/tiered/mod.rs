@@ -135,6 +135,13 @@ impl Tiered {
         });
         let cursor = warm::warm_up(&t).await?;
         tokio::spawn(promoter(t.l1.clone(), promote_rx, t.stats.clone()));
+        if let Some(n) = t.feed.as_ref().and_then(|f| f.notifications()) {
+            tokio::spawn(relay_ephemeral(
+                Arc::downgrade(&t),
+                n.ephemeral.subscribe(),
+                t.stop.subscribe(),
+            ));
+        }
         if let Some(feed) = t.feed.clone() {
             tokio::spawn(poller::run(
                 Arc::downgrade(&t),
@@ -217,6 +224,36 @@ impl Tiered {
                 tracing::warn!(id = %e.id(), error = %err, "L1 write failed after L2 accepted");
                 false
             }
+        }
+    }
+}
+
+/// Delivers ephemeral events other nodes relayed through L2 (this node's own come back
+/// too; the delivered-set drops them).
+async fn relay_ephemeral(
+    tiered: std::sync::Weak<Tiered>,
+    mut rx: broadcast::Receiver<Arc<Event>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let e = tokio::select! {
+            e = rx.recv() => e,
+            _ = stop.changed() => return,
+        };
+        match e {
+            Ok(e) => match tiered.upgrade() {
+                Some(t) => {
+                    t.broadcast(&e);
+                }
+                None => return,
+            },
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "relayed ephemeral events dropped: node too busy"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }

@@ -19,7 +19,9 @@ pub(super) async fn run(
     mut cursor: i64,
     mut stop: watch::Receiver<bool>,
 ) {
+    let hint = feed.notifications().map(|n| n.changed);
     let mut backoff = Duration::ZERO;
+    let mut last_poll = tokio::time::Instant::now();
     loop {
         let (frequency, lookback, page) = match tiered.upgrade() {
             Some(t) => (
@@ -30,10 +32,23 @@ pub(super) async fn run(
             None => return,
         };
         let wait = frequency + backoff;
+        // A commit notification (LISTEN/NOTIFY) polls early, but no more often than five
+        // times per period: each poll costs a feed read and a cursor write. While polls
+        // fail, only the back-off timer counts.
+        let woken = async {
+            match (&hint, backoff.is_zero()) {
+                (Some(n), true) => n.notified().await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = woken => {
+                tokio::time::sleep_until(last_poll + frequency / 5).await;
+            }
             _ = stop.changed() => return,
         }
+        last_poll = tokio::time::Instant::now();
         let Some(t) = tiered.upgrade() else { return };
         t.stats.poll_runs.fetch_add(1, Ordering::Relaxed);
         match poll_once(&t, feed.as_ref(), cursor, lookback, page).await {

@@ -260,6 +260,55 @@ async fn a_late_committing_transaction_is_not_missed() {
     );
 }
 
+/// Regression: the poller advanced its cursor to the clock, so a writer whose commit
+/// came later than the look-back after its insert was never seen by other nodes. The
+/// cursor now stops at the oldest open write transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_far_later_than_the_look_back_is_not_missed() {
+    let db = test_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = node(&db.url, dir.path(), 4 << 20).await;
+    until_trusted(&b).await;
+    let mut rx = b.subscribe();
+    let keys = Keys::from_seed(16);
+    let slow = EventBuilder::text_note("held open for many look-backs").sign(&keys);
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (id, pubkey, created_at, kind, json) VALUES ($1, $2, $3, 1, $4)",
+    )
+    .bind(slow.id().0.to_vec())
+    .bind(slow.pubkey().0.to_vec())
+    .bind(slow.created_at().0 as i64)
+    .bind(slow.as_json().to_owned())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    // Six look-backs (4 × 40 ms each) of polls pass while it stays uncommitted.
+    let polls = b
+        .stats()
+        .poll_runs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(
+        b.stats()
+            .poll_runs
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= polls + 10
+    );
+    tx.commit().await.unwrap();
+    let got = collect(&mut rx, 1, Duration::from_secs(3)).await;
+    assert_eq!(
+        got.get(&slow.id()),
+        Some(&1),
+        "the late commit reached B once"
+    );
+    assert!(
+        b.l1().contains(&[slow.id()]).await.unwrap()[0],
+        "and B's L1 holds it"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_version_leaves_b_even_when_the_new_one_never_arrives() {
     //! Regression: B kept serving v1 when v2 replaced it in L2 and was deleted before
@@ -296,4 +345,94 @@ async fn a_replaced_version_leaves_b_even_when_the_new_one_never_arrives() {
         b.query(&f).await.unwrap().is_empty(),
         "no version is served anywhere"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_events_reach_the_other_nodes_live() {
+    let db = test_database().await;
+    let (da, db_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(&db.url, da.path(), 4 << 20).await;
+    let b = node(&db.url, db_dir.path(), 4 << 20).await;
+    until_trusted(&a).await;
+    until_trusted(&b).await;
+    let (mut ra, mut rb) = (a.subscribe(), b.subscribe());
+    let keys = Keys::from_seed(21);
+    let eph = EventBuilder::new(Kind(20_001), "typing...").sign(&keys);
+    assert_eq!(
+        a.save(&eph).await.unwrap(),
+        eventstore::SaveOutcome::Ephemeral
+    );
+    for (name, rx) in [("A", &mut ra), ("B", &mut rb)] {
+        let got = collect(rx, 1, Duration::from_secs(3)).await;
+        assert_eq!(got.get(&eph.id()), Some(&1), "node {name}: delivered once");
+    }
+    // Never stored anywhere.
+    assert!(
+        b.query(&[Filter::new().id(eph.id())])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// LISTEN/NOTIFY wakes pollers at commit: with a two-second poll period, events still
+/// cross nodes in well under a period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_notifications_wake_the_other_pollers() {
+    let db = test_database().await;
+    let slow = layer2_relay::TieredConfig {
+        poll_frequency: Duration::from_secs(2),
+        ..crate::support::fast_config()
+    };
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = Arc::new(
+            layer2::PgStore::connect(layer2::PgConfig::new(&db.url))
+                .await
+                .unwrap(),
+        );
+        let t = layer2_relay::Tiered::start(
+            crate::support::l1_at(dir.path(), 4 << 20),
+            pg.clone(),
+            Some(pg),
+            slow.clone(),
+        )
+        .await
+        .unwrap();
+        nodes.push(t);
+        dirs.push(dir);
+    }
+    for n in &nodes {
+        // The first poll comes one (long) period after start.
+        for _ in 0..500 {
+            if n.window_trusted() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(n.window_trusted());
+    }
+    let mut rb = nodes[1].subscribe();
+    let keys = Keys::from_seed(22);
+    for i in 0..5 {
+        let e = EventBuilder::text_note(format!("fast {i}")).sign(&keys);
+        let started = tokio::time::Instant::now();
+        nodes[0].save(&e).await.unwrap();
+        loop {
+            let got = tokio::time::timeout(Duration::from_secs(5), rb.recv())
+                .await
+                .expect("delivered")
+                .unwrap();
+            if got.id() == e.id() {
+                break;
+            }
+        }
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(700),
+            "event {i} took {took:?} with a 2 s poll period"
+        );
+    }
 }

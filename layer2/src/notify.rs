@@ -1,0 +1,70 @@
+//! LISTEN/NOTIFY, the optional fast path beside the change feed:
+//!
+//! - every write transaction that changed something notifies [`CHANGES`] as it commits
+//!   (no payload: the feed stays the only source of events), so pollers can read at once
+//!   instead of waiting for their next tick;
+//! - ephemeral events, which L2 never stores, go out on [`EPHEMERAL`] with their JSON so
+//!   every node can deliver them live. NOTIFY payloads are limited to 8,000 bytes, so
+//!   larger ephemeral events reach only the receiving node's subscribers.
+//!
+//! Notifications are lost while a listener reconnects. That only delays a poll (polling
+//! is the guarantee) or drops an ephemeral event, which NIP-01 lets relays do.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventstore::Event;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, broadcast};
+
+/// Channel of the commit notifications.
+pub const CHANGES: &str = "layer2_changes";
+/// Channel of relayed ephemeral events.
+pub const EPHEMERAL: &str = "layer2_ephemeral";
+/// Largest ephemeral event JSON relayed (PostgreSQL's payload limit is 8,000 bytes).
+pub const MAX_EPHEMERAL: usize = 7_900;
+
+/// What a node's listener receives.
+#[derive(Debug, Clone)]
+pub struct Notifications {
+    /// Woken after any node's write transaction commits a change.
+    pub changed: Arc<Notify>,
+    /// Ephemeral events published on any node (this one included).
+    pub ephemeral: broadcast::Sender<Arc<Event>>,
+}
+
+/// Starts a listener task on `pool`; it reconnects until the pool is closed.
+pub(crate) fn spawn_listener(pool: PgPool) -> Notifications {
+    let n = Notifications {
+        changed: Arc::new(Notify::new()),
+        ephemeral: broadcast::channel(4_096).0,
+    };
+    let out = n.clone();
+    tokio::spawn(async move {
+        while !pool.is_closed() {
+            if let Err(e) = listen(&pool, &out).await {
+                if pool.is_closed() {
+                    break;
+                }
+                tracing::warn!(error = %e, "LISTEN connection lost; reconnecting (polling continues)");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    n
+}
+
+async fn listen(pool: &PgPool, out: &Notifications) -> Result<(), sqlx::Error> {
+    let mut l = PgListener::connect_with(pool).await?;
+    l.listen_all([CHANGES, EPHEMERAL]).await?;
+    loop {
+        let n = l.recv().await?;
+        if n.channel() == CHANGES {
+            out.changed.notify_one();
+        } else if let Ok(e) = Event::from_stored_json(n.payload()) {
+            // No receivers is fine: nobody subscribed on this node right now.
+            let _ = out.ephemeral.send(Arc::new(e));
+        }
+    }
+}
