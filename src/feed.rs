@@ -1,7 +1,7 @@
 //! What the poller needs from a shared L2: its change feed, by the database's clock.
 
 use async_trait::async_trait;
-use eventstore::StoreError;
+use eventstore::{EventId, StoreError};
 use layer2::{DbMicros, FeedPositions, Notifications, Page, PgStore};
 
 /// A store other nodes write to, whose new events and tombstones can be followed.
@@ -11,8 +11,14 @@ pub trait ChangeFeed: Send + Sync + std::fmt::Debug {
     /// microseconds, held back to the oldest write still open, so a commit however late
     /// is found by the next read from here (minus the look-back).
     async fn now(&self) -> Result<DbMicros, StoreError>;
-    /// One page of changes after `from`, at most `limit` rows per log.
-    async fn page(&self, from: FeedPositions, limit: usize) -> Result<Page, StoreError>;
+    /// One page of changes after `from`, at most `limit` rows per log, leaving out the
+    /// events `known` accepts (the reader has them already).
+    async fn page(
+        &self,
+        from: FeedPositions,
+        limit: usize,
+        known: &(dyn for<'k> Fn(&'k EventId) -> bool + Sync),
+    ) -> Result<Page, StoreError>;
 
     /// The optional fast path: a wake-up after commits, and the ephemeral events other
     /// nodes relay. Polling stays the guarantee.
@@ -27,8 +33,13 @@ impl ChangeFeed for PgStore {
         self.feed_horizon().await
     }
 
-    async fn page(&self, from: FeedPositions, limit: usize) -> Result<Page, StoreError> {
-        PgStore::changes(self, from, limit).await
+    async fn page(
+        &self,
+        from: FeedPositions,
+        limit: usize,
+        known: &(dyn for<'k> Fn(&'k EventId) -> bool + Sync),
+    ) -> Result<Page, StoreError> {
+        self.changes_except(from, limit, known).await
     }
 
     fn notifications(&self) -> Option<Notifications> {

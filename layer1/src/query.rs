@@ -88,6 +88,24 @@ impl Reader {
         })
     }
 
+    /// The id of the event at `serial`, read from the front of its stored JSON (which
+    /// this crate writes as `{"id":"<hex>",...`) without decoding the rest.
+    fn id_of(&self, serial: u64) -> Result<Option<eventstore::EventId>, StoreError> {
+        let Some(v) = self.events.get(serial).map_err(backend)? else {
+            return Ok(None);
+        };
+        let bytes = v.value();
+        let fast = bytes
+            .get(..71)
+            .filter(|b| b.starts_with(b"{\"id\":\""))
+            .and_then(|b| std::str::from_utf8(&b[7..71]).ok())
+            .and_then(|h| eventstore::EventId::from_hex(h).ok());
+        match fast {
+            Some(id) => Ok(Some(id)),
+            None => decode(bytes).map(|e| Some(e.id())),
+        }
+    }
+
     fn load(&self, serial: u64) -> Result<Option<Event>, StoreError> {
         match self.events.get(serial).map_err(backend)? {
             Some(v) => decode(v.value()).map(Some),
@@ -176,8 +194,7 @@ impl Reader {
                 let since = f.since.unwrap_or(Timestamp(0));
                 let until = f.until.unwrap_or(Timestamp(u64::MAX));
                 // Canonical order: each range yields created_at descending; the heap
-                // merges them, newest first. Equal timestamps come out by serial and are
-                // re-sorted by id below.
+                // merges them, newest first.
                 let mut walks = Vec::with_capacity(prefixes.len());
                 let mut heap = BinaryHeap::with_capacity(prefixes.len());
                 for p in &prefixes {
@@ -194,22 +211,44 @@ impl Reader {
                     }
                     walks.push(w);
                 }
+                // One timestamp at a time, newest first. Within a second canonical order
+                // is by id, and a busy second can hold thousands of candidates: when
+                // more than needed, they are ranked by id read straight from the stored
+                // JSON, and only the winners are decoded.
                 let mut seen = HashSet::new();
-                let mut last: Option<Timestamp> = None;
-                while let Some((t, serial, i)) = heap.pop() {
-                    if found.len() >= limit && last.is_some_and(|l| t < l) {
-                        break;
+                while found.len() < limit {
+                    let Some(&(t, _, _)) = heap.peek() else { break };
+                    let mut group: Vec<u64> = Vec::new();
+                    while let Some(&(gt, serial, i)) = heap.peek() {
+                        if gt != t {
+                            break;
+                        }
+                        heap.pop();
+                        if let Some((nt, ns)) = walks[i].next()? {
+                            heap.push((nt, ns, i));
+                        }
+                        if seen.insert(serial) {
+                            group.push(serial);
+                        }
                     }
-                    if let Some((nt, ns)) = walks[i].next()? {
-                        heap.push((nt, ns, i));
+                    if group.len() > limit - found.len() {
+                        let mut ranked = Vec::with_capacity(group.len());
+                        for serial in group {
+                            if let Some(id) = self.id_of(serial)? {
+                                ranked.push((id, serial));
+                            }
+                        }
+                        ranked.sort_unstable();
+                        group = ranked.into_iter().map(|(_, s)| s).collect();
                     }
-                    if !seen.insert(serial) {
-                        continue;
-                    }
-                    if let Some(e) = self.load(serial)? {
-                        if keep(&e) {
-                            last = Some(t);
-                            found.push((serial, e));
+                    for serial in group {
+                        if found.len() >= limit {
+                            break;
+                        }
+                        if let Some(e) = self.load(serial)? {
+                            if keep(&e) {
+                                found.push((serial, e));
+                            }
                         }
                     }
                 }

@@ -127,24 +127,46 @@ pub(crate) async fn horizon(pool: &PgPool, max_holdback_us: i64) -> Result<DbMic
     })
 }
 
-/// One page: at most `limit` rows from each log, after `from`.
+/// One page: at most `limit` rows from each log, after `from`. Events `known` accepts
+/// are skipped (only their ids and positions are read).
 pub(crate) async fn page(
     pool: &PgPool,
     from: FeedPositions,
     limit: usize,
+    known: &(dyn Fn(&EventId) -> bool + Sync + '_),
 ) -> Result<Page, StoreError> {
     let limit = i64::try_from(limit.max(1)).unwrap_or(1_000);
     let mut out = Changes::default();
-    let (rows, events) = rows_after(pool, "json", "events", from.events, limit).await?;
+    let (rows, events) = rows_after(pool, "id", "events", from.events, limit).await?;
     let mut complete = (rows.len() as i64) < limit;
+    let mut wanted: Vec<Vec<u8>> = Vec::new();
     for row in rows {
-        let json: String = row.try_get("json").map_err(db)?;
-        match Event::from_stored_json(&json) {
-            Ok(e) => out.events.push(e),
-            // One bad row must not stop every poller for good.
-            Err(e) => {
-                out.corrupt += 1;
-                tracing::error!(error = %e, "undecodable event in the feed; skipped");
+        let id: Vec<u8> = row.try_get("id").map_err(db)?;
+        let skip = <[u8; 32]>::try_from(id.as_slice()).is_ok_and(|a| known(&EventId(a)));
+        if !skip {
+            wanted.push(id);
+        }
+    }
+    if !wanted.is_empty() {
+        // In insert order; a row deleted since (replaced) is simply gone, and the
+        // `removed` log says so.
+        let rows = sqlx::query(
+            "SELECT e.json FROM unnest($1::bytea[]) WITH ORDINALITY AS w(id, n) \
+             JOIN events e ON e.id = w.id ORDER BY w.n",
+        )
+        .bind(&wanted)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+        for row in rows {
+            let json: String = row.try_get("json").map_err(db)?;
+            match Event::from_stored_json(&json) {
+                Ok(e) => out.events.push(e),
+                // One bad row must not stop every poller for good.
+                Err(e) => {
+                    out.corrupt += 1;
+                    tracing::error!(error = %e, "undecodable event in the feed; skipped");
+                }
             }
         }
     }

@@ -116,7 +116,19 @@ impl PgStore {
     /// poll with [`FeedPositions::start`], continue with each page's `next` until a page
     /// is `complete`.
     pub async fn changes(&self, from: FeedPositions, limit: usize) -> Result<Page, StoreError> {
-        crate::feed::page(&self.pool, from, limit).await
+        crate::feed::page(&self.pool, from, limit, &|_| false).await
+    }
+
+    /// [`PgStore::changes`], without fetching the events `known` says the reader has:
+    /// a poll's look-back re-reads mostly known rows, and fetching only their ids keeps
+    /// that cheap.
+    pub async fn changes_except(
+        &self,
+        from: FeedPositions,
+        limit: usize,
+        known: &(dyn Fn(&EventId) -> bool + Sync + '_),
+    ) -> Result<Page, StoreError> {
+        crate::feed::page(&self.pool, from, limit, known).await
     }
 
     /// The LISTEN/NOTIFY fast path (see `notify.rs`); the listener starts on first use.

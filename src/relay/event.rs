@@ -71,7 +71,13 @@ async fn verify_and_store(state: &Arc<AppState>, event: Event) -> String {
     let metrics = &state.metrics;
     let id = event.id();
     let started = Instant::now();
+    // As many checks at once as there are cores: more would only add blocking-pool
+    // threads fighting over the same cores (and the allocator).
+    let Ok(permit) = state.verifiers.acquire().await else {
+        return proto::ok(&id, false, "error: the relay is shutting down");
+    };
     let checked = tokio::task::spawn_blocking(move || event.verify().map(|()| event)).await;
+    drop(permit);
     metrics
         .verify_micros
         .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);

@@ -81,7 +81,7 @@ async fn poll_once(
     loop {
         // One bounded page at a time: a node catching up after an outage never holds
         // more than a page.
-        let p = feed.page(from, page).await?;
+        let p = feed.page(from, page, &|id| t.seen.contains_key(id)).await?;
         apply(t, p.changes).await?;
         from = p.next;
         if p.complete {

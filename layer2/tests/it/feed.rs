@@ -121,3 +121,30 @@ async fn deletions_appear_in_the_feed() {
         "the deleted event is gone from the feed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_events_are_skipped_but_positions_still_advance() {
+    let db = test_database().await;
+    let store = store_on(&db).await;
+    let keys = Keys::from_seed(31);
+    let start = store.db_now().await.unwrap();
+    let evs: Vec<_> = (0..10)
+        .map(|i| EventBuilder::text_note(format!("k{i}")).sign(&keys))
+        .collect();
+    for e in &evs {
+        store.save(e).await.unwrap();
+    }
+    let known: HashSet<EventId> = evs.iter().step_by(2).map(|e| e.id()).collect();
+    let from = layer2::FeedPositions::start(start, Duration::ZERO);
+    let all = store.changes(from, 100).await.unwrap();
+    let some = store
+        .changes_except(from, 100, &|id| known.contains(id))
+        .await
+        .unwrap();
+    assert_eq!(all.changes.events.len(), 10);
+    let got: Vec<EventId> = some.changes.events.iter().map(|e| e.id()).collect();
+    let want: Vec<EventId> = evs.iter().skip(1).step_by(2).map(|e| e.id()).collect();
+    assert_eq!(got, want, "the unknown ones, in insert order");
+    assert_eq!(some.next, all.next, "the page ends at the same position");
+    assert!(some.complete);
+}

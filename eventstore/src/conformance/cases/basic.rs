@@ -260,6 +260,32 @@ pub async fn filters_union_without_repeats(s: Store) {
     assert_eq!(got, vec![evs[2].id(), evs[1].id(), evs[0].id()]);
 }
 
+/// Many ranges (authors × kinds) sharing one busy second: the limit cuts the ties by id
+/// across all ranges, as if they were one list.
+pub async fn ties_across_ranges_under_a_limit(s: Store) {
+    let authors = [keys(11), keys(12), keys(13)];
+    let mut evs = Vec::new();
+    for i in 0..60u64 {
+        let k = &authors[(i % 3) as usize];
+        let kind = if i % 2 == 0 { 1 } else { 7 };
+        let t = if i < 45 { T0 + 5 } else { T0 + 4 };
+        evs.push(event(k, kind, t, &[], &format!("busy{i}")));
+    }
+    save_all(&s, &evs).await;
+    let f = Filter::new()
+        .author(authors[0].public_key())
+        .author(authors[1].public_key())
+        .kind(Kind(1))
+        .kind(Kind(7));
+    let mut want: Vec<_> = evs.iter().filter(|e| f.matches(e)).cloned().collect();
+    sort_canonical(&mut want);
+    for limit in [1, 5, 29, 31, 100] {
+        let got = query_ids(&s, &[f.clone().limit(limit)]).await;
+        let n = limit.min(want.len());
+        assert_eq!(got, ids(&want[..n]), "limit {limit}");
+    }
+}
+
 pub async fn canonical_order_ties_by_id(s: Store) {
     let k = keys(1);
     let mut evs: Vec<_> = (0..6)

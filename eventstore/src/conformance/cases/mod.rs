@@ -36,6 +36,7 @@ macro_rules! for_each_conformance_case {
         $m!(limit_applies_per_filter, $($args)*);
         $m!(filters_union_without_repeats, $($args)*);
         $m!(canonical_order_ties_by_id, $($args)*);
+        $m!(ties_across_ranges_under_a_limit, $($args)*);
         $m!(replaceable_keeps_newest, $($args)*);
         $m!(replaceable_older_arrives_later, $($args)*);
         $m!(replaceable_equal_timestamps_keep_lowest_id, $($args)*);
