@@ -83,6 +83,9 @@ enum Mode {
         /// EVENTs each publisher keeps awaiting their OK.
         #[arg(long, default_value_t = 64)]
         window: usize,
+        /// Seconds of feed queries alone after publishing (0: none), timed separately.
+        #[arg(long, default_value_t = 5)]
+        read_seconds: u64,
     },
     /// Against one node with a small L1: write several times the budget, check L1 stays
     /// within it, fetch long-evicted events (from L2), fetch them again (L1 hits), and
@@ -171,6 +174,7 @@ async fn run(mode: Mode) -> anyhow::Result<bool> {
             readers,
             authors,
             window,
+            read_seconds,
         } => {
             let plan = stress::Plan {
                 events: if duration.is_some() {
@@ -183,6 +187,7 @@ async fn run(mode: Mode) -> anyhow::Result<bool> {
                 readers,
                 authors: authors.max(1),
                 window: window.max(1),
+                read_seconds,
                 seed: common.seed,
                 grace: common.grace,
                 quiet: common.quiet,

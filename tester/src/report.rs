@@ -18,7 +18,10 @@ pub struct Report {
     pub rejected: BTreeMap<String, usize>,
     pub events_per_second: f64,
     pub ok_latency: Summary,
+    /// REQ latency while events are being published.
     pub req_latency: Summary,
+    /// REQ latency in a read-only phase after publishing (`stress --read-seconds`).
+    pub req_latency_reads_only: Summary,
     pub delivery_latency: Summary,
     /// Acknowledged events a node does not serve, per relay URL.
     pub missing_on_relay: BTreeMap<String, Vec<String>>,
@@ -96,6 +99,7 @@ impl Report {
         for (name, s) in [
             ("OK (publish -> OK)", &self.ok_latency),
             ("REQ (send -> EOSE)", &self.req_latency),
+            ("REQ, reads only", &self.req_latency_reads_only),
             ("delivery (publish -> live)", &self.delivery_latency),
         ] {
             if s.count > 0 {

@@ -27,6 +27,8 @@ pub struct Plan {
     pub seed: u64,
     /// How long nodes get to converge before a missing event counts as lost.
     pub grace: Duration,
+    /// A read-only phase after publishing: feed queries with no write load.
+    pub read_seconds: u64,
     pub quiet: bool,
 }
 
@@ -182,6 +184,23 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     report.delivery_latency = delivery.summary();
     report.missing_on_relay =
         check::missing_per_relay(&plan.relays, &survivors, plan.grace).await?;
+    if plan.read_seconds > 0 && plan.readers > 0 {
+        // Reads alone: what a client sees once the write burst is over.
+        let authors = generator.top_authors(plan.authors.min(50));
+        let tasks: Vec<_> = (0..plan.readers)
+            .map(|j| {
+                let url = plan.relays[j % plan.relays.len()].clone();
+                let span = Duration::from_secs(plan.read_seconds);
+                let seed = plan.seed + j as u64;
+                tokio::spawn(workers::feed_queries(url, authors.clone(), span, 40, seed))
+            })
+            .collect();
+        let mut idle = Samples::default();
+        for t in tasks {
+            idle.extend(t.await.context("reader task")??);
+        }
+        report.req_latency_reads_only = idle.summary();
+    }
     report
         .details
         .insert("publishers".into(), plan.publishers.into());

@@ -246,3 +246,35 @@ fn record(out: &mut Received, v: &serde_json::Value, sent_at: &SentAt) {
         }
     }
 }
+
+/// Feed-like REQs (ten Zipf-chosen authors, notes and reposts, `limit 20`) one after
+/// another for `span`, paced at `per_second`; returns each one's time to `EOSE`.
+pub async fn feed_queries(
+    url: String,
+    authors: Vec<String>,
+    span: Duration,
+    per_second: u32,
+    seed: u64,
+) -> anyhow::Result<Samples> {
+    let mut conn = Conn::open(&url).await?;
+    let zipf = crate::events::Zipf::new(authors.len());
+    let mut rng = Rng::new(seed);
+    let gap = Duration::from_secs(1) / per_second.max(1);
+    let end = Instant::now() + span;
+    let mut out = Samples::default();
+    let mut n = 0u64;
+    while Instant::now() < end {
+        let next = Instant::now() + gap;
+        let pick: Vec<&String> = (0..10).map(|_| &authors[zipf.sample(&mut rng)]).collect();
+        n += 1;
+        let started = Instant::now();
+        conn.fetch(
+            &format!("r{n}"),
+            json!({"authors": pick, "kinds": [1, 6], "limit": 20}),
+        )
+        .await?;
+        out.push(started.elapsed());
+        tokio::time::sleep_until(next.into()).await;
+    }
+    Ok(out)
+}
