@@ -139,6 +139,17 @@ impl RedbStore {
         self.request(|tx| Request::Forget(ids, tx)).await
     }
 
+    /// Applies (id, author) tombstones decided elsewhere: removes each event held and
+    /// written by that author, and refuses it from now on even when not held (see
+    /// `Tables::tombstone_pair`). Returns how many were removed.
+    pub async fn tombstone(
+        &self,
+        pairs: &[(EventId, eventstore::PublicKey)],
+    ) -> Result<u64, StoreError> {
+        let pairs = pairs.to_vec();
+        self.request(|tx| Request::Tombstone(pairs, tx)).await
+    }
+
     /// Queries, and returns with the answer the window watermark `W` read in the same
     /// snapshot, so the two always agree.
     pub async fn query_with_window(

@@ -2,8 +2,8 @@
 //! thread (`writer.rs`) uses this, so each batch sees its own earlier writes.
 
 use eventstore::{
-    Event, EventId, KindClass, Reason, SaveOutcome, StoreError, Timestamp, deletion_applies,
-    supersedes,
+    Event, EventId, KindClass, PublicKey, Reason, SaveOutcome, StoreError, Timestamp,
+    deletion_applies, supersedes,
 };
 use redb::{ReadableTable, Table, WriteTransaction};
 
@@ -255,6 +255,23 @@ impl<'t> Tables<'t> {
         };
         self.tombstone(&tombstone_key(&e.id(), &e.pubkey()))?;
         Ok(true)
+    }
+
+    /// A tombstone decided elsewhere (NIP-09 in L2, or an operator's removal there):
+    /// removes the event when held and written by `author`, and refuses it from now on
+    /// even when not held yet, so a promotion racing the tombstone cannot bring it back.
+    /// Returns whether an event was removed.
+    pub fn tombstone_pair(&mut self, id: &EventId, author: &PublicKey) -> Result<bool, StoreError> {
+        let mut removed = false;
+        if let Some(serial) = self.serial_of(id)? {
+            if let Some(e) = self.load(serial)? {
+                if e.pubkey() == *author {
+                    removed = self.remove_serial(serial)?.is_some();
+                }
+            }
+        }
+        self.tombstone(&tombstone_key(id, author))?;
+        Ok(removed)
     }
 
     /// Records an id tombstone, counting its bytes only the first time.

@@ -20,6 +20,10 @@ pub(crate) enum Request {
     Save(Event, oneshot::Sender<Result<SaveOutcome, StoreError>>),
     Delete(Vec<EventId>, oneshot::Sender<Result<u64, StoreError>>),
     Forget(Vec<EventId>, oneshot::Sender<Result<u64, StoreError>>),
+    Tombstone(
+        Vec<(EventId, eventstore::PublicKey)>,
+        oneshot::Sender<Result<u64, StoreError>>,
+    ),
     SetWindow(Timestamp, oneshot::Sender<Result<(), StoreError>>),
     SetCursor(Vec<u8>, oneshot::Sender<Result<(), StoreError>>),
 }
@@ -176,6 +180,13 @@ impl Writer {
                         let mut n = 0;
                         for id in &ids {
                             n += u64::from(t.forget(id)?);
+                        }
+                        replies.push(Reply::Delete(tx, n));
+                    }
+                    Request::Tombstone(pairs, tx) => {
+                        let mut n = 0;
+                        for (id, author) in &pairs {
+                            n += u64::from(t.tombstone_pair(id, author)?);
                         }
                         replies.push(Reply::Delete(tx, n));
                     }

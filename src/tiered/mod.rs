@@ -310,8 +310,22 @@ impl EventStore for Tiered {
     }
 
     async fn delete(&self, ids: &[EventId]) -> Result<u64, StoreError> {
+        // The authors, for L1's (id, author) tombstones: written even where L1 does not
+        // hold the event, so a promotion still queued cannot bring it back.
+        let held = self
+            .l2
+            .query(&[Filter {
+                ids: Some(ids.iter().copied().collect()),
+                ..Filter::default()
+            }])
+            .await?;
         let n = self.l2.delete(ids).await?;
-        if let Err(e) = self.l1.delete(ids).await {
+        let pairs: Vec<_> = held.iter().map(|e| (e.id(), e.pubkey())).collect();
+        let applied = match self.l1.tombstone(&pairs).await {
+            Ok(_) => self.l1.delete(ids).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = applied {
             self.stats.l1_write_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "L1 delete failed; the poller's tombstones will repeat it");
         }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use eventstore::{EventStore, Filter, SaveOutcome};
+use eventstore::SaveOutcome;
 use layer2::FeedPositions;
 use tokio::sync::watch;
 
@@ -117,25 +117,11 @@ async fn apply(t: &Tiered, changes: layer2::Changes) -> Result<(), eventstore::S
         }
     }
     if !changes.deleted.is_empty() {
-        // A tombstone applies only to the author's own event.
-        let ids: Vec<_> = changes.deleted.iter().map(|(id, _)| *id).collect();
-        let held =
-            t.l1.query(&[Filter {
-                ids: Some(ids.iter().copied().collect()),
-                ..Filter::default()
-            }])
-            .await?;
-        let doomed: Vec<_> = held
-            .iter()
-            .filter(|e| changes.deleted.contains(&(e.id(), e.pubkey())))
-            .map(|e| e.id())
-            .collect();
-        if !doomed.is_empty() {
-            t.l1.delete(&doomed).await?;
-            t.stats
-                .poll_tombstones
-                .fetch_add(doomed.len() as u64, Ordering::Relaxed);
-        }
+        // Tombstones go into L1 whether or not it holds the event yet: a promotion of
+        // that event still queued is then refused instead of bringing it back. A
+        // tombstone applies only to its author's event.
+        let n = t.l1.tombstone(&changes.deleted).await?;
+        t.stats.poll_tombstones.fetch_add(n, Ordering::Relaxed);
     }
     if !changes.removed.is_empty() {
         // Versions L2 dropped without a tombstone (replaced, or deleted by address).

@@ -4,6 +4,7 @@
 mod budget;
 mod crash;
 mod support;
+mod tombstone;
 
 mod unbounded {
     use crate::support::unbounded;
