@@ -8,6 +8,7 @@
 
 mod poller;
 mod query;
+mod repair;
 pub mod stats;
 mod warm;
 
@@ -82,6 +83,8 @@ pub struct Tiered {
     stop: watch::Sender<bool>,
     /// Milliseconds since `started` of the last successful poll (0: none yet).
     last_poll_ok: AtomicU64,
+    /// Events L1 failed to take after L2 accepted them.
+    repairs: repair::Repairs,
     started: Instant,
     stats: Arc<TieredStats>,
 }
@@ -130,11 +133,13 @@ impl Tiered {
             promote_tx,
             stop,
             last_poll_ok: AtomicU64::new(0),
+            repairs: repair::Repairs::default(),
             started: Instant::now(),
             stats: Arc::new(TieredStats::default()),
         });
         let cursor = warm::warm_up(&t).await?;
         tokio::spawn(promoter(t.l1.clone(), promote_rx, t.stats.clone()));
+        tokio::spawn(repair::run(Arc::downgrade(&t), t.stop.subscribe()));
         if let Some(n) = t.feed.as_ref().and_then(|f| f.notifications()) {
             tokio::spawn(relay_ephemeral(
                 Arc::downgrade(&t),
@@ -173,6 +178,9 @@ impl Tiered {
     /// Is the window trusted: no poller needed (single node), or a poll succeeded
     /// within the look-back?
     pub fn window_trusted(&self) -> bool {
+        if self.repairs.outstanding() {
+            return false;
+        }
         if self.feed.is_none() {
             return true;
         }
@@ -214,14 +222,15 @@ impl Tiered {
     }
 
     /// Mirrors into L1 what L2 accepted. An L1 failure is logged and counted, not
-    /// reported: the event is durable in L2, and the poller brings it into L1 again
-    /// (single-node mode has no poller; see the README's known limits).
+    /// reported: the event is durable in L2. It is queued for repair, and the window is
+    /// not trusted until the repair lands (see `repair.rs`).
     async fn mirror(&self, e: &Event) -> bool {
         match self.l1.save(e).await {
             Ok(_) => true,
             Err(err) => {
                 self.stats.l1_write_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(id = %e.id(), error = %err, "L1 write failed after L2 accepted");
+                self.repairs.push(e.clone());
                 false
             }
         }
@@ -277,8 +286,8 @@ impl EventStore for Tiered {
         let outcome = self.l2.save(event).await?;
         match &outcome {
             SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
-                // Seen before mirroring, so a poll running meanwhile does not deliver it
-                // a second time; forgotten again if L1 failed, so the poller repairs L1.
+                // Seen before mirroring, so a poll spares itself the L1 write; forgotten
+                // again if L1 failed, so the poller repairs L1 too (besides `repairs`).
                 self.seen.insert(event.id(), ());
                 if !self.mirror(event).await {
                     self.seen.invalidate(&event.id());

@@ -277,3 +277,30 @@ async fn floods_are_rate_limited_per_connection() {
     let mut other = relay.client().await;
     assert!(other.publish(&note(&keys, "after the flood")).await.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_refused_with_503() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let relay = TestRelay::embedded(limits).await;
+    let keys = Keys::generate().unwrap();
+    let mut a = relay.client().await;
+    let _b = relay.client().await;
+    let refused = tokio_tungstenite::connect_async(relay.url()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!(
+            "a third connection was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // The open ones still work, and the refusal is counted.
+    assert!(a.publish(&note(&keys, "still fine")).await.0);
+    let (_, _, text) = relay.get("/metrics", "*/*").await;
+    assert!(
+        text.contains("layer2_connections_refused_total 1"),
+        "{text}"
+    );
+}
