@@ -107,7 +107,9 @@ pub(crate) async fn db_now(pool: &PgPool) -> Result<DbMicros, StoreError> {
 /// its start, so a poller that resumes below the horizon finds them once they commit,
 /// however late that is. A transaction open longer than `max_holdback` stops holding the
 /// horizon back (re-reading ever more rows each poll would cost more than it saves);
-/// the look-back then covers what it can.
+/// the look-back then covers what it can. PostgreSQL shows `xact_start` only for the
+/// reader's own role (or with `pg_read_all_stats`): every node must connect as the same
+/// role, and other writers to this database need that grant to be seen.
 pub(crate) async fn horizon(pool: &PgPool, max_holdback_us: i64) -> Result<DbMicros, StoreError> {
     let row = sqlx::query(
         "SELECT (extract(epoch from clock_timestamp()) * 1000000)::int8 AS now, \

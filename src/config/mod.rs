@@ -346,8 +346,12 @@ impl Config {
         {
             return Err("poll_frequency must lie between 10ms and 60s".into());
         }
-        if self.poll_overlap == 0 {
-            return Err("poll_overlap must be at least 1".into());
+        if self.poll_overlap == 0 || self.poll_overlap > 100 {
+            return Err("poll_overlap must lie between 1 and 100".into());
+        }
+        if self.pg_max_connections < 2 {
+            // One connection is held for LISTEN; queries and writes need the rest.
+            return Err("pg_max_connections must be at least 2".into());
         }
         if !self.info.pubkey.is_empty()
             && eventstore::PublicKey::from_hex(&self.info.pubkey).is_err()

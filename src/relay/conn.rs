@@ -20,6 +20,8 @@ use eventstore::Event;
 /// EVENTs of one connection being verified and stored at once. More waits: reading the
 /// socket pauses, which is the back-pressure a publisher sees.
 const IN_FLIGHT: usize = 256;
+/// REQ and COUNT queries of one connection running at once; more wait their turn.
+pub(super) const QUERIES: usize = 4;
 /// A client that does not take a reply within this long is disconnected.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -43,6 +45,16 @@ pub(super) struct SubState {
     /// Live events that arrived before the stored ones were sent (None once `EOSE`
     /// has gone out).
     pub pending: Option<Vec<Arc<Event>>>,
+    /// Ids sent with the stored events, and when `EOSE` went out. For a while after,
+    /// a live copy of one of them (broadcast late, or read back by the poller after
+    /// it was fetched from L2) is not sent again.
+    pub sent: Option<(
+        std::time::Instant,
+        std::collections::HashSet<eventstore::EventId>,
+    )>,
+    /// The query still running for this subscription, aborted if it is replaced or
+    /// closed first.
+    pub query: Option<tokio::task::AbortHandle>,
 }
 
 pub(super) struct Conn {
@@ -53,6 +65,7 @@ pub(super) struct Conn {
     pub events_bucket: Bucket,
     pub reqs_bucket: Bucket,
     pub in_flight: Arc<Semaphore>,
+    pub queries: Arc<Semaphore>,
     pub replies: mpsc::UnboundedSender<Reply>,
     pub outlet: Outlet,
     /// Frames to send after the current step.
@@ -71,17 +84,28 @@ impl Conn {
     async fn on_text(&mut self, text: &str) {
         let max = self.state.limits.max_message_bytes;
         if text.len() > max {
-            self.state.metrics.message("other");
-            self.notice(&format!(
+            let msg = format!(
                 "invalid: message of {} bytes exceeds the {max}-byte limit",
                 text.len()
-            ));
+            );
+            // An EVENT whose id can be read gets its OK, so the publisher learns its fate.
+            if let Ok(ClientMsg::Event(raw)) = proto::parse(text) {
+                self.state.metrics.message("EVENT");
+                self.state.metrics.event("invalid");
+                if let Some(id) = proto::salvage_id(raw) {
+                    self.out.push(proto::ok(&id, false, &msg));
+                    return;
+                }
+            } else {
+                self.state.metrics.message("other");
+            }
+            self.notice(&msg);
             return;
         }
         match proto::parse(text) {
             Ok(ClientMsg::Event(raw)) => self.on_event(raw).await,
-            Ok(ClientMsg::Req { sub_id, filters }) => self.on_req(sub_id, &filters),
-            Ok(ClientMsg::Count { sub_id, filters }) => self.on_count(sub_id, &filters),
+            Ok(ClientMsg::Req { sub_id, filters }) => self.on_req(sub_id, &filters).await,
+            Ok(ClientMsg::Count { sub_id, filters }) => self.on_count(sub_id, &filters).await,
             Ok(ClientMsg::Close(sub_id)) => self.on_close(&sub_id),
             Err(bad) => {
                 self.state.metrics.message("other");
@@ -137,6 +161,7 @@ pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>) {
         events_bucket: Bucket::new(limits.events_per_second),
         reqs_bucket: Bucket::new(limits.reqs_per_second),
         in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+        queries: Arc::new(Semaphore::new(QUERIES)),
         replies,
         outlet: Outlet {
             live: live_tx,
@@ -175,8 +200,10 @@ pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>) {
     c.forget_subs();
     if going_away {
         // Let in-flight EVENTs finish and tell their publishers, then say goodbye.
+        // Bounded, so that every connection is gone well within the server's 15 s wait
+        // and the stores can be closed: at most 5 s for in-flight events, 2 s to say it.
         let _ = tokio::time::timeout(
-            Duration::from_secs(10),
+            Duration::from_secs(5),
             c.in_flight.acquire_many(IN_FLIGHT as u32),
         )
         .await;
@@ -185,13 +212,16 @@ pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>) {
                 c.out.push(f);
             }
         }
-        if flush(&mut sink, &mut c.out).await {
-            let bye = Message::Close(Some(CloseFrame {
-                code: close_code::AWAY,
-                reason: "relay shutting down".into(),
-            }));
-            let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(bye)).await;
-        }
+        let goodbye = async {
+            if flush(&mut sink, &mut c.out).await {
+                let bye = Message::Close(Some(CloseFrame {
+                    code: close_code::AWAY,
+                    reason: "relay shutting down".into(),
+                }));
+                let _ = sink.send(bye).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), goodbye).await;
     }
 }
 

@@ -22,24 +22,26 @@ pub(super) async fn root(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Ok(ws) = ws {
-        let m = &state.metrics;
-        if m.connections.load(Ordering::Relaxed) >= state.limits.max_connections as u64 {
-            m.connections_refused.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = Slot::reserve(&state) else {
+            state
+                .metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many connections; try again later",
             )
                 .into_response();
-        }
-        m.connections.fetch_add(1, Ordering::Relaxed);
-        m.connections_total.fetch_add(1, Ordering::Relaxed);
+        };
         // Past the configured message limit a NOTICE answers; past four times that,
         // tungstenite refuses the frame and the connection closes (code 1009).
         let hard = state.limits.max_message_bytes.saturating_mul(4);
+        // The slot moves into the callback: freed when the connection ends, and also
+        // when the upgrade fails and axum drops the callback unrun.
         return ws.max_message_size(hard).max_frame_size(hard).on_upgrade(
             move |socket| async move {
                 conn::serve(socket, state.clone()).await;
-                state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                drop(slot);
             },
         );
     }
@@ -62,6 +64,30 @@ pub(super) async fn root(
         version = env!("CARGO_PKG_VERSION"),
     ))
     .into_response()
+}
+
+/// One of the node's `max_connections` connection slots, held for a connection's life.
+struct Slot(Arc<AppState>);
+
+impl Slot {
+    /// Takes a slot, atomically against the limit.
+    fn reserve(state: &Arc<AppState>) -> Option<Slot> {
+        let max = state.limits.max_connections as u64;
+        let m = &state.metrics;
+        m.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        m.connections_total.fetch_add(1, Ordering::Relaxed);
+        Some(Slot(state.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.metrics.connections.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn html_escape(s: &str) -> String {

@@ -19,6 +19,11 @@ use super::limits::clamp_filter;
 use super::proto;
 use super::subs::{Live, SLOW};
 
+/// How long after `EOSE` a live copy of an event sent with the stored ones is held
+/// back: longer than a poll's look-back plus a period at the defaults, so an event
+/// fetched from L2 and later read back by the poller is not sent twice.
+const SENT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Conn {
     /// Checks a REQ or COUNT's id, rate and filters; `Err` is the `CLOSED` to send.
     fn admit(&mut self, sub_id: &str, raws: &[&RawValue]) -> Result<Vec<Filter>, String> {
@@ -47,11 +52,28 @@ impl Conn {
             .collect()
     }
 
-    pub(super) fn on_req(&mut self, sub_id: String, raws: &[&RawValue]) {
+    /// Refuses a REQ or COUNT with `CLOSED`. A subscription open under that id is
+    /// closed with it: after `CLOSED` the client expects nothing more for the id.
+    fn refuse_sub(&mut self, sub_id: &str, msg: &str) {
+        self.drop_sub(sub_id);
+        self.out.push(proto::closed(sub_id, msg));
+    }
+
+    /// Ends subscription `sub_id` if open: registry entry, running query and all.
+    fn drop_sub(&mut self, sub_id: &str) {
+        if let Some((id, s)) = self.subs.remove_entry(sub_id) {
+            if let Some(q) = s.query {
+                q.abort();
+            }
+            self.state.registry.remove(self.id, &id, Some(s.generation));
+        }
+    }
+
+    pub(super) async fn on_req(&mut self, sub_id: String, raws: &[&RawValue]) {
         self.state.metrics.message("REQ");
         let filters = match self.admit(&sub_id, raws) {
             Ok(f) => f,
-            Err(msg) => return self.out.push(proto::closed(&sub_id, &msg)),
+            Err(msg) => return self.refuse_sub(&sub_id, &msg),
         };
         let sub_id: Arc<str> = sub_id.into();
         let max = self.state.limits.max_subscriptions;
@@ -59,6 +81,8 @@ impl Conn {
             let msg = format!("blocked: {max} subscriptions are open; CLOSE one first");
             return self.out.push(proto::closed(&sub_id, &msg));
         }
+        // Replacing: the old subscription's query is of no use any more.
+        self.drop_sub(&sub_id);
         let generation = self.next_generation;
         self.next_generation += 1;
         let mut stored_filters = filters.clone();
@@ -77,15 +101,24 @@ impl Conn {
             SubState {
                 generation,
                 pending: Some(Vec::new()),
+                sent: None,
+                query: None,
             },
         );
         // `limit: 0` everywhere: no stored events, EOSE at once, then live events.
         if stored_filters.iter().all(|f| f.limit == Some(0)) {
             return self.on_stored(&sub_id, generation, Ok(Vec::new()));
         }
+        // A few queries per connection at once; waiting here pauses reading, which is
+        // the back-pressure a client sending REQs faster than they finish feels.
+        let Ok(permit) = self.queries.clone().acquire_owned().await else {
+            return;
+        };
         let state = self.state.clone();
         let replies = self.replies.clone();
-        tokio::spawn(async move {
+        let key = sub_id.clone();
+        let task = tokio::spawn(async move {
+            let _permit = permit;
             let started = Instant::now();
             let result = state.store.query(&stored_filters).await;
             let m = &state.metrics;
@@ -99,17 +132,24 @@ impl Conn {
                 result,
             });
         });
+        if let Some(s) = self.subs.get_mut(&key) {
+            s.query = Some(task.abort_handle());
+        }
     }
 
-    pub(super) fn on_count(&mut self, sub_id: String, raws: &[&RawValue]) {
+    pub(super) async fn on_count(&mut self, sub_id: String, raws: &[&RawValue]) {
         self.state.metrics.message("COUNT");
         let filters = match self.admit(&sub_id, raws) {
             Ok(f) => f,
-            Err(msg) => return self.out.push(proto::closed(&sub_id, &msg)),
+            Err(msg) => return self.refuse_sub(&sub_id, &msg),
+        };
+        let Ok(permit) = self.queries.clone().acquire_owned().await else {
+            return;
         };
         let state = self.state.clone();
         let replies = self.replies.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let frame = match state.store.count(&filters).await {
                 Ok(n) => proto::count(&sub_id, n),
                 Err(e) => {
@@ -123,9 +163,7 @@ impl Conn {
 
     pub(super) fn on_close(&mut self, sub_id: &str) {
         self.state.metrics.message("CLOSE");
-        if let Some((id, s)) = self.subs.remove_entry(sub_id) {
-            self.state.registry.remove(self.id, &id, Some(s.generation));
-        }
+        self.drop_sub(sub_id);
     }
 
     pub(super) fn on_reply(&mut self, r: Reply) {
@@ -167,6 +205,7 @@ impl Conn {
             }
         };
         let pending = s.pending.take().unwrap_or_default();
+        s.query = None;
         let sent: HashSet<EventId> = events.iter().map(|e| e.id()).collect();
         for e in &events {
             self.out.push(proto::event(sub_id, e.as_json()));
@@ -174,6 +213,9 @@ impl Conn {
         self.out.push(proto::eose(sub_id));
         for e in pending.iter().filter(|e| !sent.contains(&e.id())) {
             self.out.push(proto::event(sub_id, e.as_json()));
+        }
+        if !sent.is_empty() {
+            s.sent = Some((Instant::now(), sent));
         }
     }
 
@@ -186,6 +228,13 @@ impl Conn {
         else {
             return;
         };
+        if let Some((at, ids)) = &s.sent {
+            if at.elapsed() > SENT_GRACE {
+                s.sent = None;
+            } else if ids.contains(&l.event.id()) {
+                return; // Already sent with the stored events.
+            }
+        }
         match &mut s.pending {
             None => self.out.push(proto::event(&l.sub_id, l.event.as_json())),
             Some(p) if p.len() < cap => p.push(l.event),

@@ -60,7 +60,9 @@ pub(super) async fn run(
             }
             Err(e) => {
                 t.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
-                backoff = (backoff * 2).clamp(frequency, Duration::from_secs(5));
+                // Doubling from one period, capped at 5 s (or the period, when longer).
+                let cap = Duration::from_secs(5).max(frequency);
+                backoff = (backoff * 2).max(frequency).min(cap);
                 tracing::warn!(error = %e, retry_in = ?(frequency + backoff), "poll failed");
             }
         }

@@ -304,3 +304,38 @@ async fn connections_past_the_limit_are_refused_with_503() {
         "{text}"
     );
 }
+
+/// Regression: a REQ refused under the id of an open subscription got `CLOSED` but
+/// left the old subscription delivering under that id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_req_closes_the_subscription_it_names() {
+    let relay = TestRelay::embedded(Limits::default()).await;
+    let keys = Keys::generate().unwrap();
+    let mut c = relay.client().await;
+    let mut p = relay.client().await;
+    c.req("x", &[json!({"kinds": [1]})]).await;
+    c.send(r#"["REQ","x",{"kinds":"bad"}]"#).await;
+    let v = c.expect("CLOSED").await;
+    assert_eq!(v[1], "x");
+    assert!(p.publish(&note(&keys, "after the refusal")).await.0);
+    c.expect_silence(std::time::Duration::from_millis(300))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_event_gets_ok_false_when_its_id_is_readable() {
+    let limits = Limits {
+        max_message_bytes: 4_096,
+        max_event_bytes: 4_096,
+        ..Limits::default()
+    };
+    let relay = TestRelay::embedded(limits).await;
+    let keys = Keys::generate().unwrap();
+    let mut c = relay.client().await;
+    let big = note(&keys, &"y".repeat(6_000));
+    let (ok, msg) = c.publish(&big).await;
+    assert!(
+        !ok && msg.starts_with("invalid:") && msg.contains("limit"),
+        "{msg}"
+    );
+}

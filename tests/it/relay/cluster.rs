@@ -201,3 +201,26 @@ async fn health_is_503_when_l2_is_gone() {
     let v = c.expect("CLOSED").await;
     assert!(v[2].as_str().unwrap().starts_with("error:"), "{v}");
 }
+
+/// Regression: an event fetched from L2 for a REQ on B, then read back by B's poller,
+/// was sent to the subscription a second time after EOSE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_fetched_from_l2_is_not_sent_again_when_the_poller_brings_it() {
+    let cluster = three_nodes().await;
+    let [a, b, _] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let keys = Keys::generate().unwrap();
+    let mut pa = a.client().await;
+    let mut cb = b.client().await;
+    for i in 0..5 {
+        let e = note(&keys, &format!("fetched early {i}"));
+        assert!(pa.publish(&e).await.0);
+        let sub = format!("early{i}");
+        // Straight after the OK: B's poller has most likely not read it yet.
+        let got = cb.req(&sub, &[json!({"ids": [e.id().to_string()]})]).await;
+        assert_eq!(got, vec![e.id().to_string()]);
+    }
+    // Every poll has passed by now; nothing may arrive a second time.
+    cb.expect_silence(Duration::from_millis(800)).await;
+}
