@@ -15,7 +15,7 @@ use crate::net::{Conn, metrics};
 use crate::report::Report;
 use crate::stats::Samples;
 use crate::stress::bar;
-use crate::workers::{self, SentAt, Source};
+use crate::workers::{self, SentAt, Source, Tally};
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -99,22 +99,13 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             ))
         })
         .collect();
-    let mut acked = Vec::new();
-    let mut ok = Samples::default();
+    let mut tally = Tally::default();
     for p in pubs {
-        let p = p.await.context("publisher task")??;
-        report.events_sent += p.sent;
-        acked.extend(p.acked);
-        ok.extend(p.ok_latency);
-        for (k, v) in p.rejected {
-            *report.rejected.entry(k).or_default() += v;
-        }
+        tally.add(p.await.context("publisher task")??);
     }
     progress.finish_and_clear();
-    report.seconds = started.elapsed().as_secs_f64();
-    report.events_acked = acked.len();
-    report.events_per_second = acked.len() as f64 / report.seconds.max(1e-9);
-    report.ok_latency = ok.summary();
+    tally.report_into(&mut report, started.elapsed());
+    let acked = tally.acked;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.await;
     let after_write = metrics(&url).await?;

@@ -14,7 +14,7 @@ use crate::events::Generator;
 use crate::report::Report;
 use crate::stats::Samples;
 use crate::stress::{bar, live_verdict, start_subscribers};
-use crate::workers::{self, Finish, SentAt, Source};
+use crate::workers::{self, Finish, SentAt, Source, Tally};
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -44,10 +44,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         "publishing",
     );
     let started = Instant::now();
-    let mut acked = Vec::new();
+    let mut tally = Tally::default();
     // Which node each event was published on.
     let mut origin: BTreeMap<String, usize> = BTreeMap::new();
-    let mut ok = Samples::default();
     for (i, url) in plan.relays.iter().enumerate() {
         let mut generator = Generator::new(20, plan.seed, i as u64 + 1, tag.clone());
         // Regular notes only: every one must reach every node.
@@ -69,21 +68,14 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             progress.clone(),
         )
         .await?;
-        report.events_sent += p.sent;
         for e in &p.acked {
             origin.insert(e.id().to_string(), i);
         }
-        acked.extend(p.acked);
-        ok.extend(p.ok_latency);
-        for (k, v) in p.rejected {
-            *report.rejected.entry(k).or_default() += v;
-        }
+        tally.add(p);
     }
     progress.finish_and_clear();
-    report.seconds = started.elapsed().as_secs_f64();
-    report.events_acked = acked.len();
-    report.events_per_second = acked.len() as f64 / report.seconds.max(1e-9);
-    report.ok_latency = ok.summary();
+    tally.report_into(&mut report, started.elapsed());
+    let acked = tally.acked;
 
     let survivors = check::must_survive(&acked);
     let expect: Arc<HashSet<String>> = Arc::new(survivors.iter().cloned().collect());

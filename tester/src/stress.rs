@@ -13,7 +13,7 @@ use crate::check;
 use crate::events::Generator;
 use crate::report::Report;
 use crate::stats::Samples;
-use crate::workers::{self, Finish, Received, SentAt, Source};
+use crate::workers::{self, Finish, Received, SentAt, Source, Tally};
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -147,23 +147,13 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         relays: plan.relays.clone(),
         ..Report::default()
     };
-    let mut acked = Vec::new();
-    let mut ok_latency = Samples::default();
+    let mut tally = Tally::default();
     for p in pubs {
-        let p = p.await.context("publisher task")??;
-        report.events_sent += p.sent;
-        acked.extend(p.acked);
-        ok_latency.extend(p.ok_latency);
-        for (k, v) in p.rejected {
-            *report.rejected.entry(k).or_default() += v;
-        }
+        tally.add(p.await.context("publisher task")??);
     }
-    let elapsed = started.elapsed();
     progress.finish_and_clear();
-    report.seconds = elapsed.as_secs_f64();
-    report.events_acked = acked.len();
-    report.events_per_second = acked.len() as f64 / elapsed.as_secs_f64().max(1e-9);
-    report.ok_latency = ok_latency.summary();
+    tally.report_into(&mut report, started.elapsed());
+    let acked = tally.acked;
 
     let survivors = check::must_survive(&acked);
     let expect: Arc<HashSet<String>> = Arc::new(survivors.iter().cloned().collect());

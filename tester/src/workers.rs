@@ -28,6 +28,38 @@ pub struct Published {
     pub sent: usize,
 }
 
+/// What all publishers of a run saw together.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub acked: Vec<Event>,
+    ok_latency: Samples,
+    sent: usize,
+    rejected: HashMap<String, usize>,
+}
+
+impl Tally {
+    pub fn add(&mut self, p: Published) {
+        self.sent += p.sent;
+        self.acked.extend(p.acked);
+        self.ok_latency.extend(p.ok_latency);
+        for (k, v) in p.rejected {
+            *self.rejected.entry(k).or_default() += v;
+        }
+    }
+
+    /// Writes the publishing figures of a run that took `elapsed` into `r`.
+    pub fn report_into(&self, r: &mut crate::report::Report, elapsed: Duration) {
+        r.events_sent += self.sent;
+        for (k, v) in &self.rejected {
+            *r.rejected.entry(k.clone()).or_default() += v;
+        }
+        r.seconds = elapsed.as_secs_f64();
+        r.events_acked = self.acked.len();
+        r.events_per_second = self.acked.len() as f64 / r.seconds.max(1e-9);
+        r.ok_latency = self.ok_latency.summary();
+    }
+}
+
 /// Where a publisher's events come from.
 pub enum Source {
     /// Signed in advance.

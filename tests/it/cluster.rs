@@ -384,25 +384,10 @@ async fn commit_notifications_wake_the_other_pollers() {
         poll_frequency: Duration::from_secs(2),
         ..crate::support::fast_config()
     };
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut nodes = Vec::new();
-    let mut dirs = Vec::new();
-    for _ in 0..2 {
-        let dir = tempfile::tempdir().unwrap();
-        let pg = Arc::new(
-            layer2::PgStore::connect(layer2::PgConfig::new(&db.url))
-                .await
-                .unwrap(),
-        );
-        let t = layer2_relay::Tiered::start(
-            crate::support::l1_at(dir.path(), 4 << 20),
-            pg.clone(),
-            Some(pg),
-            slow.clone(),
-        )
-        .await
-        .unwrap();
-        nodes.push(t);
-        dirs.push(dir);
+    for dir in &dirs {
+        nodes.push(crate::support::node_with(&db.url, dir.path(), 4 << 20, slow.clone()).await);
     }
     for n in &nodes {
         // The first poll comes one (long) period after start.

@@ -33,12 +33,22 @@ pub fn l1_at(dir: &std::path::Path, budget: u64) -> Arc<RedbStore> {
 
 /// One node on the database at `url`.
 pub async fn node(url: &str, dir: &std::path::Path, budget: u64) -> Arc<Tiered> {
+    node_with(url, dir, budget, fast_config()).await
+}
+
+/// One node on the database at `url`, tuned by `config`.
+pub async fn node_with(
+    url: &str,
+    dir: &std::path::Path,
+    budget: u64,
+    config: TieredConfig,
+) -> Arc<Tiered> {
     let pg = Arc::new(
         PgStore::connect(PgConfig::new(url))
             .await
             .expect("connect L2"),
     );
-    Tiered::start(l1_at(dir, budget), pg.clone(), Some(pg), fast_config())
+    Tiered::start(l1_at(dir, budget), pg.clone(), Some(pg), config)
         .await
         .expect("start node")
 }
