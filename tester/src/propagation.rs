@@ -1,7 +1,7 @@
 //! `propagation`: a live subscriber on every node; events published on each node in
 //! turn; per-pair delivery latency, and any event missing or delivered twice.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use crate::check;
 use crate::events::Generator;
 use crate::report::Report;
 use crate::stats::Samples;
-use crate::stress::{bar, live_verdict, start_subscribers};
+use crate::stress::{bar, expect_survivors, live_verdict, start_subscribers};
 use crate::workers::{self, Finish, SentAt, Source, Tally};
 
 #[derive(Debug, Clone)]
@@ -77,12 +77,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     tally.report_into(&mut report, started.elapsed());
     let acked = tally.acked;
 
-    let survivors = check::must_survive(&acked);
-    let expect: Arc<HashSet<String>> = Arc::new(survivors.iter().cloned().collect());
-    let _ = finish.send(Finish {
-        expect: Some(expect.clone()),
-        deadline: Some(Instant::now() + plan.grace),
-    });
+    let (survivors, expect) = expect_survivors(&finish, &acked, plan.grace);
     let sent = sent_at.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut pairs: BTreeMap<String, Samples> = BTreeMap::new();
     let mut all = Samples::default();

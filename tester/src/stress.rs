@@ -155,12 +155,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     tally.report_into(&mut report, started.elapsed());
     let acked = tally.acked;
 
-    let survivors = check::must_survive(&acked);
-    let expect: Arc<HashSet<String>> = Arc::new(survivors.iter().cloned().collect());
-    let _ = finish.send(Finish {
-        expect: Some(expect.clone()),
-        deadline: Some(Instant::now() + plan.grace),
-    });
+    let (survivors, expect) = expect_survivors(&finish, &acked, plan.grace);
     let (mut req, mut delivery) = (Samples::default(), Samples::default());
     let mut refused = 0;
     for r in readers {
@@ -200,6 +195,22 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         .insert("refused_queries".into(), refused.into());
     report.conclude();
     Ok(report)
+}
+
+/// Tells the subscribers which events must reach them (what survives of `acked`) and
+/// how long they may wait; returns those ids.
+pub fn expect_survivors(
+    finish: &watch::Sender<Finish>,
+    acked: &[eventstore::Event],
+    grace: Duration,
+) -> (Vec<String>, Arc<HashSet<String>>) {
+    let survivors = check::must_survive(acked);
+    let expect: Arc<HashSet<String>> = Arc::new(survivors.iter().cloned().collect());
+    let _ = finish.send(Finish {
+        expect: Some(expect.clone()),
+        deadline: Some(Instant::now() + grace),
+    });
+    (survivors, expect)
 }
 
 /// Records what a live subscriber missed or got twice.
