@@ -107,7 +107,10 @@ pub(crate) async fn db_now(pool: &PgPool) -> Result<DbMicros, StoreError> {
 /// its start, so a poller that resumes below the horizon finds them once they commit,
 /// however late that is. A transaction open longer than `max_holdback` stops holding the
 /// horizon back (re-reading ever more rows each poll would cost more than it saves);
-/// the look-back then covers what it can. PostgreSQL shows `xact_start` only for the
+/// the look-back then covers what it can. Only client sessions count: autovacuum's
+/// long ANALYZE transactions never insert events, and holding the horizon back for them
+/// made every poll re-read everything since (the feed bench showed polls so slow that
+/// the window stopped being trusted). PostgreSQL shows `xact_start` only for the
 /// reader's own role (or with `pg_read_all_stats`): every node must connect as the same
 /// role, and other writers to this database need that grant to be seen.
 pub(crate) async fn horizon(pool: &PgPool, max_holdback_us: i64) -> Result<DbMicros, StoreError> {
@@ -116,7 +119,7 @@ pub(crate) async fn horizon(pool: &PgPool, max_holdback_us: i64) -> Result<DbMic
                 (extract(epoch from min(xact_start)) * 1000000)::int8 AS oldest \
          FROM pg_stat_activity \
          WHERE datname = current_database() AND backend_xid IS NOT NULL \
-           AND pid <> pg_backend_pid()",
+           AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
     )
     .fetch_one(pool)
     .await

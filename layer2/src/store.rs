@@ -31,7 +31,8 @@ pub struct PgConfig {
     /// Bound of the write queue; a full queue makes savers wait. Default 8,192.
     pub queue: usize,
     /// How long an open write transaction may hold the change feed's horizon back
-    /// (see [`PgStore::feed_horizon`]). Default 30 s.
+    /// (see [`PgStore::feed_horizon`]). Each poll re-reads (ids only) what lies past
+    /// the horizon, so this also bounds that work. Default 5 s.
     pub feed_max_holdback: Duration,
 }
 
@@ -45,7 +46,7 @@ impl PgConfig {
             batch_max: 500,
             writers: 4,
             queue: 8_192,
-            feed_max_holdback: Duration::from_secs(30),
+            feed_max_holdback: Duration::from_secs(5),
         }
     }
 }

@@ -23,6 +23,8 @@ use super::subs::{Live, SLOW};
 /// back: longer than a poll's look-back plus a period at the defaults, so an event
 /// fetched from L2 and later read back by the poller is not sent twice.
 const SENT_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How many of the stored events (the newest) are remembered for that.
+const SENT_KEEP: usize = 1_000;
 
 impl Conn {
     /// Checks a REQ or COUNT's id, rate and filters; `Err` is the `CLOSED` to send.
@@ -215,7 +217,10 @@ impl Conn {
             self.out.push(proto::event(sub_id, e.as_json()));
         }
         if !sent.is_empty() {
-            s.sent = Some((Instant::now(), sent));
+            // The newest ones only: a late live copy is of a just-published event, and
+            // this bounds what an idle subscription holds (32 × 1,000 ids at most).
+            let newest = events.iter().take(SENT_KEEP).map(|e| e.id()).collect();
+            s.sent = Some((Instant::now(), newest));
         }
     }
 

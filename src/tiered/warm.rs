@@ -21,7 +21,11 @@ pub(super) async fn warm_up(t: &Tiered) -> Result<i64, StoreError> {
         None => 0,
     };
     let n = t.config.warm_events;
-    let recent = t.l2.query(&[Filter::new().limit(n)]).await?;
+    let mut recent = t.l2.query(&[Filter::new().limit(n)]).await?;
+    // Oldest first: when more arrives than L1 can hold, eviction then takes the old end
+    // of the window, as it should. Newest first, each older batch would land below the
+    // window (as promotions, the most recently used) and push the newest events out.
+    recent.reverse();
     t.l1.save_many(&recent).await?;
     // The newest n events are now held. Ties at the oldest timestamp may have been
     // cut by the limit, so the claim starts one second above it; fewer than n means

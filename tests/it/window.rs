@@ -77,3 +77,54 @@ async fn tiny_l1_evicts_and_answers_stay_exact() {
     assert_eq!(t.stats().l2_queries.load(Relaxed), l2q);
     assert!(t.stats().negative_hits.load(Relaxed) > 0);
 }
+
+/// Regression: warm-up saved the newest events first, so once L1 was full each older
+/// batch landed below the window as "promotions" and least-recently-used eviction pushed
+/// the newest events out: W ended above every event and no query was an L1 hit (the
+/// feed bench fell from 100% to 0%).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_up_larger_than_l1_keeps_the_newest_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let l2 = std::sync::Arc::new(
+        layer1::RedbStore::open(layer1::RedbConfig::new(dir.path().join("l2.redb"))).unwrap(),
+    );
+    let keys = Keys::from_seed(10);
+    let events: Vec<_> = (0..3_000u64)
+        .map(|i| {
+            EventBuilder::text_note(format!("warm {i} {}", "w".repeat(600)))
+                .created_at(Timestamp(1_700_000_000 + i))
+                .sign(&keys)
+        })
+        .collect();
+    l2.save_many(&events).await.unwrap();
+    let config = layer2_relay::TieredConfig {
+        warm_events: 3_000,
+        ..crate::support::fast_config()
+    };
+    let t = layer2_relay::Tiered::start(
+        crate::support::l1_at(dir.path(), TINY * 4),
+        l2,
+        None,
+        config,
+    )
+    .await
+    .unwrap();
+    let l1 = t.l1();
+    assert!(l1.stats().evictions.load(Relaxed) > 0, "more than L1 holds");
+    let newest = events.last().unwrap().created_at();
+    assert!(
+        l1.window() <= newest,
+        "W {} passed the newest event",
+        l1.window()
+    );
+    let before = t.stats().l2_queries.load(Relaxed);
+    let got = t.query(&[Filter::new().limit(10)]).await.unwrap();
+    let want: Vec<_> = events.iter().rev().take(10).map(|e| e.id()).collect();
+    assert_eq!(got.iter().map(|e| e.id()).collect::<Vec<_>>(), want);
+    assert_eq!(
+        t.stats().l2_queries.load(Relaxed),
+        before,
+        "answered by L1 alone"
+    );
+    t.shutdown();
+}
