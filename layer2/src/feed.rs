@@ -127,7 +127,15 @@ pub(crate) async fn horizon(pool: &PgPool, max_holdback_us: i64) -> Result<DbMic
     let now: i64 = row.try_get("now").map_err(db)?;
     let oldest: Option<i64> = row.try_get("oldest").map_err(db)?;
     Ok(match oldest {
-        Some(o) if o < now => o.max(now - max_holdback_us),
+        Some(o) if o < now - max_holdback_us => {
+            tracing::warn!(
+                open_for_ms = (now - o) / 1_000,
+                "a write transaction has been open longer than the feed's hold-back; \
+                 its rows may be missed by other nodes' pollers"
+            );
+            now - max_holdback_us
+        }
+        Some(o) if o < now => o,
         _ => now,
     })
 }

@@ -1,8 +1,10 @@
 //! LISTEN/NOTIFY, the optional fast path beside the change feed:
 //!
-//! - every write transaction that changed something notifies [`CHANGES`] as it commits
+//! - after a write transaction that changed something commits, [`CHANGES`] is notified
 //!   (no payload: the feed stays the only source of events), so pollers can read at once
-//!   instead of waiting for their next tick;
+//!   instead of waiting for their next tick. The notification is sent by one task per
+//!   node, at most every few milliseconds, outside the write transactions: PostgreSQL
+//!   serializes the commits of notifying transactions on one global lock;
 //! - ephemeral events, which L2 never stores, go out on [`EPHEMERAL`] with their JSON so
 //!   every node can deliver them live. NOTIFY payloads are limited to 8,000 bytes, so
 //!   larger ephemeral events reach only the receiving node's subscribers.
@@ -32,6 +34,26 @@ pub struct Notifications {
     pub changed: Arc<Notify>,
     /// Ephemeral events published on any node (this one included).
     pub ephemeral: broadcast::Sender<Arc<Event>>,
+}
+
+/// Sends a [`CHANGES`] notification after `changed` is woken, at most once per 5 ms
+/// (commits in between share it), until the pool closes.
+pub(crate) async fn announce_changes(pool: PgPool, changed: Arc<Notify>) {
+    loop {
+        changed.notified().await;
+        if pool.is_closed() {
+            return;
+        }
+        let sent = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANGES)
+            .execute(&pool)
+            .await;
+        if let Err(e) = sent {
+            // Only a hint: pollers still poll.
+            tracing::debug!(error = %e, "change notification not sent");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Starts a listener task on `pool`; it reconnects until the pool is closed.

@@ -32,7 +32,7 @@ pub struct PgConfig {
     pub queue: usize,
     /// How long an open write transaction may hold the change feed's horizon back
     /// (see [`PgStore::feed_horizon`]). Each poll re-reads (ids only) what lies past
-    /// the horizon, so this also bounds that work. Default 5 s.
+    /// the horizon, so this also bounds that work. Default 30 s.
     pub feed_max_holdback: Duration,
 }
 
@@ -46,7 +46,7 @@ impl PgConfig {
             batch_max: 500,
             writers: 4,
             queue: 8_192,
-            feed_max_holdback: Duration::from_secs(5),
+            feed_max_holdback: Duration::from_secs(30),
         }
     }
 }
@@ -63,6 +63,8 @@ pub struct PgStore {
     writers: Vec<tokio::task::JoinHandle<()>>,
     config: PgConfig,
     notifications: std::sync::OnceLock<crate::notify::Notifications>,
+    /// Woken by the writers after a commit that changed something (see `notify.rs`).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -91,15 +93,28 @@ impl PgStore {
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let (tx, rx) = mpsc::channel(config.queue);
         let rx = Arc::new(Mutex::new(rx));
+        let changed = Arc::new(tokio::sync::Notify::new());
         let writers = (0..config.writers.max(1))
-            .map(|_| tokio::spawn(writer(pool.clone(), rx.clone(), config.batch_max.max(1))))
+            .map(|_| {
+                tokio::spawn(writer(
+                    pool.clone(),
+                    rx.clone(),
+                    config.batch_max.max(1),
+                    changed.clone(),
+                ))
+            })
             .collect();
+        tokio::spawn(crate::notify::announce_changes(
+            pool.clone(),
+            changed.clone(),
+        ));
         Ok(PgStore {
             pool,
             tx,
             writers,
             config,
             notifications: std::sync::OnceLock::new(),
+            changed,
         })
     }
 
@@ -149,7 +164,11 @@ impl PgStore {
     /// Stops the writers once queued saves are done, and closes the pool.
     pub async fn close(self) {
         let PgStore {
-            pool, tx, writers, ..
+            pool,
+            tx,
+            writers,
+            changed,
+            ..
         } = self;
         drop(tx);
         // The writers finish what is queued, then see the closed channel and return.
@@ -157,11 +176,18 @@ impl PgStore {
             let _ = w.await;
         }
         pool.close().await;
+        // Lets the announcer see the closed pool and end.
+        changed.notify_one();
     }
 }
 
 /// One writer: takes what is queued (up to `max`) and saves it in one transaction.
-async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<SaveReq>>>, max: usize) {
+async fn writer(
+    pool: PgPool,
+    rx: Arc<Mutex<mpsc::Receiver<SaveReq>>>,
+    max: usize,
+    changed: Arc<tokio::sync::Notify>,
+) {
     loop {
         let mut batch = Vec::new();
         {
@@ -180,6 +206,9 @@ async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<SaveReq>>>, max: usiz
         let events: Vec<Event> = batch.iter().map(|r| r.event.clone()).collect();
         match crate::write::save_batch(&pool, &events).await {
             Ok(outcomes) => {
+                if outcomes.iter().any(SaveOutcome::is_new) {
+                    changed.notify_one();
+                }
                 for (r, o) in batch.into_iter().zip(outcomes) {
                     let _ = r.reply.send(Ok(o));
                 }
@@ -201,6 +230,9 @@ async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<SaveReq>>>, max: usiz
                     let res = crate::write::save_batch(&pool, std::slice::from_ref(&r.event))
                         .await
                         .map(|mut o| o.remove(0));
+                    if res.as_ref().is_ok_and(SaveOutcome::is_new) {
+                        changed.notify_one();
+                    }
                     let _ = r.reply.send(res);
                 }
             }

@@ -37,12 +37,6 @@ struct Deletions {
     addresses: Vec<(AddrKey, i64)>,
 }
 
-impl Deletions {
-    fn is_empty(&self) -> bool {
-        self.ids.is_empty() && self.addresses.is_empty()
-    }
-}
-
 pub(crate) async fn save_batch(
     pool: &PgPool,
     batch: &[Event],
@@ -164,14 +158,6 @@ pub(crate) async fn save_batch(
             // Written by another node between our read and our insert.
             outcomes[i] = Some(SaveOutcome::Duplicate);
         }
-    }
-    if !inserted.is_empty() || !del.is_empty() || !replaced_in_db.is_empty() {
-        // Delivered at commit: wakes the other nodes' pollers (notify.rs).
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(crate::notify::CHANGES)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
     }
     tx.commit().await.map_err(db)?;
 

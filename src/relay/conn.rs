@@ -25,6 +25,16 @@ pub(super) const QUERIES: usize = 4;
 /// A client that does not take a reply within this long is disconnected.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
+impl Drop for SubState {
+    /// However a subscription ends (CLOSE, replacement, refusal, disconnect), its
+    /// query stops too: a client cannot leave work running by going away.
+    fn drop(&mut self) {
+        if let Some(q) = self.query.take() {
+            q.abort();
+        }
+    }
+}
+
 /// What spawned work reports back to its connection.
 #[derive(Debug)]
 pub(super) enum Reply {

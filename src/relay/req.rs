@@ -63,10 +63,8 @@ impl Conn {
 
     /// Ends subscription `sub_id` if open: registry entry, running query and all.
     fn drop_sub(&mut self, sub_id: &str) {
+        // Dropping the state aborts its query (see `SubState`'s Drop).
         if let Some((id, s)) = self.subs.remove_entry(sub_id) {
-            if let Some(q) = s.query {
-                q.abort();
-            }
             self.state.registry.remove(self.id, &id, Some(s.generation));
         }
     }

@@ -137,6 +137,7 @@ impl Tiered {
             started: Instant::now(),
             stats: Arc::new(TieredStats::default()),
         });
+        repair::recover(&t.l1).await?;
         let cursor = warm::warm_up(&t).await?;
         tokio::spawn(promoter(t.l1.clone(), promote_rx, t.stats.clone()));
         tokio::spawn(repair::run(Arc::downgrade(&t), t.stop.subscribe()));
@@ -230,7 +231,7 @@ impl Tiered {
             Err(err) => {
                 self.stats.l1_write_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(id = %e.id(), error = %err, "L1 write failed after L2 accepted");
-                self.repairs.push(e.clone());
+                self.repairs.push(e.clone(), &self.l1);
                 false
             }
         }
