@@ -22,6 +22,10 @@ pub(super) async fn run(
     let hint = feed.notifications().map(|n| n.changed);
     let mut backoff = Duration::ZERO;
     let mut last_poll = tokio::time::Instant::now();
+    // The cursor is persisted at most once a second: each write is a durable L1 commit,
+    // and polls woken by commit notifications can come twenty times a second. An older
+    // persisted cursor only means re-reading a little more after a restart.
+    let mut persisted: Option<tokio::time::Instant> = None;
     loop {
         let (frequency, lookback, page) = match tiered.upgrade() {
             Some(t) => (
@@ -51,8 +55,12 @@ pub(super) async fn run(
         last_poll = tokio::time::Instant::now();
         let Some(t) = tiered.upgrade() else { return };
         t.stats.poll_runs.fetch_add(1, Ordering::Relaxed);
-        match poll_once(&t, feed.as_ref(), cursor, lookback, page).await {
+        let persist = persisted.is_none_or(|p| p.elapsed() >= Duration::from_secs(1));
+        match poll_once(&t, feed.as_ref(), cursor, lookback, page, persist).await {
             Ok(next) => {
+                if persist {
+                    persisted = Some(tokio::time::Instant::now());
+                }
                 cursor = next;
                 backoff = Duration::ZERO;
                 let ms = t.started.elapsed().as_millis() as u64;
@@ -75,6 +83,7 @@ async fn poll_once(
     cursor: i64,
     lookback: Duration,
     page: usize,
+    persist: bool,
 ) -> Result<i64, eventstore::StoreError> {
     // The next cursor is the clock before reading: whatever commits after this read
     // began is found by the next poll's look-back.
@@ -91,7 +100,9 @@ async fn poll_once(
         }
     }
     // Persist only after L1 has everything up to here: a crash re-reads, never skips.
-    t.l1.set_cursor(next.to_be_bytes().to_vec()).await?;
+    if persist {
+        t.l1.set_cursor(next.to_be_bytes().to_vec()).await?;
+    }
     let lag = (next - cursor).max(0) as u64 / 1_000;
     t.stats.poll_lag_ms.store(lag, Ordering::Relaxed);
     Ok(next)
