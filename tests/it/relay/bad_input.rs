@@ -1,11 +1,11 @@
 //! Every limit and every kind of bad input gets a clear reply with a NIP-01 prefix; the
 //! connection and the node survive, and nothing stored is harmed.
 
-use eventstore::{EventBuilder, Keys, Timestamp};
+use eventstore::{EventBuilder, Timestamp};
 use layer2_relay::config::Limits;
 use serde_json::{Value, json};
 
-use super::client::{Client, TestRelay, event, note};
+use super::client::{Client, event, note, relay_with};
 
 /// The relay still answers on this connection and still holds `id`.
 async fn still_serving(c: &mut Client, id: &str) {
@@ -24,9 +24,7 @@ async fn notice_for(c: &mut Client, text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_get_notices_and_the_connection_survives() {
-    let relay = TestRelay::embedded(Limits::default()).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (_relay, keys, mut c) = relay_with(Limits::default()).await;
     let kept = note(&keys, "kept");
     assert!(c.publish(&kept).await.0);
     for text in [
@@ -60,9 +58,7 @@ fn tampered(e: &eventstore::Event, field: &str, value: Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_events_get_ok_false_invalid() {
-    let relay = TestRelay::embedded(Limits::default()).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (_relay, keys, mut c) = relay_with(Limits::default()).await;
     let e = note(&keys, "honest");
     let id = e.id().to_string();
     for (field, value, needle) in [
@@ -101,9 +97,7 @@ async fn event_limits_are_enforced() {
         created_at_lower_limit: 3_600,
         ..Limits::default()
     };
-    let relay = TestRelay::embedded(limits).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (_relay, keys, mut c) = relay_with(limits).await;
     let cases = [
         (note(&keys, &"x".repeat(3_000)), "bytes"),
         (
@@ -149,9 +143,7 @@ async fn oversized_messages_get_a_notice_and_huge_frames_close_only_that_connect
         max_event_bytes: 4_096,
         ..Limits::default()
     };
-    let relay = TestRelay::embedded(limits).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (relay, keys, mut c) = relay_with(limits).await;
     let kept = note(&keys, "kept");
     assert!(c.publish(&kept).await.0);
     let msg = notice_for(
@@ -177,9 +169,7 @@ async fn subscription_limits_are_enforced() {
         max_limit: 3,
         ..Limits::default()
     };
-    let relay = TestRelay::embedded(limits).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (_relay, keys, mut c) = relay_with(limits).await;
     for i in 0..5 {
         assert!(c.publish(&note(&keys, &format!("n{i}"))).await.0);
     }
@@ -234,9 +224,7 @@ async fn floods_are_rate_limited_per_connection() {
         reqs_per_second: 5,
         ..Limits::default()
     };
-    let relay = TestRelay::embedded(limits).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (relay, keys, mut c) = relay_with(limits).await;
     let events: Vec<_> = (0..30).map(|i| note(&keys, &format!("f{i}"))).collect();
     for e in &events {
         c.send(&format!("[\"EVENT\",{}]", e.as_json())).await;
@@ -284,9 +272,7 @@ async fn connections_past_the_limit_are_refused_with_503() {
         max_connections: 2,
         ..Limits::default()
     };
-    let relay = TestRelay::embedded(limits).await;
-    let keys = Keys::generate().unwrap();
-    let mut a = relay.client().await;
+    let (relay, keys, mut a) = relay_with(limits).await;
     let _b = relay.client().await;
     let refused = tokio_tungstenite::connect_async(relay.url()).await;
     match refused {
@@ -309,9 +295,7 @@ async fn connections_past_the_limit_are_refused_with_503() {
 /// left the old subscription delivering under that id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_req_closes_the_subscription_it_names() {
-    let relay = TestRelay::embedded(Limits::default()).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (relay, keys, mut c) = relay_with(Limits::default()).await;
     let mut p = relay.client().await;
     c.req("x", &[json!({"kinds": [1]})]).await;
     c.send(r#"["REQ","x",{"kinds":"bad"}]"#).await;
@@ -329,9 +313,7 @@ async fn an_oversized_event_gets_ok_false_when_its_id_is_readable() {
         max_event_bytes: 4_096,
         ..Limits::default()
     };
-    let relay = TestRelay::embedded(limits).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (_relay, keys, mut c) = relay_with(limits).await;
     let big = note(&keys, &"y".repeat(6_000));
     let (ok, msg) = c.publish(&big).await;
     assert!(

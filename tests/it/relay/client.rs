@@ -76,6 +76,14 @@ impl TestRelay {
     }
 }
 
+/// An embedded node with `limits`, fresh keys, and one client connected to it.
+pub async fn relay_with(limits: Limits) -> (TestRelay, Keys, Client) {
+    let relay = TestRelay::embedded(limits).await;
+    let keys = Keys::generate().expect("keys");
+    let client = relay.client().await;
+    (relay, keys, client)
+}
+
 /// A minimal HTTP/1.1 GET: (status, headers, body).
 pub async fn http_get(addr: SocketAddr, path: &str, accept: &str) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

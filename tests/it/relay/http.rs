@@ -7,7 +7,7 @@ use eventstore::Keys;
 use layer2_relay::config::Limits;
 use serde_json::{Value, json};
 
-use super::client::{TestRelay, note};
+use super::client::{TestRelay, note, relay_with};
 
 /// The value of an unlabelled metric (or of the labelled line given whole).
 pub fn metric(text: &str, name: &str) -> f64 {
@@ -121,9 +121,7 @@ async fn a_subscriber_too_slow_to_read_is_closed_visibly() {
         outbound_queue: 4,
         ..Limits::default()
     };
-    let relay = TestRelay::embedded(limits).await;
-    let keys = Keys::generate().unwrap();
-    let mut slow = relay.client().await;
+    let (relay, keys, mut slow) = relay_with(limits).await;
     slow.req("firehose", &[json!({"kinds": [1]})]).await;
     // The slow client stops reading; big events fill the socket buffers, then its
     // queue of four.

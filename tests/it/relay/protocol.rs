@@ -6,13 +6,11 @@ use eventstore::{EventBuilder, Keys, Kind, Timestamp};
 use layer2_relay::config::Limits;
 use serde_json::json;
 
-use super::client::{TestRelay, event, note};
+use super::client::{TestRelay, event, note, relay_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_ok_req_eose_then_live_then_close() {
-    let relay = TestRelay::embedded(Limits::default()).await;
-    let keys = Keys::generate().unwrap();
-    let mut publisher = relay.client().await;
+    let (relay, keys, mut publisher) = relay_with(Limits::default()).await;
     let mut reader = relay.client().await;
 
     let first = note(&keys, "first");
@@ -42,9 +40,7 @@ async fn event_ok_req_eose_then_live_then_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_events_come_in_canonical_order_and_respect_limit() {
-    let relay = TestRelay::embedded(Limits::default()).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (_relay, keys, mut c) = relay_with(Limits::default()).await;
     let mut sent = Vec::new();
     for i in 0..5u64 {
         let e = EventBuilder::text_note(format!("n{i}"))
@@ -62,9 +58,7 @@ async fn stored_events_come_in_canonical_order_and_respect_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_zero_answers_eose_at_once_then_streams() {
-    let relay = TestRelay::embedded(Limits::default()).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (relay, keys, mut c) = relay_with(Limits::default()).await;
     assert!(c.publish(&note(&keys, "old")).await.0);
     let ids = c.req("z", &[json!({"kinds": [1], "limit": 0})]).await;
     assert!(ids.is_empty(), "limit 0 sends no stored events");
@@ -77,9 +71,7 @@ async fn limit_zero_answers_eose_at_once_then_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_req_reusing_an_id_replaces_the_subscription() {
-    let relay = TestRelay::embedded(Limits::default()).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (relay, keys, mut c) = relay_with(Limits::default()).await;
     let mut p = relay.client().await;
     c.req("x", &[json!({"kinds": [1]})]).await;
     c.req("x", &[json!({"kinds": [7]})]).await;
@@ -97,9 +89,7 @@ async fn a_req_reusing_an_id_replaces_the_subscription() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn count_answers_nip45() {
-    let relay = TestRelay::embedded(Limits::default()).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (_relay, keys, mut c) = relay_with(Limits::default()).await;
     for i in 0..3 {
         assert!(c.publish(&note(&keys, &format!("c{i}"))).await.0);
     }
@@ -115,9 +105,7 @@ async fn count_answers_nip45() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ephemeral_events_are_delivered_live_never_stored() {
-    let relay = TestRelay::embedded(Limits::default()).await;
-    let keys = Keys::generate().unwrap();
-    let mut sub = relay.client().await;
+    let (relay, keys, mut sub) = relay_with(Limits::default()).await;
     sub.req("e", &[json!({"kinds": [20001]})]).await;
     let mut p = relay.client().await;
     let eph = event(&keys, 20001, "now only", &[]);
@@ -133,9 +121,7 @@ async fn ephemeral_events_are_delivered_live_never_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaceable_older_and_deleted_resubmissions_are_refused() {
-    let relay = TestRelay::embedded(Limits::default()).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (_relay, keys, mut c) = relay_with(Limits::default()).await;
     let newer = EventBuilder::new(Kind(0), "{\"name\":\"new\"}")
         .created_at(Timestamp(1_700_000_100))
         .sign(&keys);
@@ -170,9 +156,7 @@ async fn replaceable_older_and_deleted_resubmissions_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_events_are_refused_and_expiring_ones_stop_being_served() {
-    let relay = TestRelay::embedded(Limits::default()).await;
-    let keys = Keys::generate().unwrap();
-    let mut c = relay.client().await;
+    let (_relay, keys, mut c) = relay_with(Limits::default()).await;
     let past = Timestamp::now().0 - 10;
     let expired = event(&keys, 1, "gone", &[&["expiration", &past.to_string()]]);
     let (ok, msg) = c.publish(&expired).await;
