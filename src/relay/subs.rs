@@ -187,20 +187,6 @@ impl Registry {
         true
     }
 
-    /// Open subscriptions (all connections).
-    pub fn len(&self) -> usize {
-        self.index
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .subs
-            .len()
-    }
-
-    /// Whether no subscription is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Delivers one event to every matching subscription, once each.
     pub fn dispatch(&self, e: &Arc<Event>) {
         if e.is_expired(Timestamp::now()) {

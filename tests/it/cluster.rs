@@ -220,6 +220,25 @@ where
     panic!("condition not reached within 6 s");
 }
 
+/// Another writer's transaction: `e` inserted (an early `inserted_at`), not committed.
+async fn insert_uncommitted(
+    pool: &sqlx::PgPool,
+    e: &eventstore::Event,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (id, pubkey, created_at, kind, json) VALUES ($1, $2, $3, 1, $4)",
+    )
+    .bind(e.id().0.to_vec())
+    .bind(e.pubkey().0.to_vec())
+    .bind(e.created_at().0 as i64)
+    .bind(e.as_json().to_owned())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_committing_transaction_is_not_missed() {
     let db = test_database().await;
@@ -234,17 +253,7 @@ async fn a_late_committing_transaction_is_not_missed() {
     let a_dir = tempfile::tempdir().unwrap();
     let a = node(&db.url, a_dir.path(), 4 << 20).await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO events (id, pubkey, created_at, kind, json) VALUES ($1, $2, $3, 1, $4)",
-    )
-    .bind(slow.id().0.to_vec())
-    .bind(slow.pubkey().0.to_vec())
-    .bind(slow.created_at().0 as i64)
-    .bind(slow.as_json().to_owned())
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    let tx = insert_uncommitted(&pool, &slow).await;
     let fast = EventBuilder::text_note("committed first").sign(&keys);
     a.save(&fast).await.unwrap();
     // Let B's poller move past the fast event, then commit the slow one, still within
@@ -273,17 +282,7 @@ async fn a_commit_far_later_than_the_look_back_is_not_missed() {
     let keys = Keys::from_seed(16);
     let slow = EventBuilder::text_note("held open for many look-backs").sign(&keys);
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO events (id, pubkey, created_at, kind, json) VALUES ($1, $2, $3, 1, $4)",
-    )
-    .bind(slow.id().0.to_vec())
-    .bind(slow.pubkey().0.to_vec())
-    .bind(slow.created_at().0 as i64)
-    .bind(slow.as_json().to_owned())
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    let tx = insert_uncommitted(&pool, &slow).await;
     // Six look-backs (4 × 40 ms each) of polls pass while it stays uncommitted.
     let polls = b
         .stats()
