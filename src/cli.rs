@@ -231,6 +231,7 @@ pub async fn stats(node: &Node) -> anyhow::Result<serde_json::Value> {
             "file_bytes": l1.file_size(),
             "window": l1.window().0,
             "evictions": l1.stats().evictions.load(std::sync::atomic::Ordering::Relaxed),
+            "floors": l1.stats().floors.load(std::sync::atomic::Ordering::Relaxed),
         },
     }))
 }

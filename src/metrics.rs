@@ -177,6 +177,8 @@ impl Metrics {
             "Queries that asked L2.",
             get(&s.l2_queries),
         );
+        t.routes(s);
+        t.floors(l1.stats());
         t.one(
             "layer2_negative_hits_total",
             "counter",
@@ -275,6 +277,54 @@ impl Metrics {
 struct Text(String);
 
 impl Text {
+    /// Where queries of each shape were answered.
+    fn routes(&mut self, s: &crate::tiered::TieredStats) {
+        let name = "layer2_query_routes_total";
+        let _ = writeln!(
+            self.0,
+            "# HELP {name} Queries by shape, answered by L1 alone (route=\"l1\") or asking L2.\n# TYPE {name} counter"
+        );
+        for (i, shape) in crate::tiered::Shape::ALL.iter().enumerate() {
+            for (route, c) in [("l1", &s.l1_by_shape[i]), ("l2", &s.l2_by_shape[i])] {
+                let _ = writeln!(
+                    self.0,
+                    "{name}{{shape=\"{}\",route=\"{route}\"}} {}",
+                    shape.label(),
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+
+    /// L1's completeness floors: held, and changes by cause.
+    fn floors(&mut self, s: &layer1::Stats) {
+        self.one(
+            "layer2_l1_floors",
+            "gauge",
+            "Completeness floors L1 holds (query keys it can answer below W).",
+            s.floors.load(Ordering::Relaxed),
+        );
+        let causes = ["learned", "raised", "forgotten", "cleared"];
+        let counts = [
+            &s.floors_learned,
+            &s.floors_raised,
+            &s.floors_forgotten,
+            &s.floors_cleared,
+        ];
+        let name = "layer2_l1_floor_changes_total";
+        let _ = writeln!(
+            self.0,
+            "# HELP {name} Floors lowered by L2 answers (learned), raised by evictions, forgotten at the bound, cleared by a window reset.\n# TYPE {name} counter"
+        );
+        for (cause, c) in causes.iter().zip(counts) {
+            let _ = writeln!(
+                self.0,
+                "{name}{{cause=\"{cause}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+    }
+
     fn one(&mut self, name: &str, kind: &str, help: &str, v: impl std::fmt::Display) {
         let _ = writeln!(
             self.0,

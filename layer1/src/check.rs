@@ -41,6 +41,8 @@ pub(crate) fn check(db: &Database) -> Result<Report, StoreError> {
     let mut r = Report::default();
     let mut cost = 0u64;
     let mut serials = HashSet::new();
+    let window = get_u64(&meta, META_WINDOW)?;
+    let mut below_window = HashSet::new();
     for entry in events.iter().map_err(backend)? {
         let (k, v) = entry.map_err(backend)?;
         let serial = k.value();
@@ -55,6 +57,9 @@ pub(crate) fn check(db: &Database) -> Result<Report, StoreError> {
         };
         let keys = index_keys(&e, serial);
         cost += event_cost(&e, &keys);
+        if e.created_at().0 < window {
+            below_window.insert(serial);
+        }
         match ids.get(&e.id().0).map_err(backend)? {
             Some(s) if s.value() == serial => {}
             other => r.problems.push(format!(
@@ -117,12 +122,72 @@ pub(crate) fn check(db: &Database) -> Result<Report, StoreError> {
         let (k, _) = entry.map_err(backend)?;
         tomb += k.value().len() as u64 + 8;
     }
+    let floors = txn.open_table(FLOORS).map_err(backend)?;
+    let floor_bytes = crate::floors::floor_bytes(&floors)?;
     let recorded = get_u64(&meta, META_BYTES)?;
-    if recorded != cost + tomb {
+    if recorded != cost + tomb + floor_bytes {
         r.problems.push(format!(
-            "byte count {recorded} != {} (events) + {tomb} (tombstones)",
-            cost
+            "byte count {recorded} != {cost} (events) + {tomb} (tombstones) + {floor_bytes} (floors)"
         ));
     }
+    check_order(&txn, &floors, &mut r, &below_window)?;
     Ok(r)
+}
+
+/// The LRU order holds exactly the events below `W` (in a bounded store), and every
+/// floor has its place in the learning order.
+fn check_order(
+    txn: &redb::ReadTransaction,
+    floors: &redb::ReadOnlyTable<&'static [u8], (u64, u64)>,
+    r: &mut Report,
+    below_window: &HashSet<u64>,
+) -> Result<(), StoreError> {
+    let lru = txn.open_table(LRU).map_err(backend)?;
+    let recency = txn.open_table(RECENCY).map_err(backend)?;
+    let mut in_lru = HashSet::new();
+    for entry in lru.iter().map_err(backend)? {
+        let (k, _) = entry.map_err(backend)?;
+        let (tick, serial) = k.value();
+        let want = recency
+            .get(serial)
+            .map_err(backend)?
+            .map_or(serial, |v| v.value());
+        if tick != want {
+            r.problems
+                .push(format!("LRU entry ({tick}, {serial}): its tick is {want}"));
+        }
+        if !below_window.contains(&serial) {
+            r.problems.push(format!(
+                "LRU entry for serial {serial}, which is not a held event below W"
+            ));
+        }
+        in_lru.insert(serial);
+    }
+    // Unbounded stores keep no LRU order, and their W stays 0.
+    if !below_window.is_empty() {
+        for s in below_window.difference(&in_lru) {
+            r.problems
+                .push(format!("serial {s} is below W but not in the LRU order"));
+        }
+    }
+    let order = txn.open_table(FLOOR_ORDER).map_err(backend)?;
+    for entry in floors.iter().map_err(backend)? {
+        let (k, v) = entry.map_err(backend)?;
+        let (_, tick) = v.value();
+        let back = order
+            .get(tick)
+            .map_err(backend)?
+            .map(|g| g.value().to_vec());
+        if back.as_deref() != Some(k.value()) {
+            r.problems.push(format!(
+                "floor {:?} missing from the learning order",
+                k.value()
+            ));
+        }
+    }
+    if order.len().map_err(backend)? != floors.len().map_err(backend)? {
+        r.problems
+            .push("floor order and floors differ in size".into());
+    }
+    Ok(())
 }

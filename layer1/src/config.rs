@@ -33,6 +33,9 @@ pub struct RedbConfig {
     pub max_batch: usize,
     /// Bound of the write queue; a full queue makes savers wait. Default 8,192.
     pub queue: usize,
+    /// Completeness floors kept at most (the least recently learned are forgotten,
+    /// which is always safe). Default 100,000 (a few MiB).
+    pub max_floors: u64,
 }
 
 impl RedbConfig {
@@ -47,6 +50,7 @@ impl RedbConfig {
             cache_bytes: 64 << 20,
             max_batch: 2_000,
             queue: 8_192,
+            max_floors: 100_000,
         }
     }
 

@@ -13,6 +13,8 @@
 //! - `write`: the NIP rules inside a write transaction.
 //! - `writer`: the writer thread and group commit.
 //! - `evict`: what to evict, and the window watermark.
+//! - `floors`: completeness floors per query key, the proof behind L1-only answers
+//!   below the window.
 //! - `query`: the planner and the merged index walk.
 //! - [`check`]: the consistency check.
 //! - [`store`]: [`RedbStore`], implementing `eventstore::EventStore`.
@@ -21,6 +23,7 @@ pub mod check;
 pub mod config;
 mod error;
 mod evict;
+mod floors;
 mod keys;
 mod query;
 mod schema;
@@ -31,5 +34,6 @@ mod writer;
 
 pub use check::Report;
 pub use config::{Durability, RedbConfig};
+pub use floors::Learn;
 pub use stats::Stats;
-pub use store::RedbStore;
+pub use store::{Probe, Promoted, RedbStore};

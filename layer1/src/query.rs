@@ -57,6 +57,7 @@ pub(crate) struct Reader {
     events: ReadOnlyTable<u64, &'static [u8]>,
     ids: ReadOnlyTable<&'static [u8; 32], u64>,
     index: ReadOnlyTable<&'static [u8], ()>,
+    floors: ReadOnlyTable<&'static [u8], (u64, u64)>,
 }
 
 type IndexRange = redb::Range<'static, &'static [u8], ()>;
@@ -85,6 +86,7 @@ impl Reader {
             events: txn.open_table(EVENTS).map_err(backend)?,
             ids: txn.open_table(IDS).map_err(backend)?,
             index: txn.open_table(INDEX).map_err(backend)?,
+            floors: txn.open_table(crate::schema::FLOORS).map_err(backend)?,
         })
     }
 
@@ -145,6 +147,44 @@ impl Reader {
         }
         sort_canonical(&mut out);
         Ok((out, serials))
+    }
+
+    /// One filter's answer, how far it is provably complete, and the matches held in
+    /// the gap below `until` (see `store::Probe`), plus the serials served.
+    pub fn probe(
+        &self,
+        f: &Filter,
+        now: Timestamp,
+    ) -> Result<(crate::store::Probe, Vec<u64>), StoreError> {
+        let w = self.window()?;
+        let (events, serials) = self.query(std::slice::from_ref(f), now)?;
+        let limit = f.limit.unwrap_or(usize::MAX);
+        let complete_above = |floor: Timestamp| {
+            floor.0 == 0
+                || f.since.is_some_and(|s| s >= floor)
+                || events.iter().filter(|e| e.created_at() >= floor).count() >= limit
+        };
+        // Floors are looked up only when the window alone does not settle it.
+        let floor = if complete_above(w) {
+            w
+        } else {
+            crate::floors::filter_floor(&self.floors, f, w)?
+        };
+        let mut gap = 0;
+        if let Some(until) = f.until.filter(|u| u.0.saturating_add(1) < floor.0) {
+            if !complete_above(floor) {
+                let g = Filter {
+                    since: Some(Timestamp(until.0 + 1).max(f.since.unwrap_or(Timestamp(0)))),
+                    until: Some(Timestamp(floor.0 - 1)),
+                    limit: None,
+                    ..f.clone()
+                };
+                let cap = limit.saturating_add(1);
+                self.run(&g, now, cap, &mut |_, _| gap += 1)?;
+            }
+        }
+        let probe = crate::store::Probe { events, floor, gap };
+        Ok((probe, serials))
     }
 
     /// Distinct matches of any filter, ignoring limits.

@@ -17,6 +17,14 @@ pub(crate) const DELETED_ADDRESSES: TableDefinition<&[u8], u64> =
     TableDefinition::new("deleted_addresses");
 /// Access recency by serial (a logical clock), flushed in batches.
 pub(crate) const RECENCY: TableDefinition<u64, u64> = TableDefinition::new("recency");
+/// Promoted events (`created_at < W`) in least-recently-used order: `(tick, serial)`,
+/// where the tick is the event's last access (its serial when never accessed). Eviction
+/// walks it from the cold end. Kept by bounded stores only.
+pub(crate) const LRU: TableDefinition<(u64, u64), ()> = TableDefinition::new("lru");
+/// Completeness floors (`floors.rs`): encoded key → `(floor, tick learned)`.
+pub(crate) const FLOORS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("floors");
+/// Floors by the tick they were learned at, to forget the least recently learned.
+pub(crate) const FLOOR_ORDER: TableDefinition<u64, &[u8]> = TableDefinition::new("floor_order");
 /// Counters, watermarks and the poller's cursor.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 

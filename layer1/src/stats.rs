@@ -13,4 +13,14 @@ pub struct Stats {
     pub evictions: AtomicU64,
     /// Eviction rounds run.
     pub eviction_runs: AtomicU64,
+    /// Completeness floors held (a gauge).
+    pub floors: AtomicU64,
+    /// Floors lowered by L2 answers.
+    pub floors_learned: AtomicU64,
+    /// Floors raised (or dropped) because an event they covered was evicted.
+    pub floors_raised: AtomicU64,
+    /// Floors forgotten to stay within `max_floors`.
+    pub floors_forgotten: AtomicU64,
+    /// Floors cleared because the window was reset.
+    pub floors_cleared: AtomicU64,
 }

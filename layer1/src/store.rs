@@ -19,6 +19,29 @@ use crate::stats::Stats;
 use crate::write::get_u64;
 use crate::writer::{Request, Writer, open_db};
 
+/// L1's answer to one filter with what it can prove about it, from one snapshot
+/// ([`RedbStore::probe`]).
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// The filter's answer from this store: canonical order, at most `limit`.
+    pub events: Vec<Event>,
+    /// Every source event matching the filter with `created_at >= floor` is held: the
+    /// window `W`, or lower where completeness floors prove more (`floors.rs`).
+    pub floor: Timestamp,
+    /// When the filter's `until` lies below `floor - 1`: matches held in the gap
+    /// `[until + 1, floor - 1]`, counted up to `limit + 1`; else 0.
+    pub gap: usize,
+}
+
+/// What a promotion did ([`RedbStore::promote`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Promoted {
+    /// Events newly stored.
+    pub stored: u64,
+    /// Completeness floors lowered.
+    pub floors_lowered: u64,
+}
+
 /// The redb event store: bounded (an L1 cache) or unbounded (the embedded L2).
 pub struct RedbStore {
     db: Arc<Database>,
@@ -58,6 +81,15 @@ impl RedbStore {
         };
         stats.bytes.store(bytes, Ordering::Relaxed);
         stats.window.store(window, Ordering::Relaxed);
+        let floor_hint = {
+            let txn = db.begin_read().map_err(backend)?;
+            let floors = txn.open_table(crate::schema::FLOORS).map_err(backend)?;
+            stats.floors.store(
+                redb::ReadableTableMetadata::len(&floors).map_err(backend)?,
+                Ordering::Relaxed,
+            );
+            crate::floors::all_hints(&floors)?
+        };
         let access = Arc::new(Mutex::new(HashMap::new()));
         let clock = Arc::new(AtomicU64::new(tick));
         let (tx, rx) = mpsc::channel(config.queue);
@@ -71,6 +103,7 @@ impl RedbStore {
             ratio: 2.0,
             commits: 0,
             evicting: false,
+            floor_hint,
         };
         let handle = std::thread::Builder::new()
             .name("layer1-writer".into())
@@ -167,6 +200,26 @@ impl RedbStore {
         Ok((events, w))
     }
 
+    /// Answers `f` from this store and says how far the answer is provably complete
+    /// (see [`Probe`]), all from one snapshot, so an eviction committing meanwhile
+    /// cannot make the proof claim what the answer lacks.
+    pub async fn probe(&self, f: &Filter) -> Result<Probe, StoreError> {
+        let f = f.clone();
+        let (probe, serials) = self.read(move |r| r.probe(&f, Timestamp::now())).await?;
+        self.touch(&serials);
+        Ok(probe)
+    }
+
+    /// Stores L2's answer to a query and, in the same transaction, what it proved
+    /// (`learn`; see [`Learn`]). A promotion that fails records nothing.
+    pub async fn promote(
+        &self,
+        events: Vec<Event>,
+        learn: Option<crate::floors::Learn>,
+    ) -> Result<Promoted, StoreError> {
+        self.request(|tx| Request::Promote(events, learn, tx)).await
+    }
+
     /// Which of `ids` are held, from one snapshot. Unlike a query, this does not count
     /// as an access for eviction.
     pub async fn contains(&self, ids: &[EventId]) -> Result<Vec<bool>, StoreError> {
@@ -193,7 +246,8 @@ impl RedbStore {
     }
 
     /// Raises `W` to at least `w` (never lowers it: eviction may have raised it
-    /// further). Persisted with the next commit, which this waits for.
+    /// further) and forgets every completeness floor: a window set by decree means L1
+    /// may lack events of any age. Persisted with the next commit, which this waits for.
     pub async fn set_window(&self, w: Timestamp) -> Result<(), StoreError> {
         self.request(|tx| Request::SetWindow(w, tx)).await
     }

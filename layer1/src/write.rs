@@ -28,6 +28,16 @@ pub(crate) struct Tables<'t> {
     pub deleted_ids: Table<'t, &'static [u8; 64], ()>,
     pub deleted_addresses: Table<'t, &'static [u8], u64>,
     pub recency: Table<'t, u64, u64>,
+    /// Promoted events by last use (bounded stores only; see `schema::LRU`).
+    pub lru: Table<'t, (u64, u64), ()>,
+    pub floors: Table<'t, &'static [u8], (u64, u64)>,
+    pub floor_order: Table<'t, u64, &'static [u8]>,
+    /// Hashes of every floor key held, and maybe more (`floors.rs`).
+    pub floor_hint: std::collections::HashSet<u64>,
+    /// Floor changes made by this transaction (for the counters).
+    pub floor_changes: crate::floors::FloorChanges,
+    /// A bounded store: keeps the LRU order of promoted events.
+    pub bounded: bool,
     pub meta: Table<'t, &'static str, &'static [u8]>,
     /// Index keys written by this transaction, inserted in key order at `flush_index`
     /// (sorted inserts touch each B-tree page once, in order).
@@ -73,6 +83,12 @@ impl<'t> Tables<'t> {
             deleted_ids: txn.open_table(DELETED_IDS).map_err(backend)?,
             deleted_addresses: txn.open_table(DELETED_ADDRESSES).map_err(backend)?,
             recency: txn.open_table(RECENCY).map_err(backend)?,
+            lru: txn.open_table(LRU).map_err(backend)?,
+            floors: txn.open_table(FLOORS).map_err(backend)?,
+            floor_order: txn.open_table(FLOOR_ORDER).map_err(backend)?,
+            floor_hint: std::collections::HashSet::new(),
+            floor_changes: Default::default(),
+            bounded: false,
             meta,
             pending_index: std::collections::BTreeSet::new(),
             bytes,
@@ -175,6 +191,10 @@ impl<'t> Tables<'t> {
                 .insert(address_key(&addr).as_slice(), serial)
                 .map_err(backend)?;
         }
+        if self.bounded && e.created_at() < self.window {
+            // Below the window: a promoted event, evicted by last use.
+            self.lru.insert((serial, serial), ()).map_err(backend)?;
+        }
         self.bytes += cost;
         Ok(serial)
     }
@@ -199,7 +219,16 @@ impl<'t> Tables<'t> {
                 self.addresses.remove(ak.as_slice()).map_err(backend)?;
             }
         }
-        self.recency.remove(serial).map_err(backend)?;
+        let tick = self
+            .recency
+            .remove(serial)
+            .map_err(backend)?
+            .map(|v| v.value());
+        if self.bounded {
+            self.lru
+                .remove((tick.unwrap_or(serial), serial))
+                .map_err(backend)?;
+        }
         self.bytes = self.bytes.saturating_sub(event_cost(&e, &index));
         Ok(Some(e))
     }

@@ -1,18 +1,20 @@
 //! The writer thread: one thread owns every write transaction and groups concurrent
 //! requests into one commit (group commit). Savers are answered only after the commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use eventstore::{Event, EventId, SaveOutcome, StoreError, Timestamp};
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadableDatabase, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Durability, RedbConfig};
 use crate::error::backend;
-use crate::evict::evict_to;
+use crate::evict::{evict_to, raise_window};
+use crate::floors::Learn;
 use crate::stats::Stats;
+use crate::store::Promoted;
 use crate::write::Tables;
 
 /// A request to the writer.
@@ -26,6 +28,12 @@ pub(crate) enum Request {
     ),
     SetWindow(Timestamp, oneshot::Sender<Result<(), StoreError>>),
     SetCursor(Vec<u8>, oneshot::Sender<Result<(), StoreError>>),
+    /// L2's answer, and what it proved (recorded only if every event was saved).
+    Promote(
+        Vec<Event>,
+        Option<Learn>,
+        oneshot::Sender<Result<Promoted, StoreError>>,
+    ),
 }
 
 impl Request {
@@ -33,6 +41,7 @@ impl Request {
     fn bytes(&self) -> usize {
         match self {
             Request::Save(e, _) => e.json_len() + 256,
+            Request::Promote(events, _, _) => events.iter().map(|e| e.json_len() + 256).sum(),
             _ => 64,
         }
     }
@@ -45,6 +54,7 @@ enum Reply {
     ),
     Delete(oneshot::Sender<Result<u64, StoreError>>, u64),
     Unit(oneshot::Sender<Result<(), StoreError>>),
+    Promote(oneshot::Sender<Result<Promoted, StoreError>>, Promoted),
 }
 
 impl Reply {
@@ -54,6 +64,7 @@ impl Reply {
             Reply::Save(tx, o) => drop(tx.send(Ok(o))),
             Reply::Delete(tx, n) => drop(tx.send(Ok(n))),
             Reply::Unit(tx) => drop(tx.send(Ok(()))),
+            Reply::Promote(tx, p) => drop(tx.send(Ok(p))),
         }
     }
 
@@ -63,6 +74,7 @@ impl Reply {
             Reply::Save(tx, _) => drop(tx.send(Err(err()))),
             Reply::Delete(tx, _) => drop(tx.send(Err(err()))),
             Reply::Unit(tx) => drop(tx.send(Err(err()))),
+            Reply::Promote(tx, _) => drop(tx.send(Err(err()))),
         }
     }
 }
@@ -81,6 +93,9 @@ pub(crate) struct Writer {
     pub commits: u64,
     /// Above the low-water mark after the last step: keep evicting.
     pub evicting: bool,
+    /// Hashes of every floor key held (a superset; `floors.rs`). Lent to each
+    /// transaction, and rebuilt from the file when one fails.
+    pub floor_hint: HashSet<u64>,
 }
 
 /// Share of the file that allocated pages may fill once the file may not grow again.
@@ -131,6 +146,7 @@ impl Writer {
                     tracing::error!(error = %e, batch = n, "L1 write batch failed");
                     replies.into_iter().for_each(|r| r.fail(&e));
                     self.evicting = false;
+                    self.reload_hint();
                 }
             }
             batch.clear();
@@ -162,6 +178,8 @@ impl Writer {
         let committed;
         {
             let mut t = Tables::open(&txn, self.clock.clone())?;
+            t.bounded = self.config.max_bytes.is_some();
+            t.floor_hint = std::mem::take(&mut self.floor_hint);
             let now = Timestamp::now();
             for req in batch.drain(..) {
                 match req {
@@ -192,9 +210,23 @@ impl Writer {
                     }
                     Request::SetWindow(w, tx) => {
                         // Only ever raised: eviction may already have raised it past
-                        // `w`, and lowering it would claim events no longer held.
-                        t.window = t.window.max(w);
+                        // `w`, and lowering it would claim events no longer held. A
+                        // window set by decree means L1 may lack events of any age, so
+                        // no floor below it can stand either.
+                        t.flush_index()?;
+                        raise_window(&mut t, w)?;
+                        t.clear_floors()?;
                         replies.push(Reply::Unit(tx));
+                    }
+                    Request::Promote(events, learn, tx) => {
+                        let mut p = Promoted::default();
+                        for e in &events {
+                            p.stored += u64::from(t.save(e, now)?.is_new());
+                        }
+                        if let Some(l) = learn {
+                            p.floors_lowered = t.learn(&l, self.config.max_floors)?;
+                        }
+                        replies.push(Reply::Promote(tx, p));
                     }
                     Request::SetCursor(c, tx) => {
                         t.meta
@@ -206,12 +238,28 @@ impl Writer {
             }
             t.purge_expired(now, 1_000)?;
             self.flush_access(&mut t, &pending)?;
-            self.evict_step(&txn, &mut t, &pending)?;
+            self.evict_step(&txn, &mut t)?;
             t.flush_index()?;
             t.store_meta()?;
-            committed = (t.bytes, t.window, t.evicted);
+            let floors = t.floors.len().map_err(backend)?;
+            committed = (t.bytes, t.window, t.evicted, floors, t.floor_changes);
+            self.floor_hint = std::mem::take(&mut t.floor_hint);
         }
         txn.commit().map_err(backend)?;
+        self.stats.floors.store(committed.3, Ordering::Relaxed);
+        let c = committed.4;
+        self.stats
+            .floors_learned
+            .fetch_add(c.learned, Ordering::Relaxed);
+        self.stats
+            .floors_raised
+            .fetch_add(c.raised, Ordering::Relaxed);
+        self.stats
+            .floors_forgotten
+            .fetch_add(c.forgotten, Ordering::Relaxed);
+        self.stats
+            .floors_cleared
+            .fetch_add(c.cleared, Ordering::Relaxed);
         // Published only once committed, so readers never see counters ahead of data.
         self.stats.bytes.store(committed.0, Ordering::Relaxed);
         self.stats.window.store(committed.1.0, Ordering::Relaxed);
@@ -243,7 +291,6 @@ impl Writer {
         &mut self,
         txn: &redb::WriteTransaction,
         t: &mut Tables<'_>,
-        pending: &HashMap<u64, u64>,
     ) -> Result<(), StoreError> {
         let Some(max) = self.config.max_bytes else {
             return Ok(());
@@ -260,7 +307,7 @@ impl Writer {
         let step = self.batch_bytes_cap() as u64 * 2;
         let target = low.max(t.bytes.saturating_sub(step));
         let before = t.evicted;
-        evict_to(t, target, pending)?;
+        evict_to(t, target)?;
         // Stop when nothing is left to evict (what remains is tombstones): going on would
         // spin on empty transactions.
         self.evicting = t.bytes > low && t.evicted > before;
@@ -276,11 +323,54 @@ impl Writer {
         for (&serial, &tick) in pending {
             // Ticks come from the shared clock, so they order with insert ticks.
             // Only events still held: a tick for an evicted serial would leak.
-            if t.events.get(serial).map_err(backend)?.is_some() {
-                t.recency.insert(serial, tick).map_err(backend)?;
+            if t.events.get(serial).map_err(backend)?.is_none() {
+                continue;
+            }
+            let old = t
+                .recency
+                .insert(serial, tick)
+                .map_err(backend)?
+                .map_or(serial, |v| v.value());
+            // A promoted event moves to its new place in the LRU order.
+            if t.lru.remove((old, serial)).map_err(backend)?.is_some() {
+                t.lru.insert((tick, serial), ()).map_err(backend)?;
             }
         }
         Ok(())
+    }
+
+    /// Rebuilds the floor prefilter from the last committed state (after a failed
+    /// transaction, whose changes to it may not match the file).
+    pub fn reload_hint(&mut self) {
+        let hints = self
+            .db
+            .begin_read()
+            .map_err(backend)
+            .and_then(|txn| txn.open_table(crate::schema::FLOORS).map_err(backend))
+            .and_then(|t| crate::floors::all_hints(&t));
+        match hints {
+            Ok(h) => self.floor_hint = h,
+            Err(e) => {
+                // Without it, evictions could miss a floor: forget them all instead.
+                tracing::error!(error = %e, "cannot read L1 floors; clearing them");
+                self.floor_hint.clear();
+                self.clear_floors_now();
+            }
+        }
+    }
+
+    fn clear_floors_now(&mut self) {
+        let r = self.db.begin_write().map_err(backend).and_then(|txn| {
+            {
+                let mut t = Tables::open(&txn, self.clock.clone())?;
+                t.clear_floors()?;
+                t.store_meta()?;
+            }
+            txn.commit().map_err(backend)
+        });
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cannot clear L1 floors");
+        }
     }
 
     /// Measures how many file bytes the store uses per budget byte.

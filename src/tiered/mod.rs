@@ -22,7 +22,16 @@ use layer1::RedbStore;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::feed::ChangeFeed;
-pub use stats::TieredStats;
+pub use stats::{Shape, TieredStats};
+
+/// L2's answer on its way into L1, with what it proved.
+#[derive(Debug)]
+struct Promotion {
+    events: Vec<Event>,
+    learn: Option<layer1::Learn>,
+    /// Signalled once this and everything queued before it is in L1 ([`Tiered::settle`]).
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
 
 /// Tuning of the tiered backend, with documented defaults.
 #[derive(Debug, Clone)]
@@ -79,7 +88,7 @@ pub struct Tiered {
     delivered: moka::sync::Cache<EventId, ()>,
     /// Ids known to be absent from L2, for a short while.
     missing: moka::sync::Cache<EventId, ()>,
-    promote_tx: mpsc::Sender<Vec<Event>>,
+    promote_tx: mpsc::Sender<Promotion>,
     stop: watch::Sender<bool>,
     /// Milliseconds since `started` of the last successful poll (0: none yet).
     last_poll_ok: AtomicU64,
@@ -210,15 +219,35 @@ impl Tiered {
         true
     }
 
-    /// Queues L2's answer for promotion into L1, never blocking the query.
-    fn promote(&self, events: &[Event]) {
-        if events.is_empty() {
+    /// Queues L2's answer (and what it proved) for promotion into L1, never blocking
+    /// the query. A promotion dropped on a full queue lowers no floor either.
+    fn promote(&self, events: &[Event], learn: Option<layer1::Learn>) {
+        if events.is_empty() && learn.is_none() {
             return;
         }
-        if self.promote_tx.try_send(events.to_vec()).is_err() {
+        let p = Promotion {
+            events: events.to_vec(),
+            learn,
+            done: None,
+        };
+        if self.promote_tx.try_send(p).is_err() {
             self.stats
                 .promotions_dropped
                 .fetch_add(events.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until every promotion queued before this call has reached L1 (for tests
+    /// and benchmarks that need a deterministic L1).
+    pub async fn settle(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let p = Promotion {
+            events: Vec::new(),
+            learn: None,
+            done: Some(tx),
+        };
+        if self.promote_tx.send(p).await.is_ok() {
+            let _ = rx.await;
         }
     }
 
@@ -268,14 +297,27 @@ async fn relay_ephemeral(
     }
 }
 
-async fn promoter(l1: Arc<RedbStore>, mut rx: mpsc::Receiver<Vec<Event>>, stats: Arc<TieredStats>) {
-    while let Some(events) = rx.recv().await {
-        match l1.save_many(&events).await {
-            Ok(outcomes) => {
-                let n = outcomes.iter().filter(|o| o.is_new()).count();
-                stats.promotions.fetch_add(n as u64, Ordering::Relaxed);
+/// Writes promotions into L1. Those queued together go to the writer at once, so it
+/// can group them into one transaction; completions are signalled in queue order.
+async fn promoter(l1: Arc<RedbStore>, mut rx: mpsc::Receiver<Promotion>, stats: Arc<TieredStats>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 64).await > 0 {
+        let mut done = Vec::new();
+        let writes = batch.drain(..).filter_map(|p| {
+            done.extend(p.done);
+            (!p.events.is_empty() || p.learn.is_some()).then(|| l1.promote(p.events, p.learn))
+        });
+        let writes: Vec<_> = writes.collect();
+        for r in futures_util::future::join_all(writes).await {
+            match r {
+                Ok(p) => {
+                    stats.promotions.fetch_add(p.stored, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(error = %e, "promotion into L1 failed"),
             }
-            Err(e) => tracing::warn!(error = %e, "promotion into L1 failed"),
+        }
+        for d in done {
+            let _ = d.send(());
         }
     }
 }

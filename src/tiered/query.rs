@@ -1,6 +1,9 @@
-//! Query routing (DESIGN.md §5). L1 answers alone only when it provably holds the whole
-//! answer; otherwise L2 answers the part below the window watermark `W` and its events
-//! are promoted. Answers are always what L2 alone would give.
+//! Query routing (DESIGN.md §5, §5a). L1 answers alone only when it provably holds the
+//! whole answer: at or above the filter's *floor* (the window watermark `W`, or lower
+//! where completeness floors per query key prove more; `layer1::floors`). Otherwise L2
+//! answers the part below the floor, its events are promoted, and what its answer
+//! proves lowers the floors, in the same L1 transaction. Answers are always what L2
+//! alone would give.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -8,6 +11,7 @@ use std::sync::atomic::Ordering;
 use eventstore::{Event, EventId, EventStore, Filter, StoreError, Timestamp};
 
 use super::Tiered;
+use super::stats::Shape;
 
 impl Tiered {
     pub(super) async fn query_one(&self, f: &Filter) -> Result<Vec<Event>, StoreError> {
@@ -17,42 +21,93 @@ impl Tiered {
         if let Some(ids) = &f.ids {
             return self.by_ids(f, ids).await;
         }
+        let shape = Shape::of(f);
         if !self.window_trusted() {
-            // Nothing of the answer is provably in L1.
-            return self.ask_l2(f).await;
+            // Nothing of the answer is provably in L1 (the poller may be behind).
+            self.stats.routed(shape, false);
+            return self.ask_l2(f, None).await;
         }
-        // W from the same snapshot as the answer: an eviction committing in between
-        // would otherwise make the window part look complete when it is not.
-        let (r1, w) = self.l1.query_with_window(std::slice::from_ref(f)).await?;
-        if f.until.is_some_and(|u| u < w) {
-            return self.ask_l2(f).await;
-        }
+        // The floor from the same snapshot as the answer: an eviction committing in
+        // between would otherwise make the answer look complete when it is not.
+        let probe = self.l1.probe(f).await?;
+        let floor = probe.floor;
         let limit = f.limit.unwrap_or(usize::MAX);
-        // Every L2 event with created_at >= W is in L1, and ranks before any event below
-        // W (canonical order is created_at descending). So the part of r1 at or above W
-        // is exactly L2's answer above W.
-        let window_part: Vec<Event> = r1.into_iter().filter(|e| e.created_at() >= w).collect();
-        let below_needed =
-            w > Timestamp(0) && window_part.len() < limit && f.since.is_none_or(|s| s < w);
-        if !below_needed {
-            self.stats.l1_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(window_part);
+        // Every L2 event matching f with created_at >= floor is in L1, and ranks before
+        // any event below the floor (canonical order: created_at descending). So the
+        // part of L1's answer at or above the floor is exactly L2's answer there.
+        let above: Vec<Event> = probe
+            .events
+            .into_iter()
+            .filter(|e| e.created_at() >= floor)
+            .collect();
+        if floor.0 == 0 || above.len() >= limit || f.since.is_some_and(|s| s >= floor) {
+            self.stats.routed(shape, true);
+            return Ok(above);
         }
-        let lower = Filter {
-            until: Some(Timestamp(w.0 - 1).min(f.until.unwrap_or(Timestamp(u64::MAX)))),
-            limit: f.limit.map(|l| l - window_part.len()),
-            ..f.clone()
-        };
-        let r2 = self.ask_l2(&lower).await?;
-        let mut out = window_part;
-        out.extend(r2);
-        Ok(out)
+        self.stats.routed(shape, false);
+        let want = limit - above.len();
+        let below = Timestamp(floor.0 - 1);
+        let until = f.until.unwrap_or(Timestamp(u64::MAX));
+        if until >= below {
+            // The range below the floor joins it, so L2's answer there extends the
+            // proof down to what it covers.
+            let lower = Filter {
+                until: Some(below),
+                limit: f.limit.map(|_| want),
+                ..f.clone()
+            };
+            let mut out = above;
+            out.extend(self.ask_l2(&lower, Some(floor)).await?);
+            return Ok(out);
+        }
+        // `until` lies below the floor (a next page), so `above` is empty. Asking L2 up
+        // to the floor instead, with room for the matches L1 holds in the gap, lets the
+        // answer extend the proof; only its part at or below `until` is returned.
+        if f.limit.is_some() && probe.gap <= limit {
+            let room = want.saturating_add(probe.gap);
+            let wide = Filter {
+                until: Some(below),
+                limit: Some(room),
+                ..f.clone()
+            };
+            let r = self.ask_l2(&wide, Some(floor)).await?;
+            let cut = r.len() >= room;
+            let mut mine: Vec<Event> = r.into_iter().filter(|e| e.created_at() <= until).collect();
+            // `r` is an exact canonical prefix of L2's matches below the floor, so its
+            // part at or below `until` is an exact prefix of the answer: the answer when
+            // `r` was not cut, or when it already holds `want` events.
+            if !cut || mine.len() >= want {
+                mine.truncate(want);
+                return Ok(mine);
+            }
+        }
+        self.ask_l2(f, None).await
     }
 
-    async fn ask_l2(&self, f: &Filter) -> Result<Vec<Event>, StoreError> {
+    /// Asks L2 and promotes its answer. `joins`: the filter's range ends just below
+    /// this floor of L1's, so the answer also proves completeness down to what it
+    /// covers; that is recorded with the promoted events.
+    async fn ask_l2(&self, f: &Filter, joins: Option<Timestamp>) -> Result<Vec<Event>, StoreError> {
         self.stats.l2_queries.fetch_add(1, Ordering::Relaxed);
         let r = self.l2.query(std::slice::from_ref(f)).await?;
-        self.promote(&r);
+        let learn = joins.map(|joins| layer1::Learn {
+            filter: Filter {
+                since: None,
+                until: None,
+                limit: None,
+                ..f.clone()
+            },
+            // All matches in range when L2 returned fewer than asked; else all above the
+            // last returned second (the limit may have cut inside it).
+            floor: match (f.limit, r.last()) {
+                (Some(l), Some(last)) if r.len() >= l => {
+                    Timestamp(last.created_at().0.saturating_add(1))
+                }
+                _ => f.since.unwrap_or(Timestamp(0)),
+            },
+            joins,
+        });
+        self.promote(&r, learn);
         Ok(r)
     }
 
@@ -74,14 +129,13 @@ impl Tiered {
                 misses.insert(*id);
             }
         }
-        if misses.is_empty() {
-            self.stats.l1_hits.fetch_add(1, Ordering::Relaxed);
-        } else {
+        self.stats.routed(Shape::Ids, misses.is_empty());
+        if !misses.is_empty() {
             let want = Filter {
                 ids: Some(misses.clone()),
                 ..Filter::default()
             };
-            let r2 = self.ask_l2(&want).await?;
+            let r2 = self.ask_l2(&want, None).await?;
             for e in &r2 {
                 misses.remove(&e.id());
             }

@@ -1,6 +1,61 @@
 //! Counters of the tiered backend, for `/metrics`.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use eventstore::Filter;
+
+/// The shape of a query, for counting where each kind of read is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// By id.
+    Ids,
+    /// By author (a profile page).
+    Author,
+    /// By author and kind (a feed, a profile's notes).
+    AuthorKind,
+    /// By tag, with or without kinds (threads, replies, reactions).
+    Tag,
+    /// By kind alone.
+    Kind,
+    /// Anything else (time ranges only).
+    Other,
+}
+
+impl Shape {
+    /// Every shape, in the order of [`Shape::label`]'s counters.
+    pub const ALL: [Shape; 6] = [
+        Shape::Ids,
+        Shape::Author,
+        Shape::AuthorKind,
+        Shape::Tag,
+        Shape::Kind,
+        Shape::Other,
+    ];
+
+    /// The shape of `f`.
+    pub fn of(f: &Filter) -> Shape {
+        match (&f.ids, &f.authors, &f.kinds, f.tags.is_empty()) {
+            (Some(_), ..) => Shape::Ids,
+            (None, Some(_), Some(_), _) => Shape::AuthorKind,
+            (None, Some(_), None, _) => Shape::Author,
+            (None, None, _, false) => Shape::Tag,
+            (None, None, Some(_), true) => Shape::Kind,
+            (None, None, None, true) => Shape::Other,
+        }
+    }
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Shape::Ids => "ids",
+            Shape::Author => "author",
+            Shape::AuthorKind => "author_kind",
+            Shape::Tag => "tag",
+            Shape::Kind => "kind",
+            Shape::Other => "other",
+        }
+    }
+}
 
 /// Live counters. All monotonic except `poll_lag_ms` and `poller_healthy`.
 #[derive(Debug, Default)]
@@ -27,4 +82,21 @@ pub struct TieredStats {
     pub poll_tombstones: AtomicU64,
     /// Database time minus the poller's cursor at the last successful poll.
     pub poll_lag_ms: AtomicU64,
+    /// Queries answered by L1 alone, by [`Shape`] (in [`Shape::ALL`]'s order).
+    pub l1_by_shape: [AtomicU64; 6],
+    /// Queries that asked L2, by [`Shape`].
+    pub l2_by_shape: [AtomicU64; 6],
+}
+
+impl TieredStats {
+    /// Counts one query of `shape`, answered by L1 alone or not.
+    pub fn routed(&self, shape: Shape, by_l1: bool) {
+        let i = Shape::ALL.iter().position(|s| *s == shape).unwrap_or(5);
+        if by_l1 {
+            self.l1_hits.fetch_add(1, Ordering::Relaxed);
+            self.l1_by_shape[i].fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.l2_by_shape[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }

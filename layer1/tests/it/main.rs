@@ -3,6 +3,7 @@
 
 mod budget;
 mod crash;
+mod floors;
 mod support;
 mod tombstone;
 

@@ -1,0 +1,193 @@
+//! Completeness floors (DESIGN.md §5a) at the store level: learned from a promotion,
+//! served to stronger keys, raised by eviction, dropped when an eviction raced the
+//! answer, cleared by a window reset, and counted in the budget.
+
+use eventstore::conformance::fixtures::T0;
+use eventstore::{Event, EventBuilder, EventStore, Filter, Keys, Kind, Timestamp};
+use layer1::{Learn, RedbConfig, RedbStore};
+
+fn store(dir: &std::path::Path, budget: u64) -> RedbStore {
+    let mut c = RedbConfig::new(dir.join("l1.redb")).max_bytes(budget);
+    c.high_water = 0.9;
+    c.low_water = 0.85;
+    RedbStore::open(c).unwrap()
+}
+
+fn notes(keys: &Keys, n: u64, t0: u64, kind: u16) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            EventBuilder::new(Kind(kind), format!("note {i} {}", "n".repeat(300)))
+                .created_at(Timestamp(t0 + i))
+                .tag(["t", "floors"])
+                .sign_deterministic(keys)
+        })
+        .collect()
+}
+
+fn learn(f: &Filter, floor: u64, joins: Timestamp) -> Learn {
+    Learn {
+        filter: f.clone(),
+        floor: Timestamp(floor),
+        joins,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_teaches_a_floor_that_serves_stronger_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), 4 << 20);
+    let w = Timestamp(T0 + 1_000);
+    s.set_window(w).await.unwrap();
+    let alice = Keys::from_seed(1);
+    let old = notes(&alice, 5, T0, 1);
+    let by_alice = Filter::new().author(alice.public_key());
+
+    // Below W nothing is proven yet.
+    let p = s.probe(&by_alice.clone().limit(10)).await.unwrap();
+    assert_eq!(p.floor, w);
+
+    let done = s
+        .promote(old.clone(), Some(learn(&by_alice, 0, w)))
+        .await
+        .unwrap();
+    assert_eq!(done.stored, 5);
+    assert_eq!(done.floors_lowered, 1);
+    let p = s.probe(&by_alice.clone().limit(10)).await.unwrap();
+    assert_eq!(p.floor, Timestamp(0), "alice's events are all here");
+    assert_eq!(p.events.len(), 5);
+    // A stronger key (alice, kind 1) and a tag on top are served by alice's floor.
+    let stronger = by_alice.clone().kind(Kind(1)).tag('t', "floors").limit(3);
+    assert_eq!(s.probe(&stronger).await.unwrap().floor, Timestamp(0));
+    // Another author is not.
+    let bob = Filter::new()
+        .author(Keys::from_seed(2).public_key())
+        .limit(3);
+    assert_eq!(s.probe(&bob).await.unwrap().floor, w);
+    // Two authors: the floor is the higher of theirs.
+    let both = by_alice
+        .clone()
+        .author(Keys::from_seed(2).public_key())
+        .limit(3);
+    assert_eq!(s.probe(&both).await.unwrap().floor, w);
+    assert!(s.check().await.unwrap().is_consistent());
+
+    // A floor only lowers: a later, shallower answer leaves it.
+    let done = s
+        .promote(Vec::new(), Some(learn(&by_alice, T0 + 3, w)))
+        .await
+        .unwrap();
+    assert_eq!(done.floors_lowered, 0);
+
+    // A window set by decree forgets every floor.
+    s.set_window(Timestamp(T0 + 2_000)).await.unwrap();
+    let p = s.probe(&by_alice.clone().limit(10)).await.unwrap();
+    assert_eq!(p.floor, Timestamp(T0 + 2_000));
+    assert_eq!(
+        s.stats().floors.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(s.check().await.unwrap().is_consistent());
+}
+
+/// The race the module doc describes: an eviction between the L2 read and the
+/// promotion raised the key's floor above the answer's range, so the answer proves
+/// nothing and must not lower it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_since_the_probe_cancels_the_lowering() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), 96 << 10);
+    let w = Timestamp(T0 + 1_000);
+    s.set_window(w).await.unwrap();
+    let alice = Keys::from_seed(1);
+    let by_alice = Filter::new().author(alice.public_key());
+    // Alice's floor reaches T0 + 500: her events from there on are held.
+    let mid = notes(&alice, 5, T0 + 500, 1);
+    s.promote(mid.clone(), Some(learn(&by_alice, T0 + 500, w)))
+        .await
+        .unwrap();
+    // The probe a query would make before asking L2 for what lies below.
+    let probe = s.probe(&by_alice.clone().limit(100)).await.unwrap();
+    assert_eq!(probe.floor, Timestamp(T0 + 500));
+    // Meanwhile new events push alice's promoted ones out.
+    let filler = notes(&Keys::from_seed(9), 400, w.0, 1);
+    for e in &filler {
+        s.save(e).await.unwrap();
+        if !s.contains(&[mid[4].id()]).await.unwrap()[0] {
+            break;
+        }
+    }
+    assert!(
+        !s.contains(&[mid[4].id()]).await.unwrap()[0],
+        "alice's newest promoted note was evicted"
+    );
+    // The eviction raised alice's floor past it.
+    let after = s.probe(&by_alice.clone().limit(100)).await.unwrap();
+    assert!(
+        after.floor > mid[4].created_at(),
+        "floor {:?} still claims the evicted event",
+        after.floor
+    );
+    // L2's answer for the range below the old floor arrives now: it ends below the
+    // raised floor, so recording it must lower nothing.
+    let older = notes(&alice, 5, T0, 1);
+    let done = s
+        .promote(older, Some(learn(&by_alice, 0, probe.floor)))
+        .await
+        .unwrap();
+    assert_eq!(done.floors_lowered, 0, "an eviction raced the answer");
+    let last = s.probe(&by_alice.clone().limit(100)).await.unwrap();
+    assert!(last.floor > mid[4].created_at());
+    let report = s.check().await.unwrap();
+    assert!(report.is_consistent(), "{:?}", report.problems);
+}
+
+/// Promoted events are evicted coldest first through the LRU order, a read moves an
+/// event to the warm end, and floors stay in the byte count through it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lru_order_survives_churn_and_checks_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), 160 << 10);
+    let w = Timestamp(T0 + 100_000);
+    s.set_window(w).await.unwrap();
+    let authors: Vec<Keys> = (0..20).map(|i| Keys::from_seed(100 + i)).collect();
+    for (i, k) in authors.iter().enumerate() {
+        let f = Filter::new().author(k.public_key());
+        let ev = notes(k, 6, T0 + 10 * i as u64, 1);
+        s.promote(ev, Some(learn(&f, 0, w))).await.unwrap();
+        // Keep the first author warm.
+        let first = Filter::new().author(authors[0].public_key()).limit(10);
+        assert!(!s.query(&[first]).await.unwrap().is_empty());
+    }
+    let filler = notes(&Keys::from_seed(9), 300, w.0, 1);
+    let warm = Filter::new().author(authors[0].public_key()).limit(10);
+    for (i, e) in filler.iter().enumerate() {
+        s.save(e).await.unwrap();
+        if i % 10 == 0 {
+            // Read now and then: warmer than the window's old end.
+            assert!(
+                !s.query(std::slice::from_ref(&warm))
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+    }
+    let evictions = s
+        .stats()
+        .evictions
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(evictions > 0);
+    let p = s.probe(&warm).await.unwrap();
+    assert_eq!(
+        p.events.len(),
+        6,
+        "the warm author's events outlived the cold ones"
+    );
+    assert_eq!(p.floor, Timestamp(0));
+    let cold = Filter::new().author(authors[1].public_key()).limit(10);
+    let p = s.probe(&cold).await.unwrap();
+    assert!(p.events.len() < 6, "a cold author's events went first");
+    assert!(p.floor > Timestamp(0), "and its floor rose with them");
+    let report = s.check().await.unwrap();
+    assert!(report.is_consistent(), "{:?}", report.problems);
+}
