@@ -4,14 +4,16 @@
 //! p50/p99 latency of L1-answered and L2-answered queries.
 //!
 //! `cargo bench -p layer2-relay --bench feed` (a throw-away PostgreSQL is started;
-//! `DATABASE_URL` uses yours). `LAYER2_BENCH_EVENTS` sets N.
+//! `DATABASE_URL` uses yours). `LAYER2_BENCH_EVENTS` sets N; `LAYER2_BENCH_FLOORS=0`
+//! turns completeness floors off, for comparison. Besides feeds it runs repeat visits
+//! (Zipf-distributed) to profile pages, threads and reactions.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use eventstore::conformance::workload::{self as wl, Rng};
-use eventstore::{Event, EventStore, Filter, Kind};
+use eventstore::{Event, EventStore, Filter, Kind, Timestamp};
 use layer1::{Durability, RedbConfig, RedbStore};
 use layer2::{PgConfig, PgStore};
 use layer2_relay::{Tiered, TieredConfig};
@@ -44,6 +46,10 @@ fn main() {
             .max_bytes(budget)
             .durability(Durability::Eventual);
         l1c.cache_bytes = 256 << 20;
+        // LAYER2_BENCH_FLOORS=0: no completeness floors (the window alone), to compare.
+        if std::env::var("LAYER2_BENCH_FLOORS").is_ok_and(|v| v == "0") {
+            l1c.max_floors = 0;
+        }
         let l1 = Arc::new(RedbStore::open(l1c).unwrap());
         let config = TieredConfig {
             warm_events: if test_mode { 2_000 } else { 250_000 },
@@ -73,7 +79,7 @@ fn main() {
                 for _ in 0..50 {
                     f = f.author(wl::author(rng.zipf(wl::AUTHORS)));
                 }
-                f
+                vec![f]
             },
         )
         .await;
@@ -83,46 +89,120 @@ fn main() {
             test_mode,
             |rng| {
                 let a = wl::author(rng.next_u64() % wl::AUTHORS);
-                Filter::new().author(a).kind(Kind(1)).limit(20)
+                vec![Filter::new().author(a).kind(Kind(1)).limit(20)]
             },
         )
         .await;
+        // Repeat visits, Zipf-distributed: popular profiles, threads and notes are read
+        // again and again (DESIGN.md §5a).
+        run(
+            &node,
+            "profile pages (Zipf author, page 1 then page 2 by until)",
+            test_mode,
+            |rng| {
+                let a = wl::author(rng.zipf(wl::AUTHORS));
+                let page = Filter::new().author(a).kind(Kind(1)).limit(20);
+                vec![page.clone(), page]
+            },
+        )
+        .await;
+        run(
+            &node,
+            "threads (#e of a Zipf-chosen note)",
+            test_mode,
+            |rng| {
+                let note = n - 1 - rng.zipf(n.min(50_000));
+                vec![Filter::new().tag('e', wl::hex64(note, 2)).limit(50)]
+            },
+        )
+        .await;
+        run(
+            &node,
+            "reactions (#e + kind 7 of a Zipf-chosen note)",
+            test_mode,
+            |rng| {
+                let note = n - 1 - rng.zipf(n.min(50_000));
+                vec![
+                    Filter::new()
+                        .tag('e', wl::hex64(note, 2))
+                        .kind(Kind(7))
+                        .limit(100),
+                ]
+            },
+        )
+        .await;
+        let floors = l1.stats().floors.load(Relaxed);
+        println!(
+            "L1 after the run: {:.0} MiB of {} MiB, {floors} floors, W = {}",
+            l1.bytes_used() as f64 / (1 << 20) as f64,
+            budget >> 20,
+            l1.window().0
+        );
         node.shutdown();
     });
 }
 
-async fn run(node: &Tiered, label: &str, test_mode: bool, make: impl Fn(&mut Rng) -> Filter) {
-    {
-        // Feed queries: 50 followed authors (Zipf: popular accounts are followed more),
-        // notes and reposts, newest 20.
-        let queries = if test_mode { 50 } else { 2_000 };
-        let mut rng = Rng(7);
-        let (mut l1_times, mut l2_times) = (Vec::new(), Vec::new());
-        for _ in 0..queries {
-            let f = make(&mut rng);
+/// Runs a warm-up pass of queries (four times the measured count), then a measured
+/// pass with fresh draws from the same distribution. A workload returns the REQs of one
+/// visit; a page after the first is asked with `until` just below the previous page's
+/// last event, as clients page.
+async fn run(node: &Tiered, label: &str, test_mode: bool, make: impl Fn(&mut Rng) -> Vec<Filter>) {
+    let visits = if test_mode { 50 } else { 2_000 };
+    let mut rng = Rng(7);
+    visit_all(node, &make, &mut rng, visits * 4).await;
+    node.settle().await;
+    let (mut l1_times, mut l2_times) = visit_all(node, &make, &mut rng, visits).await;
+    let total = l1_times.len() + l2_times.len();
+    let share = l1_times.len() as f64 / total as f64 * 100.0;
+    println!(
+        "{label}: answered without L2: {share:.1}% of {total} REQs ({:.0} L2 queries per 1,000 REQs)",
+        l2_times.len() as f64 * 1_000.0 / total as f64
+    );
+    println!(
+        "  L1-answered: p50 {:.3} ms  p99 {:.3} ms  ({} queries)",
+        wl::percentile_ms(&mut l1_times, 0.5),
+        wl::percentile_ms(&mut l1_times, 0.99),
+        l1_times.len()
+    );
+    println!(
+        "  L2-answered: p50 {:.3} ms  p99 {:.3} ms  ({} queries)",
+        wl::percentile_ms(&mut l2_times, 0.5),
+        wl::percentile_ms(&mut l2_times, 0.99),
+        l2_times.len()
+    );
+}
+
+/// Runs `visits` visits; returns the latencies of L1-answered and L2-asked REQs.
+async fn visit_all(
+    node: &Tiered,
+    make: &impl Fn(&mut Rng) -> Vec<Filter>,
+    rng: &mut Rng,
+    visits: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let (mut l1_times, mut l2_times) = (Vec::new(), Vec::new());
+    for _ in 0..visits {
+        let mut last: Option<Timestamp> = None;
+        for mut f in make(rng) {
+            if let Some(t) = last {
+                if t.0 == 0 {
+                    break;
+                }
+                f.until = Some(Timestamp(t.0 - 1));
+            }
             let before = node.stats().l2_queries.load(Relaxed);
             let t = Instant::now();
-            node.query(&[f]).await.unwrap();
+            let r = node.query(&[f]).await.unwrap();
             let dt = t.elapsed();
             if node.stats().l2_queries.load(Relaxed) == before {
                 l1_times.push(dt);
             } else {
                 l2_times.push(dt);
             }
+            match r.last() {
+                Some(e) => last = Some(e.created_at()),
+                None => break,
+            }
         }
-        let share = l1_times.len() as f64 / queries as f64 * 100.0;
-        println!("{label}: answered without L2: {share:.1}% of {queries}");
-        println!(
-            "  L1-answered: p50 {:.3} ms  p99 {:.3} ms  ({} queries)",
-            wl::percentile_ms(&mut l1_times, 0.5),
-            wl::percentile_ms(&mut l1_times, 0.99),
-            l1_times.len()
-        );
-        println!(
-            "  L2-answered: p50 {:.3} ms  p99 {:.3} ms  ({} queries)",
-            wl::percentile_ms(&mut l2_times, 0.5),
-            wl::percentile_ms(&mut l2_times, 0.99),
-            l2_times.len()
-        );
     }
+    (l1_times, l2_times)
 }

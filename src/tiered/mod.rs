@@ -88,6 +88,10 @@ pub struct Tiered {
     delivered: moka::sync::Cache<EventId, ()>,
     /// Ids known to be absent from L2, for a short while.
     missing: moka::sync::Cache<EventId, ()>,
+    /// Versions L2 dropped without a tombstone (replaced, or deleted by address),
+    /// recently. A promotion read from L2 before the drop must not bring one back: L1
+    /// might then hold, and a floor serve, an event L2 no longer has.
+    dropped: moka::sync::Cache<EventId, ()>,
     promote_tx: mpsc::Sender<Promotion>,
     stop: watch::Sender<bool>,
     /// Milliseconds since `started` of the last successful poll (0: none yet).
@@ -134,6 +138,10 @@ impl Tiered {
                 .max_capacity(100_000)
                 .time_to_live(config.negative_ttl)
                 .build(),
+            dropped: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(seen_ttl)
+                .build(),
             l1,
             l2,
             feed,
@@ -148,7 +156,12 @@ impl Tiered {
         });
         repair::recover(&t.l1).await?;
         let cursor = warm::warm_up(&t).await?;
-        tokio::spawn(promoter(t.l1.clone(), promote_rx, t.stats.clone()));
+        tokio::spawn(promoter(
+            t.l1.clone(),
+            promote_rx,
+            t.stats.clone(),
+            t.dropped.clone(),
+        ));
         tokio::spawn(repair::run(Arc::downgrade(&t), t.stop.subscribe()));
         if let Some(n) = t.feed.as_ref().and_then(|f| f.notifications()) {
             tokio::spawn(relay_ephemeral(
@@ -299,12 +312,22 @@ async fn relay_ephemeral(
 
 /// Writes promotions into L1. Those queued together go to the writer at once, so it
 /// can group them into one transaction; completions are signalled in queue order.
-async fn promoter(l1: Arc<RedbStore>, mut rx: mpsc::Receiver<Promotion>, stats: Arc<TieredStats>) {
+///
+/// Versions L2 dropped since (`dropped`) are left out: the poller records a drop before
+/// it asks L1 to forget the version, so either the promotion sees the record, or its
+/// write commits before the forget, which then removes it.
+async fn promoter(
+    l1: Arc<RedbStore>,
+    mut rx: mpsc::Receiver<Promotion>,
+    stats: Arc<TieredStats>,
+    dropped: moka::sync::Cache<EventId, ()>,
+) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 64).await > 0 {
         let mut done = Vec::new();
-        let writes = batch.drain(..).filter_map(|p| {
+        let writes = batch.drain(..).filter_map(|mut p| {
             done.extend(p.done);
+            p.events.retain(|e| !dropped.contains_key(&e.id()));
             (!p.events.is_empty() || p.learn.is_some()).then(|| l1.promote(p.events, p.learn))
         });
         let writes: Vec<_> = writes.collect();
@@ -329,6 +352,9 @@ impl EventStore for Tiered {
         let outcome = self.l2.save(event).await?;
         match &outcome {
             SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
+                if let SaveOutcome::Replaced { old } = &outcome {
+                    self.dropped.insert(*old, ());
+                }
                 // Seen before mirroring, so a poll spares itself the L1 write; forgotten
                 // again if L1 failed, so the poller repairs L1 too (besides `repairs`).
                 self.seen.insert(event.id(), ());

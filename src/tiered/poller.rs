@@ -138,6 +138,10 @@ async fn apply(t: &Tiered, changes: layer2::Changes) -> Result<(), eventstore::S
     }
     if !changes.removed.is_empty() {
         // Versions L2 dropped without a tombstone (replaced, or deleted by address).
+        // Recorded first, so a promotion still queued leaves them out (`promoter`).
+        for id in &changes.removed {
+            t.dropped.insert(*id, ());
+        }
         let n = t.l1.forget(&changes.removed).await?;
         t.stats.poll_tombstones.fetch_add(n, Ordering::Relaxed);
     }

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod deploy;
+mod floors;
 mod relay;
 mod support;
 mod window;
