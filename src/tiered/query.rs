@@ -51,20 +51,25 @@ impl Tiered {
         if until >= below {
             // The range below the floor joins it, so L2's answer there extends the
             // proof down to what it covers.
+            // One event more than needed: when it lies in an older second than the
+            // last one returned, that second is whole in L1 and the floor can reach
+            // it, so the same query asked again is answered by L1 alone.
             let lower = Filter {
                 until: Some(below),
-                limit: f.limit.map(|_| want),
+                limit: f.limit.map(|_| want.saturating_add(1)),
                 ..f.clone()
             };
+            let mut r = self.ask_l2(&lower, Some(floor)).await?;
+            r.truncate(want);
             let mut out = above;
-            out.extend(self.ask_l2(&lower, Some(floor)).await?);
+            out.extend(r);
             return Ok(out);
         }
         // `until` lies below the floor (a next page), so `above` is empty. Asking L2 up
         // to the floor instead, with room for the matches L1 holds in the gap, lets the
         // answer extend the proof; only its part at or below `until` is returned.
         if f.limit.is_some() && probe.gap <= limit {
-            let room = want.saturating_add(probe.gap);
+            let room = want.saturating_add(probe.gap).saturating_add(1);
             let wide = Filter {
                 until: Some(below),
                 limit: Some(room),

@@ -193,6 +193,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             .push("fetching the evicted events again never became an L1 hit".into());
     }
 
+    // A profile read below the window: the first from L2, and once what it proved is
+    // in L1 (a completeness floor), the same read again from L1 alone.
+    if let Some(oldest) = acked.iter().min_by_key(|e| e.created_at()) {
+        repeated_profile(&mut conn, &url, &oldest.pubkey().to_hex(), &mut report).await?;
+    }
+
     // A feed-like read phase: recent events by a Zipf mix of authors, and ids.
     let m_before = metrics(&url).await?;
     let authors = generator.top_authors(50);
@@ -223,11 +229,103 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         json!((ratio * 1000.0).round() / 1000.0),
     );
 
+    let m_end = metrics(&url).await?;
+    report
+        .details
+        .insert("l1_hit_ratio_by_shape".into(), by_shape(&before, &m_end));
+
     let survivors = check::must_survive(&acked);
     report.missing_on_relay =
         check::missing_per_relay(std::slice::from_ref(&url), &survivors, plan.grace).await?;
     report.conclude();
     Ok(report)
+}
+
+/// Reads one author's events below the window twice: the first read must ask L2, the
+/// second (once the promotion landed) must not. Records a violation otherwise.
+async fn repeated_profile(
+    conn: &mut Conn,
+    url: &str,
+    author: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let m0 = metrics(url).await?;
+    let w = get(&m0, "layer2_l1_window") as u64;
+    if w == 0 {
+        report
+            .violations
+            .push("L1's window never rose: nothing lies below it to read".into());
+        return Ok(());
+    }
+    let f = json!({"authors": [author], "until": w - 1, "limit": 20});
+    let first = conn.fetch("profile0", f.clone()).await?;
+    let m1 = metrics(url).await?;
+    let l2_first = get(&m1, "layer2_l2_queries_total") - get(&m0, "layer2_l2_queries_total");
+    report
+        .details
+        .insert("profile_first_read_l2_queries".into(), json!(l2_first));
+    if l2_first < 1.0 || first.is_empty() {
+        report.violations.push(format!(
+            "a profile read below the window returned {} events and asked L2 {l2_first} times",
+            first.len()
+        ));
+        return Ok(());
+    }
+    let mut last = m1;
+    for round in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again = conn
+            .fetch(&format!("profile{}", round + 1), f.clone())
+            .await?;
+        let m = metrics(url).await?;
+        let l2 = get(&m, "layer2_l2_queries_total") - get(&last, "layer2_l2_queries_total");
+        last = m;
+        let same = again
+            .iter()
+            .map(|e| &e["id"])
+            .eq(first.iter().map(|e| &e["id"]));
+        if !same {
+            report.violations.push(format!(
+                "a repeated profile read returned {} events, the first {}",
+                again.len(),
+                first.len()
+            ));
+            return Ok(());
+        }
+        if l2 == 0.0 {
+            report
+                .details
+                .insert("profile_l1_after_rounds".into(), json!(round + 1));
+            return Ok(());
+        }
+    }
+    report
+        .violations
+        .push("a repeated profile read below the window never became an L1 hit".into());
+    Ok(())
+}
+
+/// The share of queries answered by L1 alone, per query shape, between two readings
+/// of `/metrics` (`layer2_query_routes_total{shape,route}`).
+fn by_shape(
+    before: &std::collections::HashMap<String, f64>,
+    after: &std::collections::HashMap<String, f64>,
+) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for shape in ["ids", "author", "author_kind", "tag", "kind", "other"] {
+        let n = |route: &str| {
+            let k = format!("layer2_query_routes_total{{shape=\"{shape}\",route=\"{route}\"}}");
+            get(after, &k) - get(before, &k)
+        };
+        let (l1, l2) = (n("l1"), n("l2"));
+        if l1 + l2 > 0.0 {
+            out.insert(
+                shape.into(),
+                json!({"l1": l1, "l2": l2, "ratio": (l1 / (l1 + l2) * 1000.0).round() / 1000.0}),
+            );
+        }
+    }
+    serde_json::Value::Object(out)
 }
 
 /// Fetches `ids` by id (in batches); returns how many came back and the metrics after.

@@ -18,7 +18,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-use crate::support::{TINY, fast_config, node_with, until_trusted};
+use layer2::{PgConfig, PgStore};
+
+use crate::support::{TINY, fast_config, until_trusted};
 
 const AUTHORS: u8 = 3;
 const KINDS: [u16; 5] = [1, 7, 0, 30023, 6];
@@ -251,6 +253,9 @@ impl World {
 struct Cluster {
     a: Arc<Tiered>,
     b: Option<Arc<Tiered>>,
+    /// Closed when the case ends: the PostgreSQL cluster is shared by every test here,
+    /// and the nodes' listeners would hold their connections until then.
+    pools: Vec<sqlx::PgPool>,
 }
 
 impl Cluster {
@@ -379,6 +384,9 @@ where
                 stats[2].fetch_add(l1.evictions.load(Relaxed), Relaxed);
                 n.shutdown();
             }
+            for p in &cluster.pools {
+                p.close().await;
+            }
             drop(cluster);
             drop(guard);
             r
@@ -407,7 +415,11 @@ fn floors_agree_with_memory_store_embedded() {
                 .await
                 .expect("start node");
             (
-                Cluster { a, b: None },
+                Cluster {
+                    a,
+                    b: None,
+                    pools: Vec::new(),
+                },
                 Box::new(dir) as Box<dyn std::any::Any>,
             )
         },
@@ -422,12 +434,26 @@ fn floors_agree_with_memory_store_postgres_two_nodes() {
             let db = test_database().await;
             let da = tempfile::tempdir().expect("temp dir");
             let dbb = tempfile::tempdir().expect("temp dir");
-            let a = node_with(&db.url, da.path(), TINY, config()).await;
-            let b = node_with(&db.url, dbb.path(), TINY, config()).await;
-            until_trusted(&a).await;
-            until_trusted(&b).await;
+            let mut pools = Vec::new();
+            let mut nodes = Vec::new();
+            for dir in [&da, &dbb] {
+                let pg = Arc::new(
+                    PgStore::connect(PgConfig::new(db.url.clone()))
+                        .await
+                        .expect("connect L2"),
+                );
+                pools.push(pg.pool().clone());
+                let l1 = crate::support::l1_at(dir.path(), TINY);
+                let t = Tiered::start(l1, pg.clone(), Some(pg), config())
+                    .await
+                    .expect("start node");
+                until_trusted(&t).await;
+                nodes.push(t);
+            }
+            let b = nodes.pop();
+            let a = nodes.pop().expect("two nodes");
             (
-                Cluster { a, b: Some(b) },
+                Cluster { a, b, pools },
                 Box::new((db, da, dbb)) as Box<dyn std::any::Any>,
             )
         },

@@ -134,6 +134,24 @@ async fn cache_stress_and_propagation_against_three_nodes() {
         "the second fetch became an L1 hit: {out}"
     );
     assert!(d["l1_hit_ratio"].is_number(), "{out}");
+    // A profile read below the window: asked L2 once, then answered by L1 alone (L2
+    // queries flat between two reads), through the floor the first answer taught.
+    assert!(
+        d["profile_first_read_l2_queries"].as_f64().unwrap() >= 1.0,
+        "{out}"
+    );
+    assert!(
+        d["profile_l1_after_rounds"].as_u64().is_some(),
+        "the repeated profile read became an L1 hit: {out}"
+    );
+    assert!(
+        d["l1_hit_ratio_by_shape"]["ids"]["l1"].as_f64().unwrap() >= 1.0,
+        "{out}"
+    );
+    assert!(
+        d["l1_hit_ratio_by_shape"]["author"]["l1"].as_f64().unwrap() >= 1.0,
+        "{out}"
+    );
 
     // stress: publishers and readers over all three nodes.
     let mut args = vec!["stress".to_string()];
