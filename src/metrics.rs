@@ -179,6 +179,7 @@ impl Metrics {
         );
         t.routes(s);
         t.floors(l1.stats());
+        t.outage(tiered);
         t.one(
             "layer2_negative_hits_total",
             "counter",
@@ -293,6 +294,78 @@ impl Text {
                     c.load(Ordering::Relaxed)
                 );
             }
+        }
+    }
+
+    /// The breaker in front of L2, degraded reads and the outbox.
+    fn outage(&mut self, tiered: &Tiered) {
+        let b = tiered.breaker();
+        let s = tiered.stats();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let outbox = tiered.outbox();
+        for (name, kind, help, v) in [
+            (
+                "layer2_l2_circuit_open",
+                "gauge",
+                "1 while L2 is unreachable and L1 serves alone.",
+                u64::from(tiered.degraded()),
+            ),
+            (
+                "layer2_l2_circuit_trips_total",
+                "counter",
+                "Times L2 was found unreachable.",
+                get(&b.trips),
+            ),
+            (
+                "layer2_l2_circuit_recoveries_total",
+                "counter",
+                "Times L2 answered again.",
+                get(&b.recoveries),
+            ),
+            (
+                "layer2_l2_circuit_refused_total",
+                "counter",
+                "L2 calls refused at once while the circuit was open.",
+                get(&b.refused),
+            ),
+            (
+                "layer2_degraded_reads_total",
+                "counter",
+                "Reads answered by L1 alone while L2 was unreachable.",
+                get(&s.degraded_reads),
+            ),
+            (
+                "layer2_outbox_events",
+                "gauge",
+                "Events in the outbox, waiting for L2.",
+                outbox.map_or(0, |o| o.len()),
+            ),
+            (
+                "layer2_outbox_bytes",
+                "gauge",
+                "Bytes in the outbox.",
+                outbox.map_or(0, |o| o.bytes()),
+            ),
+            (
+                "layer2_outbox_appended_total",
+                "counter",
+                "Events written to the outbox.",
+                get(&s.outbox_appended),
+            ),
+            (
+                "layer2_outbox_replayed_total",
+                "counter",
+                "Outbox events handed to L2.",
+                get(&s.outbox_replayed),
+            ),
+            (
+                "layer2_outbox_refused_total",
+                "counter",
+                "Replayed events L2 refused (L1 followed).",
+                get(&s.outbox_refused),
+            ),
+        ] {
+            self.one(name, kind, help, v);
         }
     }
 

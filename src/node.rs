@@ -33,8 +33,13 @@ pub struct Node {
 /// What `/health` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
-    /// True when the node can store and serve events.
+    /// True when the node can serve: L1 works, and L2 answers or reads may be served
+    /// from L1 alone meanwhile.
     pub serving: bool,
+    /// True while L2 is unreachable and L1 answers alone (writes go to the outbox).
+    pub degraded: bool,
+    /// Events in the outbox, waiting for L2.
+    pub outbox: u64,
     pub l1: Part,
     pub l2: Part,
     pub poller: Poller,
@@ -88,10 +93,11 @@ impl Node {
             RedbStore::open(l1)
                 .with_context(|| format!("cannot open L1 at {}", l1_path.display()))?,
         );
-        let tiered_config = TieredConfig {
+        let mut tiered_config = TieredConfig {
             poll_frequency: config.poll_frequency,
             poll_overlap: config.poll_overlap,
             warm_events: config.warm_events,
+            serve_degraded: config.serve_degraded,
             ..TieredConfig::default()
         };
         let (l2, tiered) = match &config.database_url {
@@ -103,6 +109,18 @@ impl Node {
                         .await
                         .context("cannot connect to the PostgreSQL L2 (check --database-url)")?,
                 );
+                if config.outbox_max_bytes > 0 {
+                    let path = config.data_dir.join("outbox.redb");
+                    let outbox = layer1::Outbox::open(&path, config.outbox_max_bytes)
+                        .with_context(|| format!("cannot open the outbox at {}", path.display()))?;
+                    if !outbox.is_empty() {
+                        tracing::info!(
+                            events = outbox.len(),
+                            "outbox holds events from before; replaying them into L2"
+                        );
+                    }
+                    tiered_config.outbox = Some(Arc::new(outbox));
+                }
                 let t = Tiered::start(l1, pg.clone(), Some(pg.clone()), tiered_config)
                     .await
                     .context("cannot start the tiered store")?;
@@ -150,6 +168,10 @@ impl Node {
                 .await
                 .map_err(timed_out)
                 .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+            // While the breaker is open its probe is already asking: no second wait.
+            L2::Postgres(_) if self.tiered.degraded() => {
+                Err("unreachable (circuit open)".to_string())
+            }
             L2::Postgres(pg) => tokio::time::timeout(limit, pg.db_now())
                 .await
                 .map_err(timed_out)
@@ -162,8 +184,11 @@ impl Node {
             (L2::Postgres(_), true) => "healthy",
             (L2::Postgres(_), false) => "unhealthy",
         };
+        let degraded = !l2.ok;
         Health {
-            serving: l1.ok && l2.ok,
+            serving: l1.ok && (l2.ok || self.config.serve_degraded),
+            degraded,
+            outbox: self.tiered.outbox().map_or(0, |o| o.len()),
             l1,
             l2,
             poller: Poller {

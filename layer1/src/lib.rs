@@ -17,6 +17,7 @@
 //!   below the window.
 //! - `query`: the planner and the merged index walk.
 //! - [`check`]: the consistency check.
+//! - [`outbox`]: the durable queue of writes waiting for an unreachable L2.
 //! - [`store`]: [`RedbStore`], implementing `eventstore::EventStore`.
 
 pub mod check;
@@ -25,6 +26,7 @@ mod error;
 mod evict;
 mod floors;
 mod keys;
+pub mod outbox;
 mod query;
 mod schema;
 pub mod stats;
@@ -35,5 +37,6 @@ mod writer;
 pub use check::Report;
 pub use config::{Durability, RedbConfig};
 pub use floors::Learn;
+pub use outbox::Outbox;
 pub use stats::Stats;
 pub use store::{Probe, Promoted, RedbStore};

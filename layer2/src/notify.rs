@@ -34,6 +34,9 @@ pub struct Notifications {
     pub changed: Arc<Notify>,
     /// Ephemeral events published on any node (this one included).
     pub ephemeral: broadcast::Sender<Arc<Event>>,
+    /// Woken when the LISTEN connection drops: the first sign of a database going away,
+    /// well before a pool time-out.
+    pub lost: Arc<Notify>,
 }
 
 /// Sends a [`CHANGES`] notification after `changed` is woken, at most once per 5 ms
@@ -61,27 +64,46 @@ pub(crate) fn spawn_listener(pool: PgPool) -> Notifications {
     let n = Notifications {
         changed: Arc::new(Notify::new()),
         ephemeral: broadcast::channel(4_096).0,
+        lost: Arc::new(Notify::new()),
     };
     let out = n.clone();
     tokio::spawn(async move {
         while !pool.is_closed() {
-            if let Err(e) = listen(&pool, &out).await {
-                if pool.is_closed() {
-                    break;
-                }
-                tracing::warn!(error = %e, "LISTEN connection lost; reconnecting (polling continues)");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            let r = listen(&pool, &out).await;
+            if pool.is_closed() {
+                break;
             }
+            match r {
+                Ok(()) => {
+                    out.lost.notify_one();
+                    tracing::warn!("LISTEN connection lost; reconnecting (polling continues)");
+                }
+                Err(e) => tracing::debug!(error = %e, "LISTEN connection failed; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
     n
 }
 
+/// Listens until the connection drops (`Ok`) or cannot be made (`Err`).
 async fn listen(pool: &PgPool, out: &Notifications) -> Result<(), sqlx::Error> {
     let mut l = PgListener::connect_with(pool).await?;
+    // Report a lost connection at once; reconnecting is this task's loop's business.
+    l.eager_reconnect(false);
     l.listen_all([CHANGES, EPHEMERAL]).await?;
     loop {
-        let n = l.recv().await?;
+        // `try_recv` reports a lost connection as `None` (where `recv` would silently
+        // reconnect), or as the server's error (an administrator shutdown), so the node
+        // hears of it at once.
+        let n = match l.try_recv().await {
+            Ok(Some(n)) => n,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "LISTEN connection ended");
+                return Ok(());
+            }
+        };
         if n.channel() == CHANGES {
             out.changed.notify_one();
         } else if let Ok(e) = Event::from_stored_json(n.payload()) {

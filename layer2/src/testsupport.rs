@@ -231,9 +231,8 @@ fn start_container() -> Result<Cluster, String> {
     Ok(Cluster { admin_url: url })
 }
 
-fn start_local_cluster() -> Result<Cluster, String> {
-    let bin = find_bin_dir().ok_or("no initdb/pg_ctl on PATH or under /usr/lib/postgresql")?;
-    let root = is_root();
+/// A fresh, initialised cluster directory: `(dir, data)`.
+fn init_cluster(bin: &Path, root: bool) -> Result<(String, String), String> {
     let dir = std::env::temp_dir().join(format!(
         "layer2-pg-{}-{}",
         std::process::id(),
@@ -247,16 +246,15 @@ fn start_local_cluster() -> Result<Cluster, String> {
         c.args(["postgres:postgres"]).arg(&dir);
         run(c, "chown of the cluster directory to postgres")?;
     }
-    let data = dir.join("data");
-    let data_s = data.to_string_lossy().to_string();
-    let dir_s = dir.to_string_lossy().to_string();
+    let data = dir.join("data").to_string_lossy().to_string();
+    let dir = dir.to_string_lossy().to_string();
     run(
         pg_command(
             root,
             &bin.join("initdb"),
             &[
                 "-D",
-                &data_s,
+                &data,
                 "-A",
                 "trust",
                 "-U",
@@ -269,34 +267,56 @@ fn start_local_cluster() -> Result<Cluster, String> {
         ),
         "initdb",
     )?;
+    Ok((dir, data))
+}
+
+/// Starts the cluster in `data` on `port` and waits until it accepts connections.
+/// `crashes`: the test will kill the server, so every commit must reach the OS before
+/// it returns (`synchronous_commit` on; no fsync is needed while the OS itself lives).
+fn pg_start(
+    bin: &Path,
+    root: bool,
+    dir: &str,
+    data: &str,
+    port: u16,
+    crashes: bool,
+) -> Result<(), String> {
+    // Tests trade durability for speed; benchmarks set LAYER2_TEST_PG_DURABLE=1 to
+    // measure PostgreSQL's default, durable settings.
+    let fast = if std::env::var_os("LAYER2_TEST_PG_DURABLE").is_some() {
+        ""
+    } else if crashes {
+        "-c fsync=off -c full_page_writes=off"
+    } else {
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    };
+    let opts = format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -k {dir} {fast} \
+         -c max_connections=400 -c shared_buffers=256MB"
+    );
+    let log = format!("{dir}/server.log");
+    run(
+        pg_command(
+            root,
+            &bin.join("pg_ctl"),
+            &[
+                "-D", data, "-l", &log, "-w", "-t", "60", "-o", &opts, "start",
+            ],
+        ),
+        "pg_ctl start",
+    )
+}
+
+fn start_local_cluster() -> Result<Cluster, String> {
+    let bin = find_bin_dir().ok_or("no initdb/pg_ctl on PATH or under /usr/lib/postgresql")?;
+    let root = is_root();
+    let (dir, data) = init_cluster(&bin, root)?;
     let mut last_err = String::new();
     for _ in 0..5 {
         let port = free_port()?;
-        // Tests trade durability for speed; benchmarks set LAYER2_TEST_PG_DURABLE=1 to
-        // measure PostgreSQL's default, durable settings.
-        let fast = if std::env::var_os("LAYER2_TEST_PG_DURABLE").is_some() {
-            ""
-        } else {
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        };
-        let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -k {dir_s} {fast} \
-             -c max_connections=400 -c shared_buffers=256MB"
-        );
-        let log = format!("{dir_s}/server.log");
-        let started = run(
-            pg_command(
-                root,
-                &bin.join("pg_ctl"),
-                &[
-                    "-D", &data_s, "-l", &log, "-w", "-t", "60", "-o", &opts, "start",
-                ],
-            ),
-            "pg_ctl start",
-        );
-        match started {
+        match pg_start(&bin, root, &dir, &data, port, false) {
             Ok(()) => {
-                spawn_watchdog(root, &bin, &data_s, &dir_s)?;
+                spawn_watchdog(root, &bin, &data, &dir)?;
                 return Ok(Cluster {
                     admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
                 });
@@ -306,6 +326,79 @@ fn start_local_cluster() -> Result<Cluster, String> {
         }
     }
     Err(last_err)
+}
+
+/// A PostgreSQL cluster of one test's own, which it may stop and start again (outage
+/// tests; the shared cluster serves every other test in the process). Needs the local
+/// server binaries. Stopped and removed when dropped, or when the process exits.
+#[derive(Debug)]
+pub struct OwnCluster {
+    /// Connection URL of its `postgres` database.
+    pub url: String,
+    bin: PathBuf,
+    root: bool,
+    dir: String,
+    data: String,
+    port: u16,
+}
+
+impl OwnCluster {
+    /// Creates and starts a cluster.
+    pub fn start() -> Result<OwnCluster, String> {
+        let bin = find_bin_dir().ok_or(
+            "outage tests need PostgreSQL's server binaries (Debian: apt-get install postgresql)",
+        )?;
+        let root = is_root();
+        let (dir, data) = init_cluster(&bin, root)?;
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = free_port()?;
+            match pg_start(&bin, root, &dir, &data, port, true) {
+                Ok(()) => {
+                    spawn_watchdog(root, &bin, &data, &dir)?;
+                    return Ok(OwnCluster {
+                        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+                        bin,
+                        root,
+                        dir,
+                        data,
+                        port,
+                    });
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
+    }
+
+    /// Stops it at once, as a crash would (`pg_ctl stop -m immediate`).
+    pub fn stop_immediate(&self) -> Result<(), String> {
+        run(
+            pg_command(
+                self.root,
+                &self.bin.join("pg_ctl"),
+                &["-D", &self.data, "-m", "immediate", "-w", "stop"],
+            ),
+            "pg_ctl stop",
+        )
+    }
+
+    /// The server's log so far (for a failing test's message).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(format!("{}/server.log", self.dir)).unwrap_or_default()
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&self) -> Result<(), String> {
+        pg_start(&self.bin, self.root, &self.dir, &self.data, self.port, true)
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = self.stop_immediate();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Stops the cluster and removes its directory once this process has exited.

@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub poll_overlap: Option<u32>,
     pub warm_events: Option<usize>,
     pub pg_max_connections: Option<u32>,
+    pub degraded_reads: Option<String>,
+    pub outbox_max_bytes: Option<Size>,
     #[serde(default)]
     pub info: InfoFile,
     #[serde(default)]

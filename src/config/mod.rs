@@ -102,6 +102,13 @@ pub struct Config {
     pub warm_events: usize,
     /// PostgreSQL connections per node. Default 16.
     pub pg_max_connections: u32,
+    /// While PostgreSQL is unreachable, answer reads from L1 alone (`serve`, the
+    /// default: answers can miss events L1 never held) or refuse them (`refuse`).
+    pub serve_degraded: bool,
+    /// Bytes of events the outbox keeps while PostgreSQL is unreachable; past it, writes
+    /// are refused (`error: storage unavailable`). 0 turns the outbox off: writes are
+    /// then refused during an outage. Default 256 MiB.
+    pub outbox_max_bytes: u64,
     pub info: Info,
     pub limits: Limits,
 }
@@ -118,6 +125,8 @@ impl Default for Config {
             poll_overlap: 4,
             warm_events: 100_000,
             pg_max_connections: 16,
+            serve_degraded: true,
+            outbox_max_bytes: 256 << 20,
             info: Info {
                 name: "layer2".into(),
                 ..Info::default()
@@ -167,6 +176,24 @@ pub struct Options {
         value_name = "N"
     )]
     pub events_per_second: Option<u32>,
+    /// While PostgreSQL is unreachable: `serve` reads from L1 alone, or `refuse` them
+    /// [default: serve].
+    #[arg(
+        long,
+        global = true,
+        env = "LAYER2_DEGRADED_READS",
+        value_name = "serve|refuse"
+    )]
+    pub degraded_reads: Option<String>,
+    /// Outbox bound for writes during a PostgreSQL outage; 0 turns it off
+    /// [default: 256MiB].
+    #[arg(
+        long,
+        global = true,
+        env = "LAYER2_OUTBOX_MAX_BYTES",
+        value_name = "BYTES"
+    )]
+    pub outbox_max_bytes: Option<String>,
 }
 
 impl Options {
@@ -204,8 +231,25 @@ impl Options {
         if let Some(v) = self.events_per_second {
             c.limits.events_per_second = v;
         }
+        if let Some(v) = &self.degraded_reads {
+            c.serve_degraded = parse_degraded_reads(v)?;
+        }
+        if let Some(v) = &self.outbox_max_bytes {
+            c.outbox_max_bytes =
+                units::parse_bytes(v).map_err(|e| format!("--outbox-max-bytes: {e}"))?;
+        }
         c.validate()?;
         Ok(c)
+    }
+}
+
+fn parse_degraded_reads(s: &str) -> Result<bool, String> {
+    match s {
+        "serve" => Ok(true),
+        "refuse" => Ok(false),
+        other => Err(format!(
+            "degraded_reads: {other:?} is neither \"serve\" nor \"refuse\""
+        )),
     }
 }
 
@@ -250,6 +294,12 @@ fn apply_file(c: &mut Config, f: &FileConfig) -> Result<(), String> {
     }
     if let Some(v) = f.pg_max_connections {
         c.pg_max_connections = v;
+    }
+    if let Some(v) = &f.degraded_reads {
+        c.serve_degraded = parse_degraded_reads(v)?;
+    }
+    if let Some(v) = &f.outbox_max_bytes {
+        c.outbox_max_bytes = v.resolve().map_err(ctx("outbox_max_bytes"))?;
     }
     let i = &f.info;
     for (dst, src) in [

@@ -102,11 +102,13 @@ async fn verify_and_store(state: &Arc<AppState>, event: Event) -> String {
         Err(e) => {
             metrics.event("error");
             tracing::warn!(%id, error = %e, "saving an event failed");
-            proto::ok(
-                &id,
-                false,
-                "error: the event could not be stored; try again",
-            )
+            let msg = match e {
+                eventstore::StoreError::Unavailable(_) => {
+                    "error: storage unavailable; try again later"
+                }
+                _ => "error: the event could not be stored; try again",
+            };
+            proto::ok(&id, false, msg)
         }
     }
 }

@@ -6,6 +6,8 @@
 //! - query: see `query.rs` — L1 alone only when it provably holds the whole answer.
 //! - the poller (`poller.rs`) keeps L1 complete with what other nodes write.
 
+pub mod breaker;
+mod degraded;
 mod poller;
 mod query;
 mod repair;
@@ -51,6 +53,11 @@ pub struct TieredConfig {
     pub broadcast_capacity: usize,
     /// Rows per change-feed page. Default 1,000.
     pub feed_page: usize,
+    /// While a shared L2 is unreachable, answer reads from L1 alone (`true`, the
+    /// default) or refuse them (`false`). See `degraded.rs`.
+    pub serve_degraded: bool,
+    /// Where writes go while a shared L2 is unreachable; `None`: they are refused.
+    pub outbox: Option<Arc<layer1::Outbox>>,
 }
 
 impl Default for TieredConfig {
@@ -63,6 +70,8 @@ impl Default for TieredConfig {
             promote_queue: 256,
             broadcast_capacity: 16_384,
             feed_page: 1_000,
+            serve_degraded: true,
+            outbox: None,
         }
     }
 }
@@ -93,6 +102,8 @@ pub struct Tiered {
     /// might then hold, and a floor serve, an event L2 no longer has.
     dropped: moka::sync::Cache<EventId, ()>,
     promote_tx: mpsc::Sender<Promotion>,
+    /// Whether the shared L2 answers (`breaker.rs`).
+    breaker: Arc<breaker::Breaker>,
     stop: watch::Sender<bool>,
     /// Milliseconds since `started` of the last successful poll (0: none yet).
     last_poll_ok: AtomicU64,
@@ -148,6 +159,7 @@ impl Tiered {
             config,
             live,
             promote_tx,
+            breaker: Arc::new(breaker::Breaker::default()),
             stop,
             last_poll_ok: AtomicU64::new(0),
             repairs: repair::Repairs::default(),
@@ -164,9 +176,28 @@ impl Tiered {
         ));
         tokio::spawn(repair::run(Arc::downgrade(&t), t.stop.subscribe()));
         if let Some(n) = t.feed.as_ref().and_then(|f| f.notifications()) {
+            tokio::spawn(breaker::watch_listener(
+                Arc::downgrade(&t.breaker),
+                n.lost.clone(),
+                t.stop.subscribe(),
+            ));
             tokio::spawn(relay_ephemeral(
                 Arc::downgrade(&t),
                 n.ephemeral.subscribe(),
+                t.stop.subscribe(),
+            ));
+        }
+        if let Some(feed) = t.feed.clone() {
+            tokio::spawn(breaker::probe(
+                t.breaker.clone(),
+                feed.clone(),
+                t.stop.subscribe(),
+            ));
+        }
+        if let Some(outbox) = t.config.outbox.clone() {
+            tokio::spawn(degraded::replay(
+                Arc::downgrade(&t),
+                outbox,
                 t.stop.subscribe(),
             ));
         }
@@ -196,6 +227,21 @@ impl Tiered {
     /// The L1 store.
     pub fn l1(&self) -> &Arc<RedbStore> {
         &self.l1
+    }
+
+    /// The circuit breaker in front of a shared L2.
+    pub fn breaker(&self) -> &breaker::Breaker {
+        &self.breaker
+    }
+
+    /// The outbox, when writes may outlive an L2 outage.
+    pub fn outbox(&self) -> Option<&Arc<layer1::Outbox>> {
+        self.config.outbox.as_ref()
+    }
+
+    /// True while a shared L2 is unreachable and this node answers from L1 alone.
+    pub fn degraded(&self) -> bool {
+        self.feed.is_some() && self.breaker.is_open()
     }
 
     /// Is the window trusted: no poller needed (single node), or a poll succeeded
@@ -348,8 +394,13 @@ async fn promoter(
 #[async_trait]
 impl EventStore for Tiered {
     async fn save(&self, event: &Event) -> Result<SaveOutcome, StoreError> {
-        // L2 is the arbiter of duplicates, replacement and deletion.
-        let outcome = self.l2.save(event).await?;
+        // L2 is the arbiter of duplicates, replacement and deletion; while it cannot
+        // be reached, the outbox takes the write (`degraded.rs`).
+        let outcome = match self.l2_call(self.l2.save(event)).await {
+            Ok(o) => o,
+            Err(e @ StoreError::Unavailable(_)) => return self.save_degraded(event, e).await,
+            Err(e) => return Err(e),
+        };
         match &outcome {
             SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
                 if let SaveOutcome::Replaced { old } = &outcome {
@@ -375,7 +426,8 @@ impl EventStore for Tiered {
     async fn query(&self, filters: &[Filter]) -> Result<Vec<Event>, StoreError> {
         let mut out = Vec::new();
         for f in filters {
-            out.extend(self.query_one(f).await?);
+            let r = self.query_one(f).await;
+            out.extend(self.or_degraded(f, r).await?);
         }
         eventstore::sort_canonical(&mut out);
         Ok(out)
@@ -384,20 +436,20 @@ impl EventStore for Tiered {
     async fn count(&self, filters: &[Filter]) -> Result<u64, StoreError> {
         // NIP-45 counts are answered by the authority.
         self.stats.l2_queries.fetch_add(1, Ordering::Relaxed);
-        self.l2.count(filters).await
+        let r = self.l2_call(self.l2.count(filters)).await;
+        self.count_degraded(filters, r).await
     }
 
     async fn delete(&self, ids: &[EventId]) -> Result<u64, StoreError> {
         // The authors, for L1's (id, author) tombstones: written even where L1 does not
         // hold the event, so a promotion still queued cannot bring it back.
         let held = self
-            .l2
-            .query(&[Filter {
+            .l2_call(self.l2.query(&[Filter {
                 ids: Some(ids.iter().copied().collect()),
                 ..Filter::default()
-            }])
+            }]))
             .await?;
-        let n = self.l2.delete(ids).await?;
+        let n = self.l2_call(self.l2.delete(ids)).await?;
         let pairs: Vec<_> = held.iter().map(|e| (e.id(), e.pubkey())).collect();
         let applied = match self.l1.tombstone(&pairs).await {
             Ok(_) => self.l1.delete(ids).await.map(|_| ()),

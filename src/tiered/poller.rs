@@ -54,9 +54,15 @@ pub(super) async fn run(
         }
         last_poll = tokio::time::Instant::now();
         let Some(t) = tiered.upgrade() else { return };
+        if t.breaker.is_open() {
+            // L2 is unreachable: the breaker's probe finds out when it is back.
+            continue;
+        }
         t.stats.poll_runs.fetch_add(1, Ordering::Relaxed);
         let persist = persisted.is_none_or(|p| p.elapsed() >= Duration::from_secs(1));
-        match poll_once(&t, feed.as_ref(), cursor, lookback, page, persist).await {
+        let polled = poll_once(&t, feed.as_ref(), cursor, lookback, page, persist).await;
+        t.breaker.record(&polled);
+        match polled {
             Ok(next) => {
                 if persist {
                     persisted = Some(tokio::time::Instant::now());

@@ -94,7 +94,7 @@ impl Tiered {
     /// covers; that is recorded with the promoted events.
     async fn ask_l2(&self, f: &Filter, joins: Option<Timestamp>) -> Result<Vec<Event>, StoreError> {
         self.stats.l2_queries.fetch_add(1, Ordering::Relaxed);
-        let r = self.l2.query(std::slice::from_ref(f)).await?;
+        let r = self.l2_call(self.l2.query(std::slice::from_ref(f))).await?;
         let learn = joins.map(|joins| layer1::Learn {
             filter: Filter {
                 since: None,

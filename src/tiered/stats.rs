@@ -82,6 +82,14 @@ pub struct TieredStats {
     pub poll_tombstones: AtomicU64,
     /// Database time minus the poller's cursor at the last successful poll.
     pub poll_lag_ms: AtomicU64,
+    /// Reads answered by L1 alone because L2 was unreachable.
+    pub degraded_reads: AtomicU64,
+    /// Events written to the outbox while L2 was unreachable.
+    pub outbox_appended: AtomicU64,
+    /// Outbox events handed to L2 once it answered again.
+    pub outbox_replayed: AtomicU64,
+    /// Replayed events L2 refused (a newer version or a tombstone won).
+    pub outbox_refused: AtomicU64,
     /// Queries answered by L1 alone, by [`Shape`] (in [`Shape::ALL`]'s order).
     pub l1_by_shape: [AtomicU64; 6],
     /// Queries that asked L2, by [`Shape`].

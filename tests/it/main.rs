@@ -5,6 +5,7 @@
 mod cluster;
 mod deploy;
 mod floors;
+mod outage;
 mod relay;
 mod support;
 mod window;

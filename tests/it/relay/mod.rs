@@ -5,4 +5,5 @@ mod cli;
 pub mod client;
 mod cluster;
 mod http;
+mod outage;
 mod protocol;

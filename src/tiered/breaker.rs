@@ -1,0 +1,121 @@
+//! The circuit breaker in front of a shared L2 (DESIGN.md §5b). A call that finds L2
+//! unreachable opens it; while it is open, calls fail at once instead of each waiting
+//! for the pool's time-out, and a probe asks L2's clock every 250 ms (doubling to 5 s)
+//! until it answers, which closes the breaker. The poller's polls feed it as well.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use eventstore::StoreError;
+use tokio::sync::watch;
+
+use crate::feed::ChangeFeed;
+
+/// First probe delay after the breaker opens; doubled up to [`PROBE_MAX`].
+const PROBE_FIRST: Duration = Duration::from_millis(250);
+const PROBE_MAX: Duration = Duration::from_secs(5);
+/// A probe that takes longer than this counts as a failure.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether L2 is reachable, as the last calls found it.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    open: AtomicBool,
+    /// Times it opened.
+    pub trips: AtomicU64,
+    /// Times it closed again.
+    pub recoveries: AtomicU64,
+    /// Calls refused at once while it was open.
+    pub refused: AtomicU64,
+    /// Wakes the probe task when the breaker opens.
+    opened: tokio::sync::Notify,
+}
+
+impl Breaker {
+    /// True while L2 is considered unreachable.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Records a call's result: an `Unavailable` error opens the breaker; any answer
+    /// from L2 (even an error of another kind) shows it reachable.
+    pub fn record<T>(&self, r: &Result<T, StoreError>) {
+        match r {
+            Err(StoreError::Unavailable(e)) => self.trip(&e.to_string()),
+            _ => self.reset(),
+        }
+    }
+
+    fn trip(&self, why: &str) {
+        if !self.open.swap(true, Ordering::SeqCst) {
+            self.trips.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = why, "L2 unreachable: circuit open, serving from L1");
+            self.opened.notify_one();
+        }
+    }
+
+    fn reset(&self) {
+        if self.open.swap(false, Ordering::SeqCst) {
+            self.recoveries.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("L2 reachable again: circuit closed");
+        }
+    }
+
+    /// The error a call gets while the breaker is open, counted.
+    pub fn refusal(&self) -> StoreError {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        StoreError::Unavailable("L2 is unreachable (circuit open)".into())
+    }
+}
+
+/// Opens the breaker when the LISTEN connection drops: a database that went away is
+/// noticed at once, not after a pool time-out. The probe closes it again within
+/// 250 ms if the database is in fact still there.
+pub(super) async fn watch_listener(
+    breaker: Weak<Breaker>,
+    lost: Arc<tokio::sync::Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = lost.notified() => {}
+            _ = stop.changed() => return,
+        }
+        match breaker.upgrade() {
+            Some(b) => b.trip("the LISTEN connection dropped"),
+            None => return,
+        }
+    }
+}
+
+/// Probes L2 while the breaker is open, until it answers; then waits for it to open
+/// again. Ends when the node stops.
+pub(super) async fn probe(
+    breaker: Arc<Breaker>,
+    feed: Arc<dyn ChangeFeed>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if !breaker.is_open() {
+            tokio::select! {
+                _ = breaker.opened.notified() => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        let mut delay = PROBE_FIRST;
+        while breaker.is_open() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => return,
+            }
+            match tokio::time::timeout(PROBE_TIMEOUT, feed.now()).await {
+                Ok(Ok(_)) => breaker.reset(),
+                Ok(Err(e)) => tracing::debug!(error = %e, "L2 probe failed"),
+                Err(_) => tracing::debug!("L2 probe timed out"),
+            }
+            delay = (delay * 2).min(PROBE_MAX);
+        }
+    }
+}
