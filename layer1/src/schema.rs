@@ -32,3 +32,62 @@ pub(crate) const META_BYTES: &str = "bytes";
 pub(crate) const META_WINDOW: &str = "window";
 pub(crate) const META_TICK: &str = "tick";
 pub(crate) const META_CURSOR: &str = "cursor";
+
+/// Per-table use of the file (see `RedbStore::storage`).
+pub(crate) fn storage(
+    db: &redb::Database,
+    path: &std::path::Path,
+) -> Result<crate::stats::Storage, eventstore::StoreError> {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+
+    use crate::error::backend;
+    use crate::stats::{Storage, TableUse};
+
+    fn table_use(
+        name: &'static str,
+        t: &impl ReadableTableMetadata,
+    ) -> Result<TableUse, eventstore::StoreError> {
+        let s = t.stats().map_err(backend)?;
+        Ok(TableUse {
+            name,
+            entries: t.len().map_err(backend)?,
+            stored: s.stored_bytes(),
+            pages: (s.leaf_pages() + s.branch_pages()) * 4096,
+            fragmented: s.fragmented_bytes(),
+        })
+    }
+    let txn = db.begin_read().map_err(backend)?;
+    let events = txn.open_table(EVENTS).map_err(backend)?;
+    let tables = vec![
+        table_use("events", &events)?,
+        table_use("ids", &txn.open_table(IDS).map_err(backend)?)?,
+        table_use("index", &txn.open_table(INDEX).map_err(backend)?)?,
+        table_use("addresses", &txn.open_table(ADDRESSES).map_err(backend)?)?,
+        table_use(
+            "deleted_ids",
+            &txn.open_table(DELETED_IDS).map_err(backend)?,
+        )?,
+        table_use("recency", &txn.open_table(RECENCY).map_err(backend)?)?,
+        table_use("lru", &txn.open_table(LRU).map_err(backend)?)?,
+        table_use("floors", &txn.open_table(FLOORS).map_err(backend)?)?,
+    ];
+    let n = events.len().map_err(backend)?;
+    drop(events);
+    let json_bytes = tables[0].stored.saturating_sub(8 * n);
+    // Allocated pages: from a write transaction's statistics (redb keeps them there).
+    drop(txn);
+    let allocated = {
+        let w = db.begin_write().map_err(backend)?;
+        let s = w.stats().map_err(backend)?;
+        let a = s.allocated_pages() * s.page_size() as u64;
+        w.abort().map_err(backend)?;
+        a
+    };
+    Ok(Storage {
+        json_bytes,
+        events: n,
+        allocated,
+        file: std::fs::metadata(path).map_or(0, |m| m.len()),
+        tables,
+    })
+}

@@ -24,3 +24,31 @@ pub struct Stats {
     /// Floors cleared because the window was reset.
     pub floors_cleared: AtomicU64,
 }
+
+/// Where one table's bytes go (from redb's own accounting).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableUse {
+    pub name: &'static str,
+    /// Entries.
+    pub entries: u64,
+    /// Key and value bytes stored.
+    pub stored: u64,
+    /// Leaf and branch pages, in bytes.
+    pub pages: u64,
+    /// Unused bytes inside those pages.
+    pub fragmented: u64,
+}
+
+/// How the file's bytes are used ([`crate::RedbStore::storage`]): what the budget buys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Storage {
+    /// Event JSON bytes held.
+    pub json_bytes: u64,
+    /// Events held.
+    pub events: u64,
+    /// Pages allocated in the file, in bytes.
+    pub allocated: u64,
+    /// The file's size.
+    pub file: u64,
+    pub tables: Vec<TableUse>,
+}

@@ -312,6 +312,15 @@ impl RedbStore {
         &self.config
     }
 
+    /// How the file's bytes are used, table by table (for density measurements).
+    pub async fn storage(&self) -> Result<crate::stats::Storage, StoreError> {
+        let db = self.db.clone();
+        let path = self.config.path.clone();
+        tokio::task::spawn_blocking(move || crate::schema::storage(&db, &path))
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
     /// Verifies that every index entry points at an event and every event is in all its
     /// indexes. See `check.rs`.
     pub async fn check(&self) -> Result<crate::check::Report, StoreError> {

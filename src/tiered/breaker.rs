@@ -3,7 +3,7 @@
 //! for the pool's time-out, and a probe asks L2's clock every 250 ms (doubling to 5 s)
 //! until it answers, which closes the breaker. The poller's polls feed it as well.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -19,23 +19,33 @@ const PROBE_MAX: Duration = Duration::from_secs(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether L2 is reachable, as the last calls found it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Breaker {
-    open: AtomicBool,
+    /// `true` while open. A watch, so calls in flight can give up the moment it opens.
+    open: watch::Sender<bool>,
     /// Times it opened.
     pub trips: AtomicU64,
     /// Times it closed again.
     pub recoveries: AtomicU64,
     /// Calls refused at once while it was open.
     pub refused: AtomicU64,
-    /// Wakes the probe task when the breaker opens.
-    opened: tokio::sync::Notify,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            open: watch::channel(false).0,
+            trips: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Breaker {
     /// True while L2 is considered unreachable.
     pub fn is_open(&self) -> bool {
-        self.open.load(Ordering::SeqCst)
+        *self.open.borrow()
     }
 
     /// Records a call's result: an `Unavailable` error opens the breaker; any answer
@@ -47,16 +57,40 @@ impl Breaker {
         }
     }
 
+    /// Runs an L2 call unless the breaker is open; a call still waiting when it opens
+    /// is abandoned (a write abandoned so may still commit: the outbox's replay then
+    /// finds it a duplicate, which is harmless).
+    pub async fn call<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let mut state = self.open.subscribe();
+        if *state.borrow_and_update() {
+            return Err(self.refusal());
+        }
+        let r = tokio::select! {
+            r = call => r,
+            _ = state.wait_for(|open| *open) => return Err(self.refusal()),
+        };
+        self.record(&r);
+        r
+    }
+
     fn trip(&self, why: &str) {
-        if !self.open.swap(true, Ordering::SeqCst) {
+        let opened = self
+            .open
+            .send_if_modified(|open| !std::mem::replace(open, true));
+        if opened {
             self.trips.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = why, "L2 unreachable: circuit open, serving from L1");
-            self.opened.notify_one();
         }
     }
 
     fn reset(&self) {
-        if self.open.swap(false, Ordering::SeqCst) {
+        let closed = self
+            .open
+            .send_if_modified(|open| std::mem::replace(open, false));
+        if closed {
             self.recoveries.fetch_add(1, Ordering::Relaxed);
             tracing::info!("L2 reachable again: circuit closed");
         }
@@ -96,13 +130,11 @@ pub(super) async fn probe(
     feed: Arc<dyn ChangeFeed>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut state = breaker.open.subscribe();
     loop {
-        if !breaker.is_open() {
-            tokio::select! {
-                _ = breaker.opened.notified() => {}
-                _ = stop.changed() => return,
-            }
-            continue;
+        tokio::select! {
+            r = state.wait_for(|open| *open) => if r.is_err() { return },
+            _ = stop.changed() => return,
         }
         let mut delay = PROBE_FIRST;
         while breaker.is_open() {

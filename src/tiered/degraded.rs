@@ -37,12 +37,7 @@ impl Tiered {
         if self.feed.is_none() {
             return call.await;
         }
-        if self.breaker.is_open() {
-            return Err(self.breaker.refusal());
-        }
-        let r = call.await;
-        self.breaker.record(&r);
-        r
+        self.breaker.call(call).await
     }
 
     /// A read's answer when L2 could not be asked: L1's own, where the operator allows.

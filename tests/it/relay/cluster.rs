@@ -153,15 +153,19 @@ async fn health_reports_the_poller_in_cluster_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_is_503_when_l2_is_gone() {
+async fn health_is_503_when_l2_is_gone_and_degraded_reads_are_refused() {
     let db = test_database().await;
     let dir = tempfile::tempdir().unwrap();
+    // The strict behaviour: no L1-only answers, no outbox (`relay/outage.rs` tests the
+    // default, which keeps serving).
     let config = Config {
         data_dir: dir.path().to_path_buf(),
         database_url: Some(db.url.clone()),
         l1_max_bytes: 4 << 20,
         poll_frequency: Duration::from_millis(50),
         pg_max_connections: 2,
+        serve_degraded: false,
+        outbox_max_bytes: 0,
         ..Config::default()
     };
     let relay = TestRelay::start(config).await;
