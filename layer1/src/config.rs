@@ -23,7 +23,7 @@ pub struct RedbConfig {
     pub max_bytes: Option<u64>,
     /// Eviction starts above this share of `max_bytes`. Default 0.9.
     pub high_water: f64,
-    /// Eviction stops at this share of `max_bytes`. Default 0.7.
+    /// Eviction stops at this share of `max_bytes`. Default 0.85.
     pub low_water: f64,
     /// Default [`Durability::Immediate`].
     pub durability: Durability,
@@ -45,7 +45,7 @@ impl RedbConfig {
             path: path.into(),
             max_bytes: None,
             high_water: 0.9,
-            low_water: 0.7,
+            low_water: 0.85,
             durability: Durability::Immediate,
             cache_bytes: 64 << 20,
             max_batch: 2_000,

@@ -55,7 +55,9 @@ pub(super) async fn run(
         last_poll = tokio::time::Instant::now();
         let Some(t) = tiered.upgrade() else { return };
         if t.breaker.is_open() {
-            // L2 is unreachable: the breaker's probe finds out when it is back.
+            // L2 is unreachable: the breaker's probe finds out when it is back, and the
+            // first poll after that comes within one period, not after a back-off.
+            backoff = Duration::ZERO;
             continue;
         }
         t.stats.poll_runs.fetch_add(1, Ordering::Relaxed);
