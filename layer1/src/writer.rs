@@ -254,6 +254,11 @@ impl Writer {
         }
         txn.commit().map_err(backend)?;
         self.stats.floors.store(committed.3, Ordering::Relaxed);
+        // The prefilter only grows between rebuilds (forgotten floors stay in it); keep
+        // it near the floors' own size.
+        if self.floor_hint.len() as u64 > 2 * committed.3 + 1_024 {
+            self.reload_hint();
+        }
         let c = committed.4;
         self.stats
             .floors_learned

@@ -19,13 +19,24 @@ pub struct Cluster {
 /// Three nodes sharing one database, with a fast poller.
 pub async fn three_nodes() -> Cluster {
     let db = test_database().await;
+    let (nodes, dirs) = nodes_on(&db.url, 3).await;
+    Cluster {
+        nodes,
+        _dirs: dirs,
+        _db: db,
+    }
+}
+
+/// `n` nodes on the database at `url`, each with a small L1 in a directory of its own
+/// and a fast poller.
+pub async fn nodes_on(url: &str, n: usize) -> (Vec<TestRelay>, Vec<tempfile::TempDir>) {
     let mut nodes = Vec::new();
     let mut dirs = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..n {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = Config {
             data_dir: dir.path().to_path_buf(),
-            database_url: Some(db.url.clone()),
+            database_url: Some(url.to_string()),
             l1_max_bytes: 4 << 20,
             l1_durable: false,
             poll_frequency: Duration::from_millis(50),
@@ -35,11 +46,7 @@ pub async fn three_nodes() -> Cluster {
         nodes.push(TestRelay::start(config).await);
         dirs.push(dir);
     }
-    Cluster {
-        nodes,
-        _dirs: dirs,
-        _db: db,
-    }
+    (nodes, dirs)
 }
 
 /// Polls REQs on `c` until `ids` of the filter equal `want` (the poller's look-back

@@ -8,30 +8,14 @@ use std::time::{Duration, Instant};
 
 use eventstore::Keys;
 use layer2::testsupport::OwnCluster;
-use layer2_relay::config::Config;
 use serde_json::json;
 
-use super::client::{TestRelay, note};
+use super::client::note;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_serve_through_an_outage_and_lose_nothing() {
     let pg = OwnCluster::start().expect("an own PostgreSQL cluster");
-    let mut dirs = Vec::new();
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = Config {
-            data_dir: dir.path().to_path_buf(),
-            database_url: Some(pg.url.clone()),
-            l1_max_bytes: 4 << 20,
-            l1_durable: false,
-            poll_frequency: Duration::from_millis(50),
-            pg_max_connections: 4,
-            ..Config::default()
-        };
-        nodes.push(TestRelay::start(config).await);
-        dirs.push(dir);
-    }
+    let (mut nodes, _dirs) = super::cluster::nodes_on(&pg.url, 3).await;
     let keys = Keys::from_seed(81);
     let mut clients = Vec::new();
     for n in &nodes {
