@@ -1,7 +1,8 @@
-//! The circuit breaker in front of a shared L2 (DESIGN.md §5b). A call that finds L2
-//! unreachable opens it; while it is open, calls fail at once instead of each waiting
-//! for the pool's time-out, and a probe asks L2's clock every 250 ms (doubling to 5 s)
-//! until it answers, which closes the breaker. The poller's polls feed it as well.
+//! The circuit breaker in front of a shared L2 (DESIGN.md §5b). A call or poll that
+//! finds L2 unreachable, or the LISTEN connection dropping, opens it; while it is open,
+//! calls fail at once instead of each waiting for the pool's time-out (calls in flight
+//! are abandoned), and a probe asks L2's clock every 250 ms (doubling to 5 s) until it
+//! answers, which closes the breaker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -48,12 +49,13 @@ impl Breaker {
         *self.open.borrow()
     }
 
-    /// Records a call's result: an `Unavailable` error opens the breaker; any answer
-    /// from L2 (even an error of another kind) shows it reachable.
+    /// Records a call's result: an `Unavailable` error opens the breaker. Only the
+    /// probe closes it: a call that was in flight when L2 went away can still come back
+    /// with an answer, and closing on it would send every call after it into a pool
+    /// time-out (seen in `scripts/local-cluster` with `OUTAGE`).
     pub fn record<T>(&self, r: &Result<T, StoreError>) {
-        match r {
-            Err(StoreError::Unavailable(e)) => self.trip(&e.to_string()),
-            _ => self.reset(),
+        if let Err(StoreError::Unavailable(e)) = r {
+            self.trip(&e.to_string());
         }
     }
 

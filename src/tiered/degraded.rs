@@ -6,7 +6,7 @@
 //! - Writes: a verified event L1 does not already hold is appended to the durable
 //!   outbox, and `OK true` is only given once that commit is on disk; it is then saved
 //!   into L1 (which applies what it knows: tombstones, newer versions) and broadcast
-//!   here. The replayer hands the outbox to L2 in order once L2 answers again; L2
+//!   here. The replayer hands the outbox to L2 in batches once L2 answers again; L2
 //!   arbitrates as for any write, L1 follows its verdict, and an entry leaves the outbox
 //!   only after L2 committed it. Other nodes learn of it through their pollers.
 
@@ -136,16 +136,23 @@ pub(super) async fn replay(
 
 async fn replay_once(t: &Tiered, outbox: &Outbox) -> Result<(), StoreError> {
     let batch = outbox.peek(REPLAY_BATCH).await?;
+    // Handed to L2 all at once, so its writers group them into few transactions (one
+    // at a time, each waited for a commit of its own behind the live writes). L2
+    // arbitrates by created_at and id, not by arrival, so the order they commit in does
+    // not change the outcome; entries leave the outbox in order, up to the first that
+    // failed (those after it are sent again, and found duplicates).
+    let saves = batch.iter().map(|(_, e)| t.l2_call(t.l2.save(e)));
+    let results = futures_util::future::join_all(saves).await;
     let mut through = None;
     let mut result = Ok(());
-    for (seq, e) in &batch {
-        match t.l2_call(t.l2.save(e)).await {
+    for ((seq, e), r) in batch.iter().zip(results) {
+        match r {
             Ok(o) => {
                 reconcile(t, e, &o).await;
                 t.stats.outbox_replayed.fetch_add(1, Ordering::Relaxed);
                 through = Some(*seq);
             }
-            // In order: a failure stops the round here, to be retried.
+            // A failure stops the round here, to be retried.
             Err(err) => {
                 result = Err(err);
                 break;
