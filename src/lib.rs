@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`tiered`]: [`Tiered`], the backend that routes saves and queries between L1 and
-//!   L2, warms L1, promotes L2 results and runs the poller.
+//!   L2 (completeness floors), warms L1, promotes L2 results, runs the poller, and
+//!   serves through an L2 outage (circuit breaker, L1-only reads, outbox replay).
 //! - [`feed`]: the [`ChangeFeed`] a shared L2 offers the poller.
 //! - [`config`]: the typed configuration (file, environment, flags).
 //! - [`node`]: a node's stores built from its configuration, and its health.

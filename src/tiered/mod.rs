@@ -3,8 +3,11 @@
 //!
 //! - save: L2 decides; L1 mirrors what L2 accepted; the event is marked seen and
 //!   broadcast to this node's live subscribers.
-//! - query: see `query.rs` — L1 alone only when it provably holds the whole answer.
+//! - query: see `query.rs` — L1 alone only when it provably holds the whole answer
+//!   (the window, or completeness floors per query key); L2's answers teach floors.
 //! - the poller (`poller.rs`) keeps L1 complete with what other nodes write.
+//! - while a shared L2 is unreachable (`breaker.rs`), reads are L1's and writes go to
+//!   the outbox, replayed when L2 answers (`degraded.rs`).
 
 pub mod breaker;
 mod degraded;

@@ -191,3 +191,42 @@ async fn lru_order_survives_churn_and_checks_out() {
     let report = s.check().await.unwrap();
     assert!(report.is_consistent(), "{:?}", report.problems);
 }
+
+/// Floors are bounded: past `max_floors` the least recently learned are forgotten (a
+/// forgotten key falls back to `W`, which is always safe), and the byte count follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floors_past_the_bound_are_forgotten_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = RedbConfig::new(dir.path().join("l1.redb")).max_bytes(4 << 20);
+    c.max_floors = 3;
+    let s = RedbStore::open(c).unwrap();
+    let w = Timestamp(T0 + 1_000);
+    s.set_window(w).await.unwrap();
+    let authors: Vec<Keys> = (0..5).map(|i| Keys::from_seed(300 + i)).collect();
+    for k in &authors {
+        let f = Filter::new().author(k.public_key());
+        let done = s
+            .promote(notes(k, 2, T0, 1), Some(learn(&f, 0, w)))
+            .await
+            .unwrap();
+        assert_eq!(done.floors_lowered, 1);
+    }
+    let stats = s.stats();
+    assert_eq!(stats.floors.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(
+        stats
+            .floors_forgotten
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    for (i, k) in authors.iter().enumerate() {
+        let p = s
+            .probe(&Filter::new().author(k.public_key()).limit(10))
+            .await
+            .unwrap();
+        let want = if i < 2 { w } else { Timestamp(0) };
+        assert_eq!(p.floor, want, "author {i}");
+    }
+    let report = s.check().await.unwrap();
+    assert!(report.is_consistent(), "{:?}", report.problems);
+}
