@@ -13,6 +13,7 @@ mod cache;
 mod check;
 mod events;
 mod net;
+mod outage;
 mod propagation;
 mod report;
 mod stats;
@@ -86,6 +87,11 @@ enum Mode {
         /// Seconds of feed queries alone after publishing (0: none), timed separately.
         #[arg(long, default_value_t = 5)]
         read_seconds: u64,
+        /// An L2 outage happens during the run (PostgreSQL stopped and started again):
+        /// OK and REQ latency are reported before, during and after it, as the relays'
+        /// `/metrics` saw it, and a run in which no relay saw one fails.
+        #[arg(long)]
+        expect_outage: bool,
     },
     /// Against one node with a small L1: write several times the budget, check L1 stays
     /// within it, fetch long-evicted events (from L2), fetch them again (L1 hits), and
@@ -175,6 +181,7 @@ async fn run(mode: Mode) -> anyhow::Result<bool> {
             authors,
             window,
             read_seconds,
+            expect_outage,
         } => {
             let plan = stress::Plan {
                 events: if duration.is_some() {
@@ -188,6 +195,7 @@ async fn run(mode: Mode) -> anyhow::Result<bool> {
                 authors: authors.max(1),
                 window: window.max(1),
                 read_seconds,
+                expect_outage,
                 seed: common.seed,
                 grace: common.grace,
                 quiet: common.quiet,

@@ -92,7 +92,9 @@ impl Report {
             self.events_per_second
         ));
         for (k, v) in &self.details {
-            line(format!("  {k:<19} {v}"));
+            if k != "phases" {
+                line(format!("  {k:<19} {v}"));
+            }
         }
         line(String::new());
         line(header());
@@ -104,6 +106,20 @@ impl Report {
         ] {
             if s.count > 0 {
                 line(row(name, s));
+            }
+        }
+        // An L2 outage seen during the run (`stress`): the same figures per phase.
+        if let Some(phases) = self.details.get("phases") {
+            for phase in ["before", "during", "after"] {
+                for (what, key) in [("OK", "ok"), ("REQ", "req")] {
+                    let s: Option<Summary> = phases
+                        .get(phase)
+                        .and_then(|p| p.get(key))
+                        .and_then(|v| serde_json::from_value(v.clone()).ok());
+                    if let Some(s) = s.filter(|s| s.count > 0) {
+                        line(row(&format!("{what}, {phase} the outage"), &s));
+                    }
+                }
             }
         }
         line(String::new());

@@ -1,11 +1,11 @@
 //! Latency samples and their summary.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Percentiles of a set of latencies, in milliseconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Summary {
     pub count: usize,
     pub p50_ms: f64,
@@ -14,21 +14,33 @@ pub struct Summary {
     pub max_ms: f64,
 }
 
-/// Collected latencies.
+/// Collected latencies, each with the moment it ended (to split a run into phases).
 #[derive(Debug, Default, Clone)]
-pub struct Samples(Vec<Duration>);
+pub struct Samples(Vec<(Instant, Duration)>);
 
 impl Samples {
+    /// Records a latency that ends now.
     pub fn push(&mut self, d: Duration) {
-        self.0.push(d);
+        self.0.push((Instant::now(), d));
     }
 
     pub fn extend(&mut self, other: Samples) {
         self.0.extend(other.0);
     }
 
+    /// The samples that ended in `from..to` (`to: None`: no end).
+    pub fn within(&self, from: Instant, to: Option<Instant>) -> Samples {
+        Samples(
+            self.0
+                .iter()
+                .filter(|(at, _)| *at >= from && to.is_none_or(|t| *at < t))
+                .copied()
+                .collect(),
+        )
+    }
+
     pub fn summary(&self) -> Summary {
-        let mut v: Vec<f64> = self.0.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        let mut v: Vec<f64> = self.0.iter().map(|(_, d)| d.as_secs_f64() * 1e3).collect();
         if v.is_empty() {
             return Summary::default();
         }
@@ -77,5 +89,21 @@ mod tests {
         assert_eq!(m.p99_ms, 99.0);
         assert_eq!(m.max_ms, 100.0);
         assert_eq!(Samples::default().summary().count, 0);
+    }
+
+    #[test]
+    fn samples_split_by_when_they_ended() {
+        let mut s = Samples::default();
+        s.push(Duration::from_millis(1));
+        let mid = Instant::now();
+        s.push(Duration::from_millis(2));
+        s.push(Duration::from_millis(3));
+        assert_eq!(s.within(mid, None).summary().count, 2);
+        assert_eq!(
+            s.within(mid - Duration::from_secs(60), Some(mid))
+                .summary()
+                .count,
+            1
+        );
     }
 }

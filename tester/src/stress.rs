@@ -30,6 +30,9 @@ pub struct Plan {
     /// A read-only phase after publishing: feed queries with no write load.
     pub read_seconds: u64,
     pub quiet: bool,
+    /// An L2 outage is expected during the run: report per phase, and fail if none is
+    /// seen (`outage.rs`).
+    pub expect_outage: bool,
 }
 
 pub fn bar(len: Option<u64>, quiet: bool, what: &str) -> ProgressBar {
@@ -129,6 +132,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     };
     let progress = bar(plan.events.map(|n| n as u64), plan.quiet, "publishing");
     let started = Instant::now();
+    // Every run watches for an L2 outage; one seen is reported per phase.
+    let (stop_watching, watching) = watch::channel(false);
+    let watcher = tokio::spawn(crate::outage::watch_relays(plan.relays.clone(), watching));
     let pubs: Vec<_> = sources
         .into_iter()
         .enumerate()
@@ -153,6 +159,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     }
     progress.finish_and_clear();
     tally.report_into(&mut report, started.elapsed());
+    let ok_samples = tally.ok_samples().clone();
+    let tally_ok = &ok_samples;
     let acked = tally.acked;
 
     let (survivors, expect) = expect_survivors(&finish, &acked, plan.grace);
@@ -169,6 +177,16 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     report.delivery_latency = delivery.summary();
     report.missing_on_relay =
         check::missing_per_relay(&plan.relays, &survivors, plan.grace).await?;
+    let _ = stop_watching.send(true);
+    let seen = watcher.await.context("outage watcher")?;
+    crate::outage::report_phases(
+        &mut report,
+        seen,
+        started,
+        tally_ok,
+        &req,
+        plan.expect_outage,
+    );
     if plan.read_seconds > 0 && plan.readers > 0 {
         // Reads alone: what a client sees once the write burst is over.
         let authors = generator.top_authors(plan.authors.min(50));

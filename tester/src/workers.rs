@@ -47,6 +47,11 @@ impl Tally {
         }
     }
 
+    /// The OK latencies, each with when it ended.
+    pub fn ok_samples(&self) -> &Samples {
+        &self.ok_latency
+    }
+
     /// Writes the publishing figures of a run that took `elapsed` into `r`.
     pub fn report_into(&self, r: &mut crate::report::Report, elapsed: Duration) {
         r.events_sent += self.sent;
