@@ -111,3 +111,91 @@ async fn three_nodes_serve_through_an_outage_and_lose_nothing() {
         n.stop().await;
     }
 }
+
+/// A node process killed with SIGKILL while its outbox holds acknowledged events, and
+/// started again once PostgreSQL is back, replays them: nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_events_in_its_outbox_loses_none() {
+    let pg = OwnCluster::start().expect("an own PostgreSQL cluster");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("address").port()
+    };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let start = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_layer2-relay"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LAYER2_") || k == "DATABASE_URL" {
+                c.env_remove(k);
+            }
+        }
+        c.env("RUST_LOG", "warn")
+            .args(["--listen", &addr.to_string(), "--database-url", &pg.url])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--poll-frequency", "50ms"])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start the relay")
+    };
+    let healthy = async || {
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(addr).is_ok()
+                && super::client::http_get(addr, "/health", "*/*").await.0 == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the relay never became healthy");
+    };
+    let mut child = start();
+    healthy().await;
+    let url = format!("ws://{addr}");
+    let keys = Keys::from_seed(82);
+    pg.stop_immediate().expect("stop PostgreSQL");
+    let mut c = super::client::Client::connect(&url).await;
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let e = note(&keys, &format!("in the outbox {i}"));
+        let (ok, msg) = c.publish(&e).await;
+        assert!(ok, "{msg}");
+        acked.push(e.id().to_string());
+    }
+    drop(c);
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    pg.restart().expect("start PostgreSQL again");
+    let mut child = start();
+    healthy().await;
+    let by_author = json!({"authors": [keys.public_key().to_hex()]});
+    let mut c = super::client::Client::connect(&url).await;
+    acked.sort();
+    let mut got = Vec::new();
+    for round in 0..100 {
+        // Once the outbox is empty, the events are in PostgreSQL: ask it directly.
+        let (_, _, body) = super::client::http_get(addr, "/health", "*/*").await;
+        let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if h["outbox"] == 0 && h["degraded"] == false {
+            got = c
+                .req(&format!("k{round}"), std::slice::from_ref(&by_author))
+                .await;
+            got.sort();
+            if got == acked {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got, acked, "every acknowledged event survived the kill");
+    let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM events WHERE kind = 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 10, "and they are in PostgreSQL");
+}
