@@ -1,7 +1,7 @@
 //! The circuit breaker in front of a shared L2 (DESIGN.md §5b). A call or poll that
 //! finds L2 unreachable, or the LISTEN connection dropping, opens it; while it is open,
 //! calls fail at once instead of each waiting for the pool's time-out (calls in flight
-//! are abandoned), and a probe asks L2's clock every 250 ms (doubling to 5 s) until it
+//! are abandoned), and a probe asks L2's clock every 250 ms (doubling to 1 s) until it
 //! answers, which closes the breaker.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +15,7 @@ use crate::feed::ChangeFeed;
 
 /// First probe delay after the breaker opens; doubled up to [`PROBE_MAX`].
 const PROBE_FIRST: Duration = Duration::from_millis(250);
-const PROBE_MAX: Duration = Duration::from_secs(5);
+const PROBE_MAX: Duration = Duration::from_secs(1);
 /// A probe that takes longer than this counts as a failure.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
