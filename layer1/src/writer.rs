@@ -416,7 +416,49 @@ pub(crate) fn open_db(config: &RedbConfig) -> Result<Database, StoreError> {
     let txn = db.begin_write().map_err(backend)?;
     drop(Tables::open(&txn, Default::default())?);
     txn.commit().map_err(backend)?;
+    if let Some(max) = config.max_bytes {
+        presize(&db, &config.path, max)?;
+    }
     // A read to surface a broken file at open time, not at the first query.
     drop(db.begin_read().map_err(backend)?);
     Ok(db)
+}
+
+/// The file size a bounded store may reach: the 1.3 x budget bound.
+const PRESIZE_SHARE: f64 = 1.3;
+
+/// Grows a fresh bounded store's file close to its budget at once. redb doubles a file
+/// under 4 GiB each time it runs out of pages, so left alone a file settles at the last
+/// power of two under 1.3 x the budget: 68 MiB for 100 MiB, which eviction must then
+/// stay within. One value of `R` bytes makes redb grow the file to about twice that at
+/// once, so a value of at most (1.3 x budget - file) / 2 (rounded down to redb's
+/// power-of-two allocation orders) sizes the file near the budget; removing it again
+/// leaves that room free for events. Done with durable commits, so the freed pages are
+/// reusable at once; a file that is already large is left as it is.
+fn presize(db: &Database, path: &std::path::Path, max: u64) -> Result<(), StoreError> {
+    const SCRATCH: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("presize");
+    let target = (PRESIZE_SHARE * max as f64) as u64;
+    let file = std::fs::metadata(path).map_or(0, |m| m.len());
+    if file >= target / 2 || max > (2 << 30) {
+        return Ok(());
+    }
+    // The largest power of two with file + 2 x value <= target.
+    let room = (target - file) / 2;
+    if room < (1 << 20) {
+        return Ok(());
+    }
+    let value = 1u64 << (63 - room.leading_zeros());
+    // Less the page header redb adds, so the allocation stays in that order.
+    let len = usize::try_from(value - 4096).map_err(|e| StoreError::Backend(Box::new(e)))?;
+    let zeros = vec![0u8; len];
+    let txn = db.begin_write().map_err(backend)?;
+    txn.open_table(SCRATCH)
+        .map_err(backend)?
+        .insert(0, zeros.as_slice())
+        .map_err(backend)?;
+    txn.commit().map_err(backend)?;
+    let txn = db.begin_write().map_err(backend)?;
+    txn.delete_table(SCRATCH).map_err(backend)?;
+    txn.commit().map_err(backend)?;
+    Ok(())
 }

@@ -252,3 +252,24 @@ async fn window_stays_put_while_only_promoted_events_go() {
     );
     assert_eq!(store.window(), w0);
 }
+
+/// A fresh bounded store sizes its file near the budget at once (redb would otherwise
+/// settle at the last doubling under 1.3 x the budget: 68 MiB for 100 MiB), within the
+/// bound, and only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_bounded_file_is_sized_near_its_budget_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget: u64 = 100 << 20;
+    let path = dir.path().join("l1.redb");
+    let store = RedbStore::open(RedbConfig::new(&path).max_bytes(budget)).unwrap();
+    let file = store.file_size();
+    assert!(
+        file as f64 >= 1.0 * budget as f64 && file as f64 <= 1.3 * budget as f64,
+        "file {file} for a budget of {budget}"
+    );
+    assert_eq!(store.bytes_used(), 0, "the room is free, not budget bytes");
+    assert!(store.check().await.unwrap().is_consistent());
+    store.close().await.unwrap();
+    let again = RedbStore::open(RedbConfig::new(&path).max_bytes(budget)).unwrap();
+    assert_eq!(again.file_size(), file, "sized once");
+}
