@@ -450,12 +450,13 @@ fn presize(db: &Database, path: &std::path::Path, max: u64) -> Result<(), StoreE
     let value = 1u64 << (63 - room.leading_zeros());
     // Less the page header redb adds, so the allocation stays in that order.
     let len = usize::try_from(value - 4096).map_err(|e| StoreError::Backend(Box::new(e)))?;
-    let zeros = vec![0u8; len];
+    // Reserved, not copied in: redb's own write buffer for the page is the only
+    // transient memory this costs (at most half the budget, once, at creation).
     let txn = db.begin_write().map_err(backend)?;
-    txn.open_table(SCRATCH)
-        .map_err(backend)?
-        .insert(0, zeros.as_slice())
-        .map_err(backend)?;
+    {
+        let mut t = txn.open_table(SCRATCH).map_err(backend)?;
+        drop(t.insert_reserve(0, len).map_err(backend)?);
+    }
     txn.commit().map_err(backend)?;
     let txn = db.begin_write().map_err(backend)?;
     txn.delete_table(SCRATCH).map_err(backend)?;
