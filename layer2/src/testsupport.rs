@@ -307,25 +307,31 @@ fn pg_start(
     )
 }
 
-fn start_local_cluster() -> Result<Cluster, String> {
-    let bin = find_bin_dir().ok_or("no initdb/pg_ctl on PATH or under /usr/lib/postgresql")?;
-    let root = is_root();
-    let (dir, data) = init_cluster(&bin, root)?;
+/// Initialises and starts a cluster on a free port (with its watchdog): `(dir, data,
+/// port)`.
+fn start_fresh(bin: &Path, root: bool, crashes: bool) -> Result<(String, String, u16), String> {
+    let (dir, data) = init_cluster(bin, root)?;
     let mut last_err = String::new();
     for _ in 0..5 {
         let port = free_port()?;
-        match pg_start(&bin, root, &dir, &data, port, false) {
+        match pg_start(bin, root, &dir, &data, port, crashes) {
             Ok(()) => {
-                spawn_watchdog(root, &bin, &data, &dir)?;
-                return Ok(Cluster {
-                    admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-                });
+                spawn_watchdog(root, bin, &data, &dir)?;
+                return Ok((dir, data, port));
             }
             // Most likely the port was taken between probing and binding: try another.
             Err(e) => last_err = e,
         }
     }
     Err(last_err)
+}
+
+fn start_local_cluster() -> Result<Cluster, String> {
+    let bin = find_bin_dir().ok_or("no initdb/pg_ctl on PATH or under /usr/lib/postgresql")?;
+    let (_, _, port) = start_fresh(&bin, is_root(), false)?;
+    Ok(Cluster {
+        admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+    })
 }
 
 /// A PostgreSQL cluster of one test's own, which it may stop and start again (outage
@@ -349,26 +355,15 @@ impl OwnCluster {
             "outage tests need PostgreSQL's server binaries (Debian: apt-get install postgresql)",
         )?;
         let root = is_root();
-        let (dir, data) = init_cluster(&bin, root)?;
-        let mut last_err = String::new();
-        for _ in 0..5 {
-            let port = free_port()?;
-            match pg_start(&bin, root, &dir, &data, port, true) {
-                Ok(()) => {
-                    spawn_watchdog(root, &bin, &data, &dir)?;
-                    return Ok(OwnCluster {
-                        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-                        bin,
-                        root,
-                        dir,
-                        data,
-                        port,
-                    });
-                }
-                Err(e) => last_err = e,
-            }
-        }
-        Err(last_err)
+        let (dir, data, port) = start_fresh(&bin, root, true)?;
+        Ok(OwnCluster {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            bin,
+            root,
+            dir,
+            data,
+            port,
+        })
     }
 
     /// Stops it at once, as a crash would (`pg_ctl stop -m immediate`).
