@@ -261,6 +261,17 @@ pub(crate) struct FloorChanges {
     pub cleared: u64,
 }
 
+impl FloorChanges {
+    /// Adds these counts to the store's counters (once their transaction committed).
+    pub(crate) fn publish(self, stats: &crate::stats::Stats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        stats.floors_learned.fetch_add(self.learned, Relaxed);
+        stats.floors_raised.fetch_add(self.raised, Relaxed);
+        stats.floors_forgotten.fetch_add(self.forgotten, Relaxed);
+        stats.floors_cleared.fetch_add(self.cleared, Relaxed);
+    }
+}
+
 impl Tables<'_> {
     /// Records what an L2 answer proved (see the module doc for why each check is
     /// there). Runs after the answer's events were saved in this transaction, and before
@@ -294,13 +305,19 @@ impl Tables<'_> {
             else {
                 break;
             };
-            self.floor_order.remove(tick).map_err(backend)?;
-            self.floors.remove(key.as_slice()).map_err(backend)?;
-            self.bytes = self.bytes.saturating_sub(cost(&key));
+            self.drop_floor(&key, tick)?;
             self.floor_changes.forgotten += 1;
         }
         self.floor_changes.learned += lowered;
         Ok(lowered)
+    }
+
+    /// Removes one floor (learned at `tick`) and its place in the learning order.
+    fn drop_floor(&mut self, key: &[u8], tick: u64) -> Result<(), StoreError> {
+        self.floors.remove(key).map_err(backend)?;
+        self.floor_order.remove(tick).map_err(backend)?;
+        self.bytes = self.bytes.saturating_sub(cost(key));
+        Ok(())
     }
 
     fn set_floor(&mut self, key: &[u8], floor: u64) -> Result<(), StoreError> {
@@ -351,9 +368,7 @@ impl Tables<'_> {
                 continue;
             }
             if c.saturating_add(1) >= self.window.0 {
-                self.floors.remove(key.as_slice()).map_err(backend)?;
-                self.floor_order.remove(tick).map_err(backend)?;
-                self.bytes = self.bytes.saturating_sub(cost(&key));
+                self.drop_floor(&key, tick)?;
             } else {
                 self.floors
                     .insert(key.as_slice(), (c + 1, tick))

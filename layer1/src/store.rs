@@ -183,23 +183,6 @@ impl RedbStore {
         self.request(|tx| Request::Tombstone(pairs, tx)).await
     }
 
-    /// Queries, and returns with the answer the window watermark `W` read in the same
-    /// snapshot, so the two always agree.
-    pub async fn query_with_window(
-        &self,
-        filters: &[Filter],
-    ) -> Result<(Vec<Event>, Timestamp), StoreError> {
-        let filters = filters.to_vec();
-        let (events, serials, w) = self
-            .read(move |r| {
-                let (e, s) = r.query(&filters, Timestamp::now())?;
-                Ok((e, s, r.window()?))
-            })
-            .await?;
-        self.touch(&serials);
-        Ok((events, w))
-    }
-
     /// Answers `f` from this store and says how far the answer is provably complete
     /// (see [`Probe`]), all from one snapshot, so an eviction committing meanwhile
     /// cannot make the proof claim what the answer lacks.

@@ -259,19 +259,7 @@ impl Writer {
         if self.floor_hint.len() as u64 > 2 * committed.3 + 1_024 {
             self.reload_hint();
         }
-        let c = committed.4;
-        self.stats
-            .floors_learned
-            .fetch_add(c.learned, Ordering::Relaxed);
-        self.stats
-            .floors_raised
-            .fetch_add(c.raised, Ordering::Relaxed);
-        self.stats
-            .floors_forgotten
-            .fetch_add(c.forgotten, Ordering::Relaxed);
-        self.stats
-            .floors_cleared
-            .fetch_add(c.cleared, Ordering::Relaxed);
+        committed.4.publish(&self.stats);
         // Published only once committed, so readers never see counters ahead of data.
         self.stats.bytes.store(committed.0, Ordering::Relaxed);
         self.stats.window.store(committed.1.0, Ordering::Relaxed);

@@ -99,7 +99,7 @@ impl Breaker {
     }
 
     /// The error a call gets while the breaker is open, counted.
-    pub fn refusal(&self) -> StoreError {
+    fn refusal(&self) -> StoreError {
         self.refused.fetch_add(1, Ordering::Relaxed);
         StoreError::Unavailable("L2 is unreachable (circuit open)".into())
     }

@@ -93,9 +93,7 @@ impl Tiered {
         self.stats.outbox_appended.fetch_add(1, Ordering::Relaxed);
         match self.l1.save(e).await {
             Ok(o @ (SaveOutcome::Stored | SaveOutcome::Replaced { .. })) => {
-                if let SaveOutcome::Replaced { old } = &o {
-                    self.dropped.insert(*old, ());
-                }
+                self.note_dropped(&o);
                 self.seen.insert(e.id(), ());
                 self.broadcast(e);
                 Ok(o)
@@ -181,9 +179,6 @@ async fn reconcile(t: &Tiered, e: &Event, o: &SaveOutcome) {
                 tracing::warn!(id = %e.id(), error = %err, "L1 could not drop a refused event");
             }
         }
-        SaveOutcome::Replaced { old } => {
-            t.dropped.insert(*old, ());
-        }
-        _ => {}
+        _ => t.note_dropped(o),
     }
 }

@@ -299,6 +299,13 @@ impl Tiered {
         }
     }
 
+    /// Remembers the version a replacement dropped (see `dropped`).
+    fn note_dropped(&self, o: &SaveOutcome) {
+        if let SaveOutcome::Replaced { old } = o {
+            self.dropped.insert(*old, ());
+        }
+    }
+
     /// Waits until every promotion queued before this call has reached L1 (for tests
     /// and benchmarks that need a deterministic L1).
     pub async fn settle(&self) {
@@ -417,9 +424,7 @@ impl EventStore for Tiered {
         };
         match &outcome {
             SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
-                if let SaveOutcome::Replaced { old } = &outcome {
-                    self.dropped.insert(*old, ());
-                }
+                self.note_dropped(&outcome);
                 // Seen before mirroring, so a poll spares itself the L1 write; forgotten
                 // again if L1 failed, so the poller repairs L1 too (besides `repairs`).
                 self.seen.insert(event.id(), ());
