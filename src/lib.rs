@@ -9,7 +9,8 @@
 //! - [`config`]: the typed configuration (file, environment, flags).
 //! - [`node`]: a node's stores built from its configuration, and its health.
 //! - [`relay`]: the WebSocket/HTTP server (NIP-01, 09, 11, 40, 45).
-//! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`metrics`]: counters and their Prometheus rendering; [`process`]: the standard
+//!   process metrics (CPU, memory, file descriptors) from `/proc`.
 //! - [`cli`]: the `import`, `export` and `stats` commands.
 
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod feed;
 pub mod metrics;
 pub mod node;
+pub mod process;
 pub mod relay;
 pub mod tiered;
 

@@ -270,6 +270,7 @@ impl Metrics {
             "1 when L1's window may answer alone.",
             u64::from(tiered.window_trusted()),
         );
+        crate::process::render(&mut t.0);
         t.0
     }
 }

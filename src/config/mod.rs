@@ -176,6 +176,9 @@ pub struct Options {
         value_name = "N"
     )]
     pub events_per_second: Option<u32>,
+    /// REQ and COUNT messages per second per connection [default: 50].
+    #[arg(long, global = true, env = "LAYER2_REQS_PER_SECOND", value_name = "N")]
+    pub reqs_per_second: Option<u32>,
     /// While PostgreSQL is unreachable: `serve` reads from L1 alone, or `refuse` them
     /// [default: serve].
     #[arg(
@@ -230,6 +233,9 @@ impl Options {
         }
         if let Some(v) = self.events_per_second {
             c.limits.events_per_second = v;
+        }
+        if let Some(v) = self.reqs_per_second {
+            c.limits.reqs_per_second = v;
         }
         if let Some(v) = &self.degraded_reads {
             c.serve_degraded = parse_degraded_reads(v)?;

@@ -1,14 +1,15 @@
 //! `tester`: a real client of running layer2 nodes, speaking only WebSocket (NIP-01) and
-//! HTTP (`/metrics`). Modes: `stress`, `cache`, `propagation`. Every mode ends with a
+//! HTTP (`/metrics`). Modes: `stress`, `bench`, `cache`, `propagation`. Every mode ends with a
 //! loss check; any violation gives a non-zero exit and lists the offending ids.
 //!
 //! # Layout
 //! - `events`: signed events (many keys, Zipf authors, realistic kinds and sizes).
 //! - `net`: the WebSocket connection and `/metrics`.
 //! - `workers`: publishers and subscribers.
-//! - `stress`, `cache`, `propagation`: the modes. `check`: the loss check.
+//! - `stress`, `bench`, `cache`, `propagation`: the modes. `check`: the loss check.
 //! - `report`, `stats`: figures, the table and the JSON report.
 
+mod bench;
 mod cache;
 mod check;
 mod events;
@@ -92,6 +93,29 @@ enum Mode {
         /// `/metrics` saw it, and a run in which no relay saw one fails.
         #[arg(long)]
         expect_outage: bool,
+    },
+    /// Closed-loop clients, as most real clients are: each connection sends one EVENT
+    /// and waits for its OK, then runs REQ → EOSE → CLOSE loops. Reports events/s,
+    /// REQs/s, latency and the nodes' CPU per event and per REQ (start the nodes with a
+    /// high --reqs-per-second: a rate limit ends the run).
+    Bench {
+        #[command(flatten)]
+        common: Common,
+        /// Connections, spread over the relays.
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+        /// Events to publish in all (signed before the clock starts).
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        /// Seconds of REQ → EOSE → CLOSE loops after publishing (0: none).
+        #[arg(long, default_value_t = 10)]
+        read_seconds: u64,
+        /// Distinct authors (chosen with a Zipf distribution).
+        #[arg(long, default_value_t = 1000)]
+        authors: usize,
+        /// Set TCP_NODELAY on the client side (most clients do not).
+        #[arg(long)]
+        nodelay: bool,
     },
     /// Against one node with a small L1: write several times the budget, check L1 stays
     /// within it, fetch long-evicted events (from L2), fetch them again (L1 hits), and
@@ -202,6 +226,27 @@ async fn run(mode: Mode) -> anyhow::Result<bool> {
                 relays: common.relays,
             };
             (stress::run(plan).await?, common.json)
+        }
+        Mode::Bench {
+            common,
+            connections,
+            events,
+            read_seconds,
+            authors,
+            nodelay,
+        } => {
+            let plan = bench::Plan {
+                relays: common.relays,
+                connections,
+                events,
+                read_seconds,
+                authors: authors.max(1),
+                nodelay,
+                seed: common.seed,
+                grace: common.grace,
+                quiet: common.quiet,
+            };
+            (bench::run(plan).await?, common.json)
         }
         Mode::Cache {
             common,

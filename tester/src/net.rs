@@ -2,6 +2,7 @@
 //! `/metrics` on the relay URL's host and port.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -19,12 +20,22 @@ pub struct Conn {
     pub url: String,
 }
 
+/// Whether connections set `TCP_NODELAY` (see [`set_nodelay`]).
+static NODELAY: AtomicBool = AtomicBool::new(true);
+
+/// Whether connections opened from now on set `TCP_NODELAY`. On by default: requests
+/// are small and their latency is what is measured. `bench` turns it off, as most
+/// clients leave it.
+pub fn set_nodelay(on: bool) {
+    NODELAY.store(on, Ordering::Relaxed);
+}
+
 impl Conn {
     pub async fn open(url: &str) -> anyhow::Result<Conn> {
-        // No Nagle delay: requests are small and their latency is what is measured.
+        let nodelay = NODELAY.load(Ordering::Relaxed);
         let (ws, _) = tokio::time::timeout(
             Duration::from_secs(10),
-            tokio_tungstenite::connect_async_with_config(url, None, true),
+            tokio_tungstenite::connect_async_with_config(url, None, nodelay),
         )
         .await
         .map_err(|_| anyhow!("connecting to {url} timed out"))?
@@ -93,7 +104,8 @@ impl Conn {
         }
     }
 
-    async fn fetch_once(
+    /// One REQ to `EOSE`, then `CLOSE`: the events, or the `CLOSED` reason.
+    pub async fn fetch_once(
         &mut self,
         sub: &str,
         filter: &Value,

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Summary {
     pub count: usize,
+    #[serde(default)]
+    pub mean_ms: f64,
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
@@ -49,6 +51,7 @@ impl Samples {
         let round = |x: f64| (x * 1000.0).round() / 1000.0;
         Summary {
             count: v.len(),
+            mean_ms: round(v.iter().sum::<f64>() / v.len() as f64),
             p50_ms: round(at(0.50)),
             p90_ms: round(at(0.90)),
             p99_ms: round(at(0.99)),
@@ -57,19 +60,19 @@ impl Samples {
     }
 }
 
-/// One table row: `name  count  p50  p90  p99  max`.
+/// One table row: `name  count  mean  p50  p90  p99  max`.
 pub fn row(name: &str, s: &Summary) -> String {
     format!(
-        "{name:<28} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-        s.count, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
+        "{name:<28} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+        s.count, s.mean_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
     )
 }
 
 /// The header for [`row`].
 pub fn header() -> String {
     format!(
-        "{:<28} {:>8} {:>9} {:>9} {:>9} {:>9}",
-        "latency (ms)", "count", "p50", "p90", "p99", "max"
+        "{:<28} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "latency (ms)", "count", "mean", "p50", "p90", "p99", "max"
     )
 }
 
@@ -86,6 +89,7 @@ mod tests {
         let m = s.summary();
         assert_eq!(m.count, 100);
         assert_eq!(m.p50_ms, 50.0);
+        assert_eq!(m.mean_ms, 50.5);
         assert_eq!(m.p99_ms, 99.0);
         assert_eq!(m.max_ms, 100.0);
         assert_eq!(Samples::default().summary().count, 0);

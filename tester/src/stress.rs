@@ -131,6 +131,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         }
     };
     let progress = bar(plan.events.map(|n| n as u64), plan.quiet, "publishing");
+    // Node CPU over the publishing phase (readers run meanwhile; their share is small).
+    let cpu0 = crate::bench::node_usage(&plan.relays).await.ok();
     let started = Instant::now();
     // Every run watches for an L2 outage; one seen is reported per phase.
     let (stop_watching, watching) = watch::channel(false);
@@ -159,6 +161,14 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     }
     progress.finish_and_clear();
     tally.report_into(&mut report, started.elapsed());
+    if let (Some((cpu0, _)), Ok((cpu1, _))) =
+        (cpu0, crate::bench::node_usage(&plan.relays).await)
+    {
+        report.details.insert(
+            "node_cpu_us_per_event".into(),
+            crate::bench::per(cpu1 - cpu0, tally.acked.len()).into(),
+        );
+    }
     let ok_samples = tally.ok_samples().clone();
     let tally_ok = &ok_samples;
     let acked = tally.acked;

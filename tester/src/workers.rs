@@ -286,6 +286,10 @@ fn record(out: &mut Received, v: &serde_json::Value, sent_at: &SentAt) {
 
 /// Feed-like REQs (ten Zipf-chosen authors, notes and reposts, `limit 20`) one after
 /// another for `span`, paced at `per_second`; returns each one's time to `EOSE`.
+///
+/// `per_second == 0` is the closed loop: each REQ follows the previous one's `CLOSE` at
+/// once, and one in four is a profile page (one author, `limit 20`) instead. A refusal
+/// then ends the run with the reason (a rate limit would make the figures meaningless).
 pub async fn feed_queries(
     url: String,
     authors: Vec<String>,
@@ -296,22 +300,36 @@ pub async fn feed_queries(
     let mut conn = Conn::open(&url).await?;
     let zipf = crate::events::Zipf::new(authors.len());
     let mut rng = Rng::new(seed);
-    let gap = Duration::from_secs(1) / per_second.max(1);
+    let gap = (per_second > 0).then(|| Duration::from_secs(1) / per_second);
     let end = Instant::now() + span;
     let mut out = Samples::default();
     let mut n = 0u64;
     while Instant::now() < end {
-        let next = Instant::now() + gap;
-        let pick: Vec<&String> = (0..10).map(|_| &authors[zipf.sample(&mut rng)]).collect();
+        let next = gap.map(|g| Instant::now() + g);
         n += 1;
+        let filter = if gap.is_none() && n % 4 == 0 {
+            json!({"authors": [&authors[zipf.sample(&mut rng)]], "limit": 20})
+        } else {
+            let pick: Vec<&String> = (0..10).map(|_| &authors[zipf.sample(&mut rng)]).collect();
+            json!({"authors": pick, "kinds": [1, 6], "limit": 20})
+        };
         let started = Instant::now();
-        conn.fetch(
-            &format!("r{n}"),
-            json!({"authors": pick, "kinds": [1, 6], "limit": 20}),
-        )
-        .await?;
-        out.push(started.elapsed());
-        tokio::time::sleep_until(next.into()).await;
+        match next {
+            Some(next) => {
+                conn.fetch(&format!("r{n}"), filter).await?;
+                out.push(started.elapsed());
+                tokio::time::sleep_until(next.into()).await;
+            }
+            None => {
+                if let Err(reason) = conn.fetch_once("q", &filter).await? {
+                    bail!(
+                        "{url} refused a query: {reason} (for a closed-loop run, start the \
+                         node with a high --reqs-per-second)"
+                    );
+                }
+                out.push(started.elapsed());
+            }
+        }
     }
     Ok(out)
 }
