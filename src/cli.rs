@@ -227,7 +227,8 @@ pub async fn stats(node: &Node) -> anyhow::Result<serde_json::Value> {
         },
         "l1": {
             "bytes_used": l1.bytes_used(),
-            "budget_bytes": node.config.l1_max_bytes,
+            "budget_bytes": node.l1_budget(),
+            "same_file_as_l2": node.tiered.single(),
             "file_bytes": l1.file_size(),
             "window": l1.window().0,
             "evictions": l1.stats().evictions.load(std::sync::atomic::Ordering::Relaxed),

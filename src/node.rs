@@ -80,19 +80,6 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
-        let durability = if config.l1_durable {
-            Durability::Immediate
-        } else {
-            Durability::Eventual
-        };
-        let l1_path = config.data_dir.join("l1.redb");
-        let l1 = RedbConfig::new(&l1_path)
-            .max_bytes(config.l1_max_bytes)
-            .durability(durability);
-        let l1 = Arc::new(
-            RedbStore::open(l1)
-                .with_context(|| format!("cannot open L1 at {}", l1_path.display()))?,
-        );
         let mut tiered_config = TieredConfig {
             poll_frequency: config.poll_frequency,
             poll_overlap: config.poll_overlap,
@@ -102,6 +89,7 @@ impl Node {
         };
         let (l2, tiered) = match &config.database_url {
             Some(url) => {
+                let l1 = open_l1(&config)?;
                 let mut pg = PgConfig::new(url);
                 pg.max_connections = config.pg_max_connections;
                 let pg = Arc::new(
@@ -132,13 +120,34 @@ impl Node {
                     Arc::new(RedbStore::open(RedbConfig::new(&path)).with_context(|| {
                         format!("cannot open embedded L2 at {}", path.display())
                     })?);
-                let t = Tiered::start(l1, l2.clone(), None, tiered_config)
-                    .await
-                    .context("cannot start the tiered store")?;
+                let t = if config.embedded_l1 {
+                    let l1 = open_l1(&config)?;
+                    Tiered::start(l1, l2.clone(), None, tiered_config).await
+                } else {
+                    let unused = config.data_dir.join("l1.redb");
+                    if unused.exists() {
+                        tracing::info!(
+                            path = %unused.display(),
+                            "l2.redb serves as both tiers (embedded_l1 = false): this L1 \
+                             file is not used and may be deleted"
+                        );
+                    }
+                    Tiered::start_single(l2.clone(), tiered_config).await
+                }
+                .context("cannot start the tiered store")?;
                 (L2::Embedded(l2), t)
             }
         };
         Ok(Node { config, tiered, l2 })
+    }
+
+    /// L1's byte budget; 0 when one unbounded embedded file serves both tiers.
+    pub fn l1_budget(&self) -> u64 {
+        if self.tiered.single() {
+            0
+        } else {
+            self.config.l1_max_bytes
+        }
     }
 
     /// The store the relay serves from.
@@ -204,8 +213,14 @@ impl Node {
         let Node { tiered, l2, .. } = self;
         tiered.shutdown();
         let l1 = tiered.l1().clone();
+        let single = tiered.single();
         drop(tiered);
-        close_when_free(l1, "L1").await;
+        if single {
+            // One file serves both tiers: it is closed once, as the embedded L2.
+            drop(l1);
+        } else {
+            close_when_free(l1, "L1").await;
+        }
         match l2 {
             L2::Embedded(s) => close_when_free(s, "embedded L2").await,
             L2::Postgres(pg) => {
@@ -222,6 +237,23 @@ impl Node {
             }
         }
     }
+}
+
+/// Opens the bounded L1 file under `data_dir`.
+fn open_l1(config: &Config) -> anyhow::Result<Arc<RedbStore>> {
+    let durability = if config.l1_durable {
+        Durability::Immediate
+    } else {
+        Durability::Eventual
+    };
+    let l1_path = config.data_dir.join("l1.redb");
+    let l1 = RedbConfig::new(&l1_path)
+        .max_bytes(config.l1_max_bytes)
+        .durability(durability);
+    let l1 = Arc::new(
+        RedbStore::open(l1).with_context(|| format!("cannot open L1 at {}", l1_path.display()))?,
+    );
+    Ok(l1)
 }
 
 /// Closes a redb store once background tasks have let go of it (they stop on shutdown).

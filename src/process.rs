@@ -64,7 +64,10 @@ fn parse(stat: &str, status: &str, uptime: &str) -> Option<Process> {
     };
     let resident_bytes = kib("VmRSS:")? * 1024;
     let up: f64 = uptime.split_whitespace().next()?.parse().ok()?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
     Some(Process {
         cpu_seconds: (utime + stime) as f64 / TICKS_PER_SECOND,
         resident_bytes,
@@ -89,7 +92,10 @@ pub fn render(out: &mut String) {
         return;
     };
     let mut one = |name: &str, kind: &str, help: &str, v: &dyn std::fmt::Display| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
     };
     one(
         "process_cpu_seconds_total",

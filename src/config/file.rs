@@ -45,6 +45,7 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub l1_max_bytes: Option<Size>,
     pub l1_durability: Option<String>,
+    pub embedded_l1: Option<bool>,
     pub poll_frequency: Option<Span>,
     pub poll_overlap: Option<u32>,
     pub warm_events: Option<usize>,

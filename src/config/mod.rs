@@ -94,6 +94,11 @@ pub struct Config {
     /// Sync every L1 commit to disk (`immediate`, the default) or let the OS do it
     /// (`eventual`: faster, but a crash can leave L1 claiming events it lost).
     pub l1_durable: bool,
+    /// With the embedded L2: also keep a separate bounded L1 file (`l1.redb`) in front
+    /// of it. Default false: one unbounded redb file (`l2.redb`) serves both tiers, so
+    /// every event is written once, not twice; `l1_max_bytes` and `l1_durability` then
+    /// do not apply. Ignored with a PostgreSQL L2 (L1 is always kept there).
+    pub embedded_l1: bool,
     /// How often the poller reads L2's change feed. Default 250 ms.
     pub poll_frequency: Duration,
     /// The poller's look-back, in multiples of `poll_frequency`. Default 4.
@@ -121,6 +126,7 @@ impl Default for Config {
             database_url: None,
             l1_max_bytes: 512 << 20,
             l1_durable: true,
+            embedded_l1: false,
             poll_frequency: Duration::from_millis(250),
             poll_overlap: 4,
             warm_events: 100_000,
@@ -288,6 +294,9 @@ fn apply_file(c: &mut Config, f: &FileConfig) -> Result<(), String> {
                 ));
             }
         };
+    }
+    if let Some(v) = f.embedded_l1 {
+        c.embedded_l1 = v;
     }
     if let Some(v) = &f.poll_frequency {
         c.poll_frequency = v.resolve().map_err(ctx("poll_frequency"))?;

@@ -164,7 +164,7 @@ pub(super) async fn health(State(state): State<Arc<AppState>>) -> Response {
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = state
         .metrics
-        .render(&state.node.tiered, state.node.config.l1_max_bytes);
+        .render(&state.node.tiered, state.node.l1_budget());
     (
         [(
             header::CONTENT_TYPE,

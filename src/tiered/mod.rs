@@ -8,6 +8,9 @@
 //! - the poller (`poller.rs`) keeps L1 complete with what other nodes write.
 //! - while a shared L2 is unreachable (`breaker.rs`), reads are L1's and writes go to
 //!   the outbox, replayed when L2 answers (`degraded.rs`).
+//! - single (`start_single`): one unbounded embedded redb is both tiers. It holds every
+//!   event, so it answers everything; each event is written once; nothing is mirrored,
+//!   warmed or promoted. The node's default without PostgreSQL.
 
 pub mod breaker;
 mod degraded;
@@ -114,6 +117,8 @@ pub struct Tiered {
     repairs: repair::Repairs,
     started: Instant,
     stats: Arc<TieredStats>,
+    /// One store is both tiers (`start_single`).
+    single: bool,
 }
 
 impl std::fmt::Debug for Tiered {
@@ -122,6 +127,7 @@ impl std::fmt::Debug for Tiered {
             .field("l1", &self.l1)
             .field("l2", &self.l2)
             .field("poller", &self.feed.is_some())
+            .field("single", &self.single)
             .finish()
     }
 }
@@ -134,6 +140,30 @@ impl Tiered {
         l2: Arc<dyn EventStore>,
         feed: Option<Arc<dyn ChangeFeed>>,
         config: TieredConfig,
+    ) -> Result<Arc<Tiered>, StoreError> {
+        Self::build(l1, l2, feed, config, false).await
+    }
+
+    /// One unbounded store as both tiers (a single node without PostgreSQL). It is the
+    /// authority and holds every event, so its window is 0: it answers every query.
+    pub async fn start_single(
+        store: Arc<RedbStore>,
+        config: TieredConfig,
+    ) -> Result<Arc<Tiered>, StoreError> {
+        if store.config().max_bytes.is_some() {
+            return Err(StoreError::Backend(
+                "a bounded store cannot serve as both tiers".into(),
+            ));
+        }
+        Self::build(store.clone(), store, None, config, true).await
+    }
+
+    async fn build(
+        l1: Arc<RedbStore>,
+        l2: Arc<dyn EventStore>,
+        feed: Option<Arc<dyn ChangeFeed>>,
+        config: TieredConfig,
+        single: bool,
     ) -> Result<Arc<Tiered>, StoreError> {
         let (live, _) = broadcast::channel(config.broadcast_capacity.max(16));
         let (promote_tx, promote_rx) = mpsc::channel(config.promote_queue.max(1));
@@ -168,9 +198,18 @@ impl Tiered {
             repairs: repair::Repairs::default(),
             started: Instant::now(),
             stats: Arc::new(TieredStats::default()),
+            single,
         });
-        repair::recover(&t.l1).await?;
-        let cursor = warm::warm_up(&t).await?;
+        let cursor = if single {
+            // The authority holds everything: its window claims it all.
+            if t.l1.window() != eventstore::Timestamp(0) {
+                t.l1.set_window(eventstore::Timestamp(0)).await?;
+            }
+            0
+        } else {
+            repair::recover(&t.l1).await?;
+            warm::warm_up(&t).await?
+        };
         tokio::spawn(promoter(
             t.l1.clone(),
             promote_rx,
@@ -230,6 +269,11 @@ impl Tiered {
     /// The L1 store.
     pub fn l1(&self) -> &Arc<RedbStore> {
         &self.l1
+    }
+
+    /// True when one unbounded store is both tiers (`start_single`).
+    pub fn single(&self) -> bool {
+        self.single
     }
 
     /// The circuit breaker in front of a shared L2.
@@ -415,6 +459,16 @@ async fn promoter(
 #[async_trait]
 impl EventStore for Tiered {
     async fn save(&self, event: &Event) -> Result<SaveOutcome, StoreError> {
+        if self.single {
+            let outcome = self.l1.save(event).await?;
+            if matches!(
+                outcome,
+                SaveOutcome::Stored | SaveOutcome::Replaced { .. } | SaveOutcome::Ephemeral
+            ) {
+                self.broadcast(event);
+            }
+            return Ok(outcome);
+        }
         // L2 is the arbiter of duplicates, replacement and deletion; while it cannot
         // be reached, the outbox takes the write (`degraded.rs`).
         let outcome = match self.l2_call(self.l2.save(event)).await {
@@ -443,6 +497,12 @@ impl EventStore for Tiered {
     }
 
     async fn query(&self, filters: &[Filter]) -> Result<Vec<Event>, StoreError> {
+        if self.single {
+            for f in filters {
+                self.stats.routed(Shape::of(f), true);
+            }
+            return self.l1.query(filters).await;
+        }
         let mut out = Vec::new();
         for f in filters {
             let r = self.query_one(f).await;
@@ -453,6 +513,9 @@ impl EventStore for Tiered {
     }
 
     async fn count(&self, filters: &[Filter]) -> Result<u64, StoreError> {
+        if self.single {
+            return self.l1.count(filters).await;
+        }
         // NIP-45 counts are answered by the authority.
         self.stats.l2_queries.fetch_add(1, Ordering::Relaxed);
         let r = self.l2_call(self.l2.count(filters)).await;
@@ -460,6 +523,9 @@ impl EventStore for Tiered {
     }
 
     async fn delete(&self, ids: &[EventId]) -> Result<u64, StoreError> {
+        if self.single {
+            return self.l1.delete(ids).await;
+        }
         // The authors, for L1's (id, author) tombstones: written even where L1 does not
         // hold the event, so a promotion still queued cannot bring it back.
         let held = self

@@ -11,7 +11,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use crate::check;
 use crate::events::Generator;
 use crate::net;
@@ -19,6 +18,7 @@ use crate::report::Report;
 use crate::stats::Samples;
 use crate::stress::bar;
 use crate::workers::{self, SentAt, Source, Tally};
+use anyhow::Context;
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -43,7 +43,10 @@ pub async fn node_usage(relays: &[String]) -> anyhow::Result<(f64, f64)> {
         cpu += m.get("process_cpu_seconds_total").with_context(|| {
             format!("{url}: /metrics has no process_cpu_seconds_total (an older node?)")
         })?;
-        rss += m.get("process_resident_memory_bytes").copied().unwrap_or(0.0);
+        rss += m
+            .get("process_resident_memory_bytes")
+            .copied()
+            .unwrap_or(0.0);
     }
     Ok((cpu, rss))
 }
@@ -58,6 +61,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let connections = plan.connections.max(1);
     let tag = format!("layer2-bench-{}-{}", plan.seed, std::process::id());
     let mut generator = Generator::new(plan.authors, plan.seed, 0, tag);
+    // A history one event per second up to now, as a relay's store is, rather than
+    // every event in the second it was signed.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    generator.backdate = Some(now.saturating_sub(plan.events as u64));
     let signing = bar(Some(plan.events as u64), plan.quiet, "signing");
     let mut per_conn: Vec<Vec<_>> = (0..connections).map(|_| Vec::new()).collect();
     for i in 0..plan.events {

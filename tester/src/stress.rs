@@ -161,9 +161,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     }
     progress.finish_and_clear();
     tally.report_into(&mut report, started.elapsed());
-    if let (Some((cpu0, _)), Ok((cpu1, _))) =
-        (cpu0, crate::bench::node_usage(&plan.relays).await)
-    {
+    if let (Some((cpu0, _)), Ok((cpu1, _))) = (cpu0, crate::bench::node_usage(&plan.relays).await) {
         report.details.insert(
             "node_cpu_us_per_event".into(),
             crate::bench::per(cpu1 - cpu0, tally.acked.len()).into(),

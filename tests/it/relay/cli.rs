@@ -152,7 +152,8 @@ fn no_arguments_serves_the_embedded_default() {
     assert!(up, "the relay never listened on 127.0.0.1:7777");
     let (code, _, body) = health.unwrap();
     assert_eq!(code, 200, "{body}");
-    assert!(dir.path().join("data/l1.redb").exists());
+    // One file serves both tiers by default (`embedded_l1 = false`).
     assert!(dir.path().join("data/l2.redb").exists());
+    assert!(!dir.path().join("data/l1.redb").exists());
     assert!(status.success(), "SIGTERM ends it cleanly: {status:?}");
 }

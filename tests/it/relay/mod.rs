@@ -4,6 +4,7 @@ mod bad_input;
 mod cli;
 pub mod client;
 mod cluster;
-mod http;
+mod embedded;
+pub mod http;
 mod outage;
 mod protocol;

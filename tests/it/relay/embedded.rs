@@ -1,0 +1,78 @@
+//! The embedded default: one unbounded redb file serves as both tiers, and a separate
+//! bounded L1 in front of it (`embedded_l1`) can be switched on and off over the same
+//! data directory without losing or hiding anything.
+
+use std::path::Path;
+
+use layer2_relay::Config;
+use layer2_relay::eventstore::Keys;
+use serde_json::json;
+
+use super::client::{TestRelay, note};
+use super::http::metric;
+
+fn config(dir: &Path, embedded_l1: bool) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        l1_max_bytes: 8 << 20,
+        embedded_l1,
+        ..Config::default()
+    }
+}
+
+/// Stops `relay` and closes its node, so the next one can open the same files.
+async fn stop(mut relay: TestRelay) {
+    relay.stop().await;
+    let state = relay.state.clone();
+    drop(relay);
+    let node =
+        std::sync::Arc::try_unwrap(std::sync::Arc::try_unwrap(state).expect("sole state").node)
+            .expect("sole node");
+    node.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_file_by_default_and_a_separate_l1_on_request_over_the_same_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate().unwrap();
+
+    // Default: every event written once, into l2.redb; no L1 file.
+    let relay = TestRelay::start(config(dir.path(), false)).await;
+    let mut c = relay.client().await;
+    let first = note(&keys, "written once");
+    assert!(c.publish(&first).await.0);
+    let mine = json!({"authors": [keys.public_key().to_string()]});
+    assert_eq!(c.req("a", std::slice::from_ref(&mine)).await.len(), 1);
+    let (_, _, text) = relay.get("/metrics", "*/*").await;
+    assert_eq!(
+        metric(&text, "layer2_l1_budget_bytes"),
+        0.0,
+        "one unbounded file: no budget"
+    );
+    assert_eq!(
+        metric(&text, "layer2_l2_queries_total"),
+        0.0,
+        "the one file answers everything itself"
+    );
+    assert!(dir.path().join("l2.redb").exists());
+    assert!(!dir.path().join("l1.redb").exists());
+    stop(relay).await;
+
+    // A bounded L1 in front: it warms from l2.redb and serves what was written before.
+    let relay = TestRelay::start(config(dir.path(), true)).await;
+    let mut c = relay.client().await;
+    let ids = json!({"ids": [first.id().to_string()]});
+    assert_eq!(c.req("b", std::slice::from_ref(&ids)).await.len(), 1);
+    let second = note(&keys, "written twice");
+    assert!(c.publish(&second).await.0);
+    let (_, _, text) = relay.get("/metrics", "*/*").await;
+    assert_eq!(metric(&text, "layer2_l1_budget_bytes"), (8u64 << 20) as f64);
+    assert!(dir.path().join("l1.redb").exists());
+    stop(relay).await;
+
+    // Back to one file: everything is there (l2.redb was the authority all along).
+    let relay = TestRelay::start(config(dir.path(), false)).await;
+    let mut c = relay.client().await;
+    assert_eq!(c.req("c", &[mine]).await.len(), 2);
+    stop(relay).await;
+}
