@@ -101,6 +101,8 @@ impl RedbStore {
             clock: clock.clone(),
             // Measured soon after start; until then assume B-tree pages half full.
             ratio: 2.0,
+            written: 0,
+            calibrated: 0,
             commits: 0,
             evicting: false,
             floor_hint,

@@ -87,8 +87,11 @@ pub(crate) struct Writer {
     pub access: Arc<Mutex<HashMap<u64, u64>>>,
     /// The access clock, shared with readers.
     pub clock: Arc<std::sync::atomic::AtomicU64>,
-    /// Allocated file bytes per budget byte, measured every `CALIBRATE_EVERY` commits.
+    /// Allocated file bytes per budget byte, measured now and then (`evict_step`).
     pub ratio: f64,
+    /// Request bytes written so far, and at the last measurement of `ratio`.
+    pub written: u64,
+    pub calibrated: u64,
     /// Commits of a bounded store so far.
     pub commits: u64,
     /// Above the low-water mark after the last step: keep evicting.
@@ -108,8 +111,14 @@ const FILE_HEADROOM_SHARE: f64 = 0.15;
 const FILE_HEADROOM_SMALL_SHARE: f64 = 0.3;
 const FILE_HEADROOM_MIN: f64 = 6.0 * 1024.0 * 1024.0;
 
-/// Commits between measurements of the file-bytes-per-budget-byte ratio.
+/// Commits between measurements of the file-bytes-per-budget-byte ratio, at least.
 const CALIBRATE_EVERY: u64 = 32;
+/// And at least this share of the bytes held must have been written since the last
+/// one: a measurement walks every page of the file (redb's `stats`), so its cost grows
+/// with the file. Every 32 commits, a full 512 MiB L1 under a steady write load spent a
+/// third of the node's CPU walking it; once per eighth of the data written, the walk
+/// costs a fixed share of the writing.
+const CALIBRATE_SHARE: u64 = 8;
 
 impl Writer {
     pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
@@ -145,6 +154,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.written += bytes as u64;
             let n = batch.len();
             let mut replies = Vec::with_capacity(n);
             match self.commit(&mut batch, &mut replies) {
@@ -298,7 +308,9 @@ impl Writer {
             return Ok(());
         };
         self.commits += 1;
-        if self.commits % CALIBRATE_EVERY == 0 {
+        let due = (t.bytes / CALIBRATE_SHARE).max(64 * 1024);
+        if self.commits % CALIBRATE_EVERY == 0 && self.written - self.calibrated >= due {
+            self.calibrated = self.written;
             self.calibrate(txn, t.bytes);
         }
         if !self.evicting && (t.bytes as f64) <= self.high_mark(max) {

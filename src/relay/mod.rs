@@ -41,8 +41,6 @@ pub struct AppState {
     pub info: Info,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
-    /// Signature checks running at once (one per core).
-    pub verifiers: tokio::sync::Semaphore,
     next_conn: AtomicU64,
     /// Set to true when the node stops; connections then finish and close.
     shutdown: watch::Sender<bool>,
@@ -64,9 +62,6 @@ impl AppState {
             node,
             metrics,
             registry,
-            verifiers: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
             next_conn: AtomicU64::new(1),
             shutdown: watch::channel(false).0,
         })

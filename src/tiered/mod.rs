@@ -479,11 +479,14 @@ impl EventStore for Tiered {
         match &outcome {
             SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
                 self.note_dropped(&outcome);
-                // Seen before mirroring, so a poll spares itself the L1 write; forgotten
-                // again if L1 failed, so the poller repairs L1 too (besides `repairs`).
-                self.seen.insert(event.id(), ());
-                if !self.mirror(event).await {
-                    self.seen.invalidate(&event.id());
+                // Marked seen only once L1 holds it. A poll meanwhile writes it into L1
+                // itself (a duplicate, refused cheaply) rather than skipping it: were it
+                // skipped, the poll's cursor could commit in L1 before this mirror does,
+                // and a crash between the two would leave L1 without the event and the
+                // cursor past it, for good. Failed, it is left to the poller as well as
+                // to `repairs`.
+                if self.mirror(event).await {
+                    self.seen.insert(event.id(), ());
                 }
                 self.missing.invalidate(&event.id());
                 self.broadcast(event);

@@ -1,6 +1,17 @@
 //! The poller (DESIGN.md §5): every `poll_frequency`, read L2's change feed from the
 //! cursor minus the look-back, skip what this node has seen, save the rest into L1,
 //! apply tombstones, broadcast, and persist the cursor in L1.
+//!
+//! Between full look-backs (one per look-back span), a poll resumes where the last one
+//! stopped instead: after the last row it read in each log, or at the horizon `H` that
+//! poll started from, whichever is earlier. That is enough: `H` is the database clock
+//! held back to the oldest write transaction still open, so a row the last poll could
+//! not see yet belongs to a transaction open then (its `inserted_at` is at or after that
+//! transaction's start, so at or after `H`) or to one that began later (after `H` too).
+//! The full look-back stays as the safety net it always was (a database clock stepped
+//! back, a transaction held open past the feed's hold-back), once per span rather than
+//! on every poll: with commit notifications waking up to twenty polls a second, each
+//! re-reading a whole second of rows, the overlap cost twenty times the feed itself.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -26,6 +37,9 @@ pub(super) async fn run(
     // and polls woken by commit notifications can come twenty times a second. An older
     // persisted cursor only means re-reading a little more after a restart.
     let mut persisted: Option<tokio::time::Instant> = None;
+    // Where the next poll may resume, and when the last full look-back was.
+    let mut resume: Option<FeedPositions> = None;
+    let mut full_at: Option<tokio::time::Instant> = None;
     loop {
         let (frequency, lookback, page) = match tiered.upgrade() {
             Some(t) => (
@@ -62,19 +76,32 @@ pub(super) async fn run(
         }
         t.stats.poll_runs.fetch_add(1, Ordering::Relaxed);
         let persist = persisted.is_none_or(|p| p.elapsed() >= Duration::from_secs(1));
-        let polled = poll_once(&t, feed.as_ref(), cursor, lookback, page, persist).await;
+        let full = full_at.is_none_or(|at| at.elapsed() >= lookback);
+        let from = match resume {
+            Some(r) if !full => r,
+            _ => FeedPositions::start(cursor, lookback),
+        };
+        let polled = poll_once(&t, feed.as_ref(), from, page, persist).await;
         t.breaker.record(&polled);
         match polled {
-            Ok(next) => {
+            Ok((next, reached)) => {
                 if persist {
                     persisted = Some(tokio::time::Instant::now());
                 }
+                if full {
+                    full_at = Some(last_poll);
+                }
+                let lag = (next - cursor).max(0) as u64 / 1_000;
+                t.stats.poll_lag_ms.store(lag, Ordering::Relaxed);
                 cursor = next;
+                resume = Some(resume_point(reached, next));
                 backoff = Duration::ZERO;
                 let ms = t.started.elapsed().as_millis() as u64;
                 t.last_poll_ok.store(ms.max(1), Ordering::Relaxed);
             }
             Err(e) => {
+                // The next poll looks back in full.
+                resume = None;
                 t.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
                 // Doubling from one period, capped at 5 s (or the period, when longer).
                 let cap = Duration::from_secs(5).max(frequency);
@@ -85,18 +112,29 @@ pub(super) async fn run(
     }
 }
 
+/// Where a poll that started at horizon `h` and read every log up to `reached` lets
+/// the next one resume (see the module notes).
+fn resume_point(reached: FeedPositions, h: i64) -> FeedPositions {
+    let hold = (h, -1);
+    FeedPositions {
+        events: reached.events.min(hold),
+        deleted: reached.deleted.min(hold),
+        removed: reached.removed.min(hold),
+    }
+}
+
+/// One poll from `from`: returns the horizon it started at (the next cursor) and the
+/// position it reached in each log.
 async fn poll_once(
     t: &Tiered,
     feed: &dyn ChangeFeed,
-    cursor: i64,
-    lookback: Duration,
+    mut from: FeedPositions,
     page: usize,
     persist: bool,
-) -> Result<i64, eventstore::StoreError> {
-    // The next cursor is the clock before reading: whatever commits after this read
-    // began is found by the next poll's look-back.
+) -> Result<(i64, FeedPositions), eventstore::StoreError> {
+    // The next cursor is the horizon before reading: whatever commits after this read
+    // began has its rows at or after it.
     let next = feed.now().await?;
-    let mut from = FeedPositions::start(cursor, lookback);
     loop {
         // One bounded page at a time: a node catching up after an outage never holds
         // more than a page.
@@ -111,9 +149,7 @@ async fn poll_once(
     if persist {
         t.l1.set_cursor(next.to_be_bytes().to_vec()).await?;
     }
-    let lag = (next - cursor).max(0) as u64 / 1_000;
-    t.stats.poll_lag_ms.store(lag, Ordering::Relaxed);
-    Ok(next)
+    Ok((next, from))
 }
 
 async fn apply(t: &Tiered, changes: layer2::Changes) -> Result<(), eventstore::StoreError> {
