@@ -13,6 +13,9 @@ use serde_json::json;
 
 use super::{AppState, conn};
 
+/// WebSocket read buffer per connection (see `root`).
+const READ_BUFFER: usize = 8 * 1024;
+
 /// NIPs this relay implements (NIP-11 `supported_nips`).
 pub const SUPPORTED_NIPS: [u32; 6] = [1, 9, 11, 40, 45, 70];
 
@@ -38,12 +41,19 @@ pub(super) async fn root(
         let hard = state.limits.max_message_bytes.saturating_mul(4);
         // The slot moves into the callback: freed when the connection ends, and also
         // when the upgrade fails and axum drops the callback unrun.
-        return ws.max_message_size(hard).max_frame_size(hard).on_upgrade(
-            move |socket| async move {
+        // tungstenite zero-fills its read buffer up to this size on every read attempt,
+        // and a connection's task polls the socket each time it wakes (for a live event,
+        // too). At the 128 KiB default that memset was a fifth of the node's CPU with
+        // thousands of subscribers (`tester fanout`); most messages fit in 8 KiB, and a
+        // larger one just takes more reads.
+        return ws
+            .read_buffer_size(READ_BUFFER)
+            .max_message_size(hard)
+            .max_frame_size(hard)
+            .on_upgrade(move |socket| async move {
                 conn::serve(socket, state.clone()).await;
                 drop(slot);
-            },
-        );
+            });
     }
     let wants_info = headers
         .get_all(header::ACCEPT)

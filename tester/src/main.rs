@@ -1,18 +1,20 @@
 //! `tester`: a real client of running layer2 nodes, speaking only WebSocket (NIP-01) and
-//! HTTP (`/metrics`). Modes: `stress`, `bench`, `cache`, `propagation`. Every mode ends with a
+//! HTTP (`/metrics`). Modes: `stress`, `bench`, `fanout`, `cache`,
+//! `propagation`. Every mode ends with a
 //! loss check; any violation gives a non-zero exit and lists the offending ids.
 //!
 //! # Layout
 //! - `events`: signed events (many keys, Zipf authors, realistic kinds and sizes).
 //! - `net`: the WebSocket connection and `/metrics`.
 //! - `workers`: publishers and subscribers.
-//! - `stress`, `bench`, `cache`, `propagation`: the modes. `check`: the loss check.
+//! - `stress`, `bench`, `fanout`, `cache`, `propagation`: the modes. `check`: the loss check.
 //! - `report`, `stats`: figures, the table and the JSON report.
 
 mod bench;
 mod cache;
 mod check;
 mod events;
+mod fanout;
 mod net;
 mod outage;
 mod propagation;
@@ -116,6 +118,34 @@ enum Mode {
         /// Set TCP_NODELAY on the client side (most clients do not).
         #[arg(long)]
         nodelay: bool,
+    },
+    /// Many idle subscriptions (following authors or hashtags) while notes arrive at a
+    /// steady rate: deliveries per second, delivery latency, node CPU per delivery, and
+    /// every subscription checked to receive exactly its matches, once.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        /// Subscriptions in all, spread over the connections.
+        #[arg(long, default_value_t = 10_000)]
+        subscriptions: usize,
+        /// Connections holding them, spread over the relays.
+        #[arg(long, default_value_t = 2_000)]
+        connections: usize,
+        /// Authors the events come from (uniformly).
+        #[arg(long, default_value_t = 500)]
+        authors: usize,
+        /// Authors each author subscription follows.
+        #[arg(long, default_value_t = 20)]
+        follows: usize,
+        /// Percent of subscriptions that follow one of 20 hashtags instead.
+        #[arg(long, default_value_t = 10)]
+        hashtag_percent: usize,
+        /// Events per second, in all.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Seconds of publishing.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
     },
     /// Against one node with a small L1: write several times the budget, check L1 stays
     /// within it, fetch long-evicted events (from L2), fetch them again (L1 hits), and
@@ -247,6 +277,31 @@ async fn run(mode: Mode) -> anyhow::Result<bool> {
                 quiet: common.quiet,
             };
             (bench::run(plan).await?, common.json)
+        }
+        Mode::Fanout {
+            common,
+            subscriptions,
+            connections,
+            authors,
+            follows,
+            hashtag_percent,
+            rate,
+            seconds,
+        } => {
+            let plan = fanout::Plan {
+                relays: common.relays,
+                connections,
+                subscriptions,
+                authors,
+                follows,
+                hashtag_percent: hashtag_percent.min(100),
+                rate,
+                seconds,
+                seed: common.seed,
+                grace: common.grace,
+                quiet: common.quiet,
+            };
+            (fanout::run(plan).await?, common.json)
         }
         Mode::Cache {
             common,

@@ -68,6 +68,16 @@ impl Conn {
 
     /// The next relay message as JSON, or `None` after `wait`.
     pub async fn recv(&mut self, wait: Duration) -> anyhow::Result<Option<Value>> {
+        match self.recv_text(wait).await? {
+            None => Ok(None),
+            Some(t) => serde_json::from_str(&t)
+                .map(Some)
+                .with_context(|| format!("{} sent something that is not JSON", self.url)),
+        }
+    }
+
+    /// The next text message as it came, or `None` after `wait`.
+    pub async fn recv_text(&mut self, wait: Duration) -> anyhow::Result<Option<String>> {
         loop {
             let m = match tokio::time::timeout(wait, self.ws.next()).await {
                 Err(_) => return Ok(None),
@@ -75,11 +85,7 @@ impl Conn {
                 Ok(Some(m)) => m.with_context(|| format!("reading from {}", self.url))?,
             };
             match m {
-                Message::Text(t) => {
-                    return serde_json::from_str(&t)
-                        .map(Some)
-                        .with_context(|| format!("{} sent something that is not JSON", self.url));
-                }
+                Message::Text(t) => return Ok(Some(t.to_string())),
                 Message::Close(f) => bail!("{} closed the connection: {f:?}", self.url),
                 _ => continue,
             }

@@ -42,21 +42,30 @@ impl Samples {
     }
 
     pub fn summary(&self) -> Summary {
-        let mut v: Vec<f64> = self.0.iter().map(|(_, d)| d.as_secs_f64() * 1e3).collect();
-        if v.is_empty() {
-            return Summary::default();
-        }
-        v.sort_by(f64::total_cmp);
-        let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
-        let round = |x: f64| (x * 1000.0).round() / 1000.0;
-        Summary {
-            count: v.len(),
-            mean_ms: round(v.iter().sum::<f64>() / v.len() as f64),
-            p50_ms: round(at(0.50)),
-            p90_ms: round(at(0.90)),
-            p99_ms: round(at(0.99)),
-            max_ms: round(v[v.len() - 1]),
-        }
+        summarize(self.0.iter().map(|(_, d)| d.as_secs_f64() * 1e3).collect())
+    }
+}
+
+/// The summary of latencies given in microseconds (the fan-out mode keeps millions).
+pub fn summary_of_micros(v: Vec<u32>) -> Summary {
+    summarize(v.into_iter().map(|us| f64::from(us) / 1e3).collect())
+}
+
+/// Percentiles and mean of latencies in milliseconds.
+fn summarize(mut v: Vec<f64>) -> Summary {
+    if v.is_empty() {
+        return Summary::default();
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    Summary {
+        count: v.len(),
+        mean_ms: round(v.iter().sum::<f64>() / v.len() as f64),
+        p50_ms: round(at(0.50)),
+        p90_ms: round(at(0.90)),
+        p99_ms: round(at(0.99)),
+        max_ms: round(v[v.len() - 1]),
     }
 }
 
@@ -93,6 +102,18 @@ mod tests {
         assert_eq!(m.p99_ms, 99.0);
         assert_eq!(m.max_ms, 100.0);
         assert_eq!(Samples::default().summary().count, 0);
+    }
+
+    #[test]
+    fn microsecond_summaries_match_duration_summaries() {
+        let us: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
+        let m = summary_of_micros(us);
+        assert_eq!(
+            (m.count, m.p50_ms, m.p99_ms, m.max_ms),
+            (100, 50.0, 99.0, 100.0)
+        );
+        assert_eq!(m.mean_ms, 50.5);
+        assert_eq!(summary_of_micros(Vec::new()).count, 0);
     }
 
     #[test]
