@@ -124,14 +124,7 @@ impl Node {
                     let l1 = open_l1(&config)?;
                     Tiered::start(l1, l2.clone(), None, tiered_config).await
                 } else {
-                    let unused = config.data_dir.join("l1.redb");
-                    if unused.exists() {
-                        tracing::info!(
-                            path = %unused.display(),
-                            "l2.redb serves as both tiers (embedded_l1 = false): this L1 \
-                             file is not used and may be deleted"
-                        );
-                    }
+                    drop_stale_l1(&config.data_dir);
                     Tiered::start_single(l2.clone(), tiered_config).await
                 }
                 .context("cannot start the tiered store")?;
@@ -234,6 +227,27 @@ impl Node {
                     Ok(pg) => pg.close().await,
                     Err(_) => tracing::warn!("PostgreSQL L2 still in use at shutdown"),
                 }
+            }
+        }
+    }
+}
+
+/// Removes an L1 file left from running with `embedded_l1 = true` (or from before
+/// one file served both tiers). Kept, it would go stale while `l2.redb` changes without
+/// it, and a later start with `embedded_l1 = true` would resume it as a restart (its
+/// cursor is there) and serve what it held: deleted and replaced events back, new ones
+/// hidden. It is a cache: removing it loses nothing; a new one warms from `l2.redb`.
+fn drop_stale_l1(data_dir: &std::path::Path) {
+    for name in ["l1.redb", "l1.repair-needed"] {
+        let path = data_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(
+                path = %path.display(),
+                "removed: l2.redb serves as both tiers (embedded_l1 = false)"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale L1 file")
             }
         }
     }

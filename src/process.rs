@@ -5,8 +5,6 @@
 //! existing dashboards and alerts work unchanged. On systems without `/proc` the
 //! families are left out rather than reported as zero.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// Clock ticks per second of `/proc/<pid>/stat`'s time fields. Linux fixes `USER_HZ`
 /// at 100 in its user-space ABI on every architecture it supports.
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -31,8 +29,8 @@ impl Process {
     pub fn read() -> Option<Process> {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
-        let mut p = parse(&stat, &status, &uptime)?;
+        let boot = std::fs::read_to_string("/proc/stat").ok()?;
+        let mut p = parse(&stat, &status, &boot)?;
         p.open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
         p.max_fds = std::fs::read_to_string("/proc/self/limits")
             .ok()
@@ -41,8 +39,9 @@ impl Process {
     }
 }
 
-/// The parts of [`Process`] found in `stat`, `status` and `/proc/uptime`.
-fn parse(stat: &str, status: &str, uptime: &str) -> Option<Process> {
+/// The parts of [`Process`] found in `/proc/self/stat`, `/proc/self/status` and
+/// `/proc/stat` (for the boot time, so the start time is the same on every scrape).
+fn parse(stat: &str, status: &str, system: &str) -> Option<Process> {
     // The command name (field 2) is in parentheses and may hold spaces or ')': the
     // fields that follow start after its last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -63,11 +62,12 @@ fn parse(stat: &str, status: &str, uptime: &str) -> Option<Process> {
             .ok()
     };
     let resident_bytes = kib("VmRSS:")? * 1024;
-    let up: f64 = uptime.split_whitespace().next()?.parse().ok()?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()?
-        .as_secs_f64();
+    let boot: u64 = system
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Process {
         cpu_seconds: (utime + stime) as f64 / TICKS_PER_SECOND,
         resident_bytes,
@@ -75,7 +75,7 @@ fn parse(stat: &str, status: &str, uptime: &str) -> Option<Process> {
         open_fds: 0,
         max_fds: None,
         threads,
-        start_time_seconds: now - up + start_ticks as f64 / TICKS_PER_SECOND,
+        start_time_seconds: boot as f64 + start_ticks as f64 / TICKS_PER_SECOND,
     })
 }
 
@@ -153,17 +153,13 @@ mod tests {
         let stat = "4242 (we ird) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
                     250 130 0 0 20 0 7 0 12345 987654321 2500 18446744073709551615";
         let status = "Name:\tnode\nVmRSS:\t  10240 kB\nThreads:\t7\n";
-        let p = parse(stat, status, "1000.00 1900.00\n").unwrap();
+        let p = parse(stat, status, "cpu  1 2 3\nbtime 1700000000\nprocesses 9\n").unwrap();
         assert_eq!(p.cpu_seconds, 3.8);
         assert_eq!(p.threads, 7);
         assert_eq!(p.virtual_bytes, 987_654_321);
         assert_eq!(p.resident_bytes, 10_240 * 1024);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64();
-        // Started 123.45 s after boot, 1000 s ago was boot.
-        assert!((p.start_time_seconds - (now - 1000.0 + 123.45)).abs() < 5.0);
+        // Started 123.45 s after boot.
+        assert!((p.start_time_seconds - 1_700_000_123.45).abs() < 1e-3);
     }
 
     #[test]
@@ -180,6 +176,16 @@ mod tests {
         assert!(p.resident_bytes > 0);
         assert!(p.open_fds >= 3, "stdin, stdout, stderr at least");
         assert!(p.threads >= 1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(p.start_time_seconds > 1e9 && p.start_time_seconds <= now + 1.0);
+        assert_eq!(
+            Process::read().unwrap().start_time_seconds,
+            p.start_time_seconds,
+            "the same on every read"
+        );
         let mut text = String::new();
         render(&mut text);
         assert!(text.contains("\nprocess_cpu_seconds_total "));

@@ -102,7 +102,7 @@ impl RedbStore {
             // Measured soon after start; until then assume B-tree pages half full.
             ratio: 2.0,
             written: 0,
-            calibrated: 0,
+            calibrated: None,
             commits: 0,
             evicting: false,
             floor_hint,

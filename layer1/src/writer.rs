@@ -89,9 +89,10 @@ pub(crate) struct Writer {
     pub clock: Arc<std::sync::atomic::AtomicU64>,
     /// Allocated file bytes per budget byte, measured now and then (`evict_step`).
     pub ratio: f64,
-    /// Request bytes written so far, and at the last measurement of `ratio`.
+    /// Request bytes written so far, and at the last measurement of `ratio` (`None`:
+    /// not measured since opening; the first check after opening always measures).
     pub written: u64,
-    pub calibrated: u64,
+    pub calibrated: Option<u64>,
     /// Commits of a bounded store so far.
     pub commits: u64,
     /// Above the low-water mark after the last step: keep evicting.
@@ -309,8 +310,11 @@ impl Writer {
         };
         self.commits += 1;
         let due = (t.bytes / CALIBRATE_SHARE).max(64 * 1024);
-        if self.commits % CALIBRATE_EVERY == 0 && self.written - self.calibrated >= due {
-            self.calibrated = self.written;
+        let due = self
+            .calibrated
+            .is_none_or(|at| self.written.saturating_sub(at) >= due);
+        if self.commits % CALIBRATE_EVERY == 0 && due {
+            self.calibrated = Some(self.written);
             self.calibrate(txn, t.bytes);
         }
         if !self.evicting && (t.bytes as f64) <= self.high_mark(max) {

@@ -46,8 +46,9 @@ struct Promotion {
 pub struct TieredConfig {
     /// How often the poller reads L2's change feed. Default 250 ms.
     pub poll_frequency: Duration,
-    /// Look-back of each poll, in multiples of `poll_frequency`, to catch transactions
-    /// that committed late. Default 4.
+    /// Look-back, in multiples of `poll_frequency`, to catch transactions that committed
+    /// late: once per look-back span a poll reads back this far before the previous such
+    /// poll; polls in between resume where the last one stopped (`poller.rs`). Default 4.
     pub poll_overlap: u32,
     /// Events a fresh L1 loads from L2 at start (the newest). Default 100,000.
     pub warm_events: usize,
@@ -145,7 +146,7 @@ impl Tiered {
     }
 
     /// One unbounded store as both tiers (a single node without PostgreSQL). It is the
-    /// authority and holds every event, so its window is 0: it answers every query.
+    /// authority and holds every event, so it answers every query itself.
     pub async fn start_single(
         store: Arc<RedbStore>,
         config: TieredConfig,
@@ -201,10 +202,8 @@ impl Tiered {
             single,
         });
         let cursor = if single {
-            // The authority holds everything: its window claims it all.
-            if t.l1.window() != eventstore::Timestamp(0) {
-                t.l1.set_window(eventstore::Timestamp(0)).await?;
-            }
+            // Nothing to warm or recover: queries go straight to the one store (see
+            // `query`), which answers everything it holds, whatever its window says.
             0
         } else {
             repair::recover(&t.l1).await?;

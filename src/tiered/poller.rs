@@ -9,9 +9,12 @@
 //! not see yet belongs to a transaction open then (its `inserted_at` is at or after that
 //! transaction's start, so at or after `H`) or to one that began later (after `H` too).
 //! The full look-back stays as the safety net it always was (a database clock stepped
-//! back, a transaction held open past the feed's hold-back), once per span rather than
-//! on every poll: with commit notifications waking up to twenty polls a second, each
-//! re-reading a whole second of rows, the overlap cost twenty times the feed itself.
+//! back, a transaction held open past the feed's hold-back, a writer the horizon cannot
+//! see), once per span rather than on every poll: with commit notifications waking up
+//! to twenty polls a second, each re-reading a whole second of rows, the overlap cost
+//! twenty times the feed itself. A full poll reads from the horizon of the previous
+//! full poll minus the look-back (about two spans), so a row that commits up to a
+//! look-back late is still found, as when every poll looked back.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -37,9 +40,11 @@ pub(super) async fn run(
     // and polls woken by commit notifications can come twenty times a second. An older
     // persisted cursor only means re-reading a little more after a restart.
     let mut persisted: Option<tokio::time::Instant> = None;
-    // Where the next poll may resume, and when the last full look-back was.
+    // Where the next poll may resume; when the last full look-back was, and the horizon
+    // it started at.
     let mut resume: Option<FeedPositions> = None;
     let mut full_at: Option<tokio::time::Instant> = None;
+    let mut full_from = cursor;
     loop {
         let (frequency, lookback, page) = match tiered.upgrade() {
             Some(t) => (
@@ -79,7 +84,7 @@ pub(super) async fn run(
         let full = full_at.is_none_or(|at| at.elapsed() >= lookback);
         let from = match resume {
             Some(r) if !full => r,
-            _ => FeedPositions::start(cursor, lookback),
+            _ => FeedPositions::start(full_from.min(cursor), lookback),
         };
         let polled = poll_once(&t, feed.as_ref(), from, page, persist).await;
         t.breaker.record(&polled);
@@ -90,6 +95,7 @@ pub(super) async fn run(
                 }
                 if full {
                     full_at = Some(last_poll);
+                    full_from = next;
                 }
                 let lag = (next - cursor).max(0) as u64 / 1_000;
                 t.stats.poll_lag_ms.store(lag, Ordering::Relaxed);
@@ -190,4 +196,27 @@ async fn apply(t: &Tiered, changes: layer2::Changes) -> Result<(), eventstore::S
         t.stats.poll_tombstones.fetch_add(n, Ordering::Relaxed);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_resumes_at_the_last_row_or_the_horizon_whichever_is_earlier() {
+        let reached = FeedPositions {
+            events: (5_000, 42),
+            deleted: (1_000, 7),
+            removed: (9_000, 3),
+        };
+        let r = resume_point(reached, 4_000);
+        // Rows after 5,000 were read, but transactions open at 4,000 may still commit
+        // rows from 4,000 on: resume there.
+        assert_eq!(r.events, (4_000, -1));
+        // Nothing read past 1,000 in this log: resume after its last row.
+        assert_eq!(r.deleted, (1_000, 7));
+        assert_eq!(r.removed, (4_000, -1));
+        // At the horizon itself, a row with seq 0 at 4,000 is still ahead.
+        assert!((4_000, 0) > r.events);
+    }
 }

@@ -70,10 +70,11 @@ struct Clock {
     delivered: std::sync::atomic::AtomicUsize,
 }
 
-/// What one connection received: per subscription, the indices of the events.
+/// What one connection received: per subscription (by its global index), the indices
+/// of the events.
 #[derive(Debug, Default)]
 struct Got {
-    per_sub: Vec<Vec<u32>>,
+    per_sub: HashMap<usize, Vec<u32>>,
     latency_us: Vec<u32>,
 }
 
@@ -235,10 +236,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let mut latency = Vec::new();
     for t in tasks {
         let g = t.await.context("subscriber task")??;
-        for (s, v) in g.per_sub.into_iter().enumerate() {
-            if !v.is_empty() {
-                got[s] = v;
-            }
+        for (s, v) in g.per_sub {
+            got[s] = v;
         }
         latency.extend(g.latency_us);
     }
@@ -370,9 +369,8 @@ async fn hold(
     };
     bar.inc(1);
     let _ = ready.send(());
-    let top = filters.iter().map(|(s, _)| *s).max().map_or(0, |m| m + 1);
     let mut got = Got {
-        per_sub: vec![Vec::new(); top],
+        per_sub: filters.iter().map(|(s, _)| (*s, Vec::new())).collect(),
         latency_us: Vec::new(),
     };
     loop {
@@ -389,7 +387,7 @@ async fn hold(
         };
         let now = clock.start.elapsed().as_micros() as u64;
         let sent = clock.sent[i as usize].load(std::sync::atomic::Ordering::Relaxed);
-        if let Some(v) = got.per_sub.get_mut(sub) {
+        if let Some(v) = got.per_sub.get_mut(&sub) {
             clock
                 .delivered
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

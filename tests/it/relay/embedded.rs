@@ -76,3 +76,51 @@ async fn one_file_by_default_and_a_separate_l1_on_request_over_the_same_data() {
     assert_eq!(c.req("c", &[mine]).await.len(), 2);
     stop(relay).await;
 }
+
+/// Switching the separate L1 off and on again: the L1 file of the first period must not
+/// come back with what it held (events deleted or replaced meanwhile) nor hide what was
+/// written meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_l1_switched_off_and_on_again_never_serves_stale_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate().unwrap();
+    let mine = json!({"authors": [keys.public_key().to_string()]});
+
+    let relay = TestRelay::start(config(dir.path(), true)).await;
+    let mut c = relay.client().await;
+    let doomed = note(&keys, "to be deleted while L1 is off");
+    assert!(c.publish(&doomed).await.0);
+    assert_eq!(c.req("a", std::slice::from_ref(&mine)).await.len(), 1);
+    stop(relay).await;
+
+    // One file: delete it (NIP-09) and write another.
+    let relay = TestRelay::start(config(dir.path(), false)).await;
+    assert!(
+        !dir.path().join("l1.redb").exists(),
+        "the stale L1 file is removed"
+    );
+    let mut c = relay.client().await;
+    let deletion =
+        layer2_relay::eventstore::EventBuilder::new(layer2_relay::eventstore::Kind(5), "")
+            .tags(vec![vec!["e".into(), doomed.id().to_string()]])
+            .sign(&keys);
+    assert!(c.publish(&deletion).await.0);
+    let fresh = note(&keys, "written while L1 is off");
+    assert!(c.publish(&fresh).await.0);
+    stop(relay).await;
+
+    // The separate L1 again: it warms from l2.redb, never from what it held before.
+    let relay = TestRelay::start(config(dir.path(), true)).await;
+    let mut c = relay.client().await;
+    let mut got = c.req("b", std::slice::from_ref(&mine)).await;
+    got.sort();
+    let mut want = vec![deletion.id().to_string(), fresh.id().to_string()];
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the deleted note is gone and the new one is there"
+    );
+    let ids = json!({"ids": [doomed.id().to_string()]});
+    assert!(c.req("c", &[ids]).await.is_empty());
+    stop(relay).await;
+}
