@@ -17,7 +17,7 @@ use crate::net;
 use crate::report::Report;
 use crate::stats::Samples;
 use crate::stress::bar;
-use crate::workers::{self, SentAt, Source, Tally};
+use crate::workers::{self, SentAt};
 use anyhow::Context;
 
 #[derive(Debug, Clone)]
@@ -84,24 +84,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let progress = bar(Some(plan.events as u64), plan.quiet, "publishing");
     let (cpu0, _) = node_usage(&plan.relays).await?;
     let started = Instant::now();
-    let pubs: Vec<_> = per_conn
+    let sources = per_conn
         .into_iter()
         .enumerate()
-        .map(|(i, events)| {
-            tokio::spawn(workers::publish(
-                plan.relays[i % plan.relays.len()].clone(),
-                Source::Ready(events),
-                1,
-                sent_at.clone(),
-                progress.clone(),
-            ))
-        })
+        .map(|(i, events)| (plan.relays[i % plan.relays.len()].clone(), events))
         .collect();
-    let mut tally = Tally::default();
-    for p in pubs {
-        tally.add(p.await.context("publisher task")??);
-    }
-    progress.finish_and_clear();
+    let tally = workers::publish_all(sources, 1, &sent_at, &progress).await?;
     tally.report_into(&mut report, started.elapsed());
     let (cpu1, rss) = node_usage(&plan.relays).await?;
     let d = &mut report.details;

@@ -15,7 +15,7 @@ use crate::net::{Conn, metrics};
 use crate::report::Report;
 use crate::stats::Samples;
 use crate::stress::bar;
-use crate::workers::{self, SentAt, Source, Tally};
+use crate::workers::{self, SentAt};
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -87,23 +87,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let progress = bar(Some(n as u64), plan.quiet, "writing");
     let sent_at: SentAt = Arc::new(Mutex::new(Default::default()));
     let started = Instant::now();
-    let pubs: Vec<_> = per
-        .into_iter()
-        .map(|evs| {
-            tokio::spawn(workers::publish(
-                url.clone(),
-                Source::Ready(evs),
-                32,
-                sent_at.clone(),
-                progress.clone(),
-            ))
-        })
-        .collect();
-    let mut tally = Tally::default();
-    for p in pubs {
-        tally.add(p.await.context("publisher task")??);
-    }
-    progress.finish_and_clear();
+    let sources = per.into_iter().map(|evs| (url.clone(), evs)).collect();
+    let tally = workers::publish_all(sources, 32, &sent_at, &progress).await?;
     tally.report_into(&mut report, started.elapsed());
     let acked = tally.acked;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -145,6 +145,37 @@ pub async fn publish(
     }
 }
 
+/// Runs one publisher per `(url, events)` at once, each keeping `window` EVENTs
+/// awaiting their `OK`, and adds up what they saw.
+pub async fn publish_all(
+    sources: Vec<(String, Vec<Event>)>,
+    window: usize,
+    sent_at: &SentAt,
+    bar: &ProgressBar,
+) -> anyhow::Result<Tally> {
+    let pubs: Vec<_> = sources
+        .into_iter()
+        .map(|(url, events)| {
+            tokio::spawn(publish(
+                url,
+                Source::Ready(events),
+                window,
+                sent_at.clone(),
+                bar.clone(),
+            ))
+        })
+        .collect();
+    let mut tally = Tally::default();
+    for p in pubs {
+        tally.add(
+            p.await
+                .map_err(|e| anyhow::anyhow!("publisher task: {e}"))??,
+        );
+    }
+    bar.finish_and_clear();
+    Ok(tally)
+}
+
 /// What one subscriber saw.
 #[derive(Debug, Default)]
 pub struct Received {

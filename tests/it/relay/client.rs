@@ -74,6 +74,16 @@ impl TestRelay {
     pub async fn stop(&mut self) {
         self.running.stop().await.expect("server stops cleanly");
     }
+
+    /// Stops serving (if not yet) and closes the node, so another can open its files.
+    pub async fn close(mut self) {
+        self.stop().await;
+        let state = self.state.clone();
+        drop(self);
+        let node =
+            Arc::try_unwrap(Arc::try_unwrap(state).expect("sole state").node).expect("sole node");
+        node.close().await;
+    }
 }
 
 /// An embedded node with `limits`, fresh keys, and one client connected to it.

@@ -20,17 +20,6 @@ fn config(dir: &Path, embedded_l1: bool) -> Config {
     }
 }
 
-/// Stops `relay` and closes its node, so the next one can open the same files.
-async fn stop(mut relay: TestRelay) {
-    relay.stop().await;
-    let state = relay.state.clone();
-    drop(relay);
-    let node =
-        std::sync::Arc::try_unwrap(std::sync::Arc::try_unwrap(state).expect("sole state").node)
-            .expect("sole node");
-    node.close().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_file_by_default_and_a_separate_l1_on_request_over_the_same_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,7 +45,7 @@ async fn one_file_by_default_and_a_separate_l1_on_request_over_the_same_data() {
     );
     assert!(dir.path().join("l2.redb").exists());
     assert!(!dir.path().join("l1.redb").exists());
-    stop(relay).await;
+    relay.close().await;
 
     // A bounded L1 in front: it warms from l2.redb and serves what was written before.
     let relay = TestRelay::start(config(dir.path(), true)).await;
@@ -68,13 +57,13 @@ async fn one_file_by_default_and_a_separate_l1_on_request_over_the_same_data() {
     let (_, _, text) = relay.get("/metrics", "*/*").await;
     assert_eq!(metric(&text, "layer2_l1_budget_bytes"), (8u64 << 20) as f64);
     assert!(dir.path().join("l1.redb").exists());
-    stop(relay).await;
+    relay.close().await;
 
     // Back to one file: everything is there (l2.redb was the authority all along).
     let relay = TestRelay::start(config(dir.path(), false)).await;
     let mut c = relay.client().await;
     assert_eq!(c.req("c", &[mine]).await.len(), 2);
-    stop(relay).await;
+    relay.close().await;
 }
 
 /// Switching the separate L1 off and on again: the L1 file of the first period must not
@@ -91,7 +80,7 @@ async fn a_separate_l1_switched_off_and_on_again_never_serves_stale_events() {
     let doomed = note(&keys, "to be deleted while L1 is off");
     assert!(c.publish(&doomed).await.0);
     assert_eq!(c.req("a", std::slice::from_ref(&mine)).await.len(), 1);
-    stop(relay).await;
+    relay.close().await;
 
     // One file: delete it (NIP-09) and write another.
     let relay = TestRelay::start(config(dir.path(), false)).await;
@@ -107,7 +96,7 @@ async fn a_separate_l1_switched_off_and_on_again_never_serves_stale_events() {
     assert!(c.publish(&deletion).await.0);
     let fresh = note(&keys, "written while L1 is off");
     assert!(c.publish(&fresh).await.0);
-    stop(relay).await;
+    relay.close().await;
 
     // The separate L1 again: it warms from l2.redb, never from what it held before.
     let relay = TestRelay::start(config(dir.path(), true)).await;
@@ -122,5 +111,5 @@ async fn a_separate_l1_switched_off_and_on_again_never_serves_stale_events() {
     );
     let ids = json!({"ids": [doomed.id().to_string()]});
     assert!(c.req("c", &[ids]).await.is_empty());
-    stop(relay).await;
+    relay.close().await;
 }

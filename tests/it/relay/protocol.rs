@@ -187,12 +187,7 @@ async fn graceful_stop_closes_connections_and_keeps_what_was_acknowledged() {
         "clients are told the relay is going away"
     );
     let dir = relay.dir.take().expect("dir");
-    let state = relay.state.clone();
-    drop(relay);
-    let node =
-        std::sync::Arc::try_unwrap(std::sync::Arc::try_unwrap(state).expect("sole state").node)
-            .expect("sole node");
-    node.close().await;
+    relay.close().await;
 
     // A new node on the same directory serves the event.
     let config = layer2_relay::Config {
