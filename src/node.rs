@@ -92,6 +92,7 @@ impl Node {
                 let l1 = open_l1(&config)?;
                 let mut pg = PgConfig::new(url);
                 pg.max_connections = config.pg_max_connections;
+                pg.writers = config.pg_writers;
                 let pg = Arc::new(
                     PgStore::connect(pg)
                         .await
@@ -255,7 +256,10 @@ fn drop_stale_l1(data_dir: &std::path::Path) {
 
 /// Opens the bounded L1 file under `data_dir`.
 fn open_l1(config: &Config) -> anyhow::Result<Arc<RedbStore>> {
-    let durability = if config.l1_durable {
+    // Without a synced commit per batch, L1 relies on the poller to read again what a
+    // crash took from it (see `layer1::Durability::Eventual`): only with PostgreSQL.
+    let durable = config.l1_durable.unwrap_or(config.database_url.is_none());
+    let durability = if durable {
         Durability::Immediate
     } else {
         Durability::Eventual

@@ -8,9 +8,11 @@ pub enum Durability {
     /// Every batch is fsynced before its savers are answered. For a store that is the
     /// authority (the embedded L2).
     Immediate,
-    /// Batches commit without fsync; a crash rolls back to an earlier consistent state.
-    /// For an L1 cache, whose poller cursor rolls back with its events, so what was lost
-    /// is read again from L2.
+    /// Batches commit without fsync, except a batch that records the cursor
+    /// ([`crate::RedbStore::set_cursor`]), which is synced with everything before it.
+    /// A crash rolls the file back to the last synced commit: a consistent state whose
+    /// cursor rolled back with its events, so a poller resuming from that cursor reads
+    /// again everything the lost commits held. For an L1 cache with a poller only.
     Eventual,
 }
 

@@ -187,9 +187,13 @@ impl Writer {
         replies: &mut Vec<Reply>,
     ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(backend)?;
+        // The cursor is the point a crash rolls back to: its commit is always synced
+        // (and with it every commit before it), or an eventual store could lose any
+        // amount of history that its poller would then not read again.
+        let records_cursor = batch.iter().any(|r| matches!(r, Request::SetCursor(..)));
         let durability = match self.config.durability {
-            Durability::Immediate => redb::Durability::Immediate,
-            Durability::Eventual => redb::Durability::None,
+            Durability::Eventual if !records_cursor => redb::Durability::None,
+            _ => redb::Durability::Immediate,
         };
         txn.set_durability(durability).map_err(backend)?;
         let pending = std::mem::take(&mut *self.access.lock().unwrap_or_else(|p| p.into_inner()));

@@ -50,6 +50,7 @@ pub struct FileConfig {
     pub poll_overlap: Option<u32>,
     pub warm_events: Option<usize>,
     pub pg_max_connections: Option<u32>,
+    pub pg_writers: Option<usize>,
     pub degraded_reads: Option<String>,
     pub outbox_max_bytes: Option<Size>,
     #[serde(default)]

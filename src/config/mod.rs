@@ -91,9 +91,12 @@ pub struct Config {
     pub database_url: Option<String>,
     /// L1's byte budget. Default 512 MiB.
     pub l1_max_bytes: u64,
-    /// Sync every L1 commit to disk (`immediate`, the default) or let the OS do it
-    /// (`eventual`: faster, but a crash can leave L1 claiming events it lost).
-    pub l1_durable: bool,
+    /// Sync every L1 commit to disk (`Some(true)`, `immediate`) or only those that
+    /// record the poller's cursor (`Some(false)`, `eventual`). `None` (the default):
+    /// eventual with PostgreSQL, where a crash rolls L1 back to its last synced cursor
+    /// and the poller reads everything since again; immediate for an embedded L1, which
+    /// has no poller to repair it.
+    pub l1_durable: Option<bool>,
     /// With the embedded L2: also keep a separate bounded L1 file (`l1.redb`) in front
     /// of it. Default false: one unbounded redb file (`l2.redb`) serves both tiers, so
     /// every event is written once, not twice; `l1_max_bytes` and `l1_durability` then
@@ -107,6 +110,13 @@ pub struct Config {
     pub warm_events: usize,
     /// PostgreSQL connections per node. Default 16.
     pub pg_max_connections: u32,
+    /// Write transactions a node runs against PostgreSQL at once. Default 1: the writer
+    /// takes every event waiting when it starts a transaction, so batches grow with the
+    /// load, and fewer, larger batches cost both sides less per event (closed-loop
+    /// bench, 2 cores: 1 writer 2,478 events/s at 286 µs node and 204 µs PostgreSQL
+    /// CPU per event; 4 writers 1,964 at 373 and 376). The nodes of a cluster already
+    /// write concurrently.
+    pub pg_writers: usize,
     /// While PostgreSQL is unreachable, answer reads from L1 alone (`serve`, the
     /// default: answers can miss events L1 never held) or refuse them (`refuse`).
     pub serve_degraded: bool,
@@ -125,12 +135,13 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             l1_max_bytes: 512 << 20,
-            l1_durable: true,
+            l1_durable: None,
             embedded_l1: false,
             poll_frequency: Duration::from_millis(250),
             poll_overlap: 4,
             warm_events: 100_000,
             pg_max_connections: 16,
+            pg_writers: 1,
             serve_degraded: true,
             outbox_max_bytes: 256 << 20,
             info: Info {
@@ -286,11 +297,12 @@ fn apply_file(c: &mut Config, f: &FileConfig) -> Result<(), String> {
     }
     if let Some(v) = &f.l1_durability {
         c.l1_durable = match v.as_str() {
-            "immediate" => true,
-            "eventual" => false,
+            "auto" => None,
+            "immediate" => Some(true),
+            "eventual" => Some(false),
             other => {
                 return Err(format!(
-                    "config l1_durability: {other:?} is neither \"immediate\" nor \"eventual\""
+                    "config l1_durability: {other:?} is not \"auto\", \"immediate\" or \"eventual\""
                 ));
             }
         };
@@ -306,6 +318,9 @@ fn apply_file(c: &mut Config, f: &FileConfig) -> Result<(), String> {
     }
     if let Some(v) = f.warm_events {
         c.warm_events = v;
+    }
+    if let Some(v) = f.pg_writers {
+        c.pg_writers = v;
     }
     if let Some(v) = f.pg_max_connections {
         c.pg_max_connections = v;
@@ -410,6 +425,9 @@ impl Config {
             || self.poll_frequency > Duration::from_secs(60)
         {
             return Err("poll_frequency must lie between 10ms and 60s".into());
+        }
+        if self.pg_writers == 0 || self.pg_writers > 64 {
+            return Err("pg_writers must lie between 1 and 64".into());
         }
         if self.poll_overlap == 0 || self.poll_overlap > 100 {
             return Err("poll_overlap must lie between 1 and 100".into());

@@ -31,7 +31,7 @@ async fn cluster() -> Cluster {
             data_dir: dir.path().to_path_buf(),
             database_url: Some(db.url.clone()),
             l1_max_bytes: BUDGET,
-            l1_durable: false,
+            l1_durable: Some(false),
             poll_frequency: Duration::from_millis(50),
             pg_max_connections: 6,
             ..Config::default()
@@ -215,7 +215,7 @@ async fn a_lost_event_fails_the_run_with_its_id() {
     let config = Config {
         data_dir: lonely_dir.path().to_path_buf(),
         l1_max_bytes: BUDGET,
-        l1_durable: false,
+        l1_durable: Some(false),
         ..Config::default()
     };
     let node = Node::open(config).await.unwrap();

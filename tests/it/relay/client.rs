@@ -33,7 +33,7 @@ impl TestRelay {
         let config = Config {
             data_dir: dir.path().to_path_buf(),
             l1_max_bytes: 8 << 20,
-            l1_durable: false,
+            l1_durable: Some(false),
             limits,
             ..Config::default()
         };

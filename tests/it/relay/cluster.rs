@@ -38,7 +38,7 @@ pub async fn nodes_on(url: &str, n: usize) -> (Vec<TestRelay>, Vec<tempfile::Tem
             data_dir: dir.path().to_path_buf(),
             database_url: Some(url.to_string()),
             l1_max_bytes: 4 << 20,
-            l1_durable: false,
+            l1_durable: Some(false),
             poll_frequency: Duration::from_millis(50),
             pg_max_connections: 4,
             ..Config::default()

@@ -4,6 +4,7 @@ mod bad_input;
 mod cli;
 pub mod client;
 mod cluster;
+mod crash;
 mod embedded;
 pub mod http;
 mod outage;

@@ -125,38 +125,9 @@ async fn three_nodes_serve_through_an_outage_and_lose_nothing() {
 async fn a_node_killed_with_events_in_its_outbox_loses_none() {
     let pg = OwnCluster::start().expect("an own PostgreSQL cluster");
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        l.local_addr().expect("address").port()
-    };
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let start = || {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_layer2-relay"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("LAYER2_") || k == "DATABASE_URL" {
-                c.env_remove(k);
-            }
-        }
-        c.env("RUST_LOG", "warn")
-            .args(["--listen", &addr.to_string(), "--database-url", &pg.url])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--poll-frequency", "50ms"])
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .expect("start the relay")
-    };
-    let healthy = async || {
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(addr).is_ok()
-                && super::client::http_get(addr, "/health", "*/*").await.0 == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the relay never became healthy");
-    };
+    let addr = free_addr();
+    let start = || start_process(addr, &pg.url, dir.path());
+    let healthy = async || wait_healthy(addr).await;
     let mut child = start();
     healthy().await;
     let url = format!("ws://{addr}");
@@ -205,4 +176,46 @@ async fn a_node_killed_with_events_in_its_outbox_loses_none() {
         .await
         .unwrap();
     assert_eq!(n, 10, "and they are in PostgreSQL");
+}
+
+/// A free loopback address for a node process.
+pub(super) fn free_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().expect("address")
+}
+
+/// Starts the relay binary on `addr` with PostgreSQL at `url` and its data in `dir`
+/// (polling every 50 ms), ignoring any LAYER2_ variables of the test environment.
+pub(super) fn start_process(
+    addr: std::net::SocketAddr,
+    url: &str,
+    dir: &std::path::Path,
+) -> std::process::Child {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_layer2-relay"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LAYER2_") || k == "DATABASE_URL" {
+            c.env_remove(k);
+        }
+    }
+    c.env("RUST_LOG", "warn")
+        .args(["--listen", &addr.to_string(), "--database-url", url])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--poll-frequency", "50ms"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start the relay")
+}
+
+/// Waits until the node at `addr` answers `/health` with 200.
+pub(super) async fn wait_healthy(addr: std::net::SocketAddr) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok()
+            && super::client::http_get(addr, "/health", "*/*").await.0 == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the relay never became healthy");
 }
