@@ -22,6 +22,8 @@ use eventstore::Event;
 const IN_FLIGHT: usize = 256;
 /// REQ and COUNT queries of one connection running at once; more wait their turn.
 pub(super) const QUERIES: usize = 4;
+/// Replies and live events already waiting that join one write, at most.
+const DRAIN: usize = 64;
 /// A client that does not take a reply within this long is disconnected.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -202,6 +204,19 @@ pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>) {
                     break;
                 }
             },
+        }
+        // What else is already waiting goes out in the same write (one `send` for many
+        // OKs or live events, not one each), in the same order of priority.
+        for _ in 0..DRAIN {
+            if let Ok(r) = reply_rx.try_recv() {
+                c.on_reply(r);
+            } else if let Ok(d) = dropped_rx.try_recv() {
+                c.on_dropped(d);
+            } else if let Ok(l) = live_rx.try_recv() {
+                c.on_live(l);
+            } else {
+                break;
+            }
         }
         if !flush(&mut sink, &mut c.out).await {
             break;
