@@ -316,7 +316,7 @@ impl Tiered {
     /// Sends `e` to this node's live subscribers unless it already went out. Returns
     /// whether it was sent now.
     fn broadcast(&self, e: &Event) -> bool {
-        if !self.delivered.entry(e.id()).or_insert(()).is_fresh() {
+        if !claim(&self.delivered, e.id()) {
             return false;
         }
         // No receivers is not an error: nobody is listening right now.
@@ -377,6 +377,14 @@ impl Tiered {
             }
         }
     }
+}
+
+/// True for exactly one caller per id while it is remembered. `or_insert_with`, not
+/// `or_insert`: moka's `or_insert` is a get then an insert, so two threads (a local save
+/// and the poller) could both find the id fresh and send the event twice;
+/// `or_insert_with` runs one initialiser per key at a time and tells only that caller.
+fn claim(cache: &moka::sync::Cache<EventId, ()>, id: EventId) -> bool {
+    cache.entry(id).or_insert_with(|| ()).is_fresh()
 }
 
 /// Delivers ephemeral events other nodes relayed through L2 (this node's own come back
@@ -555,5 +563,29 @@ impl EventStore for Tiered {
             persistent: true,
             bounded: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_claimed_once_however_many_threads_race_for_it() {
+        let cache = moka::sync::Cache::new(100_000);
+        let ids: Vec<EventId> = (0..2_000u32)
+            .map(|i| {
+                let mut b = [0u8; 32];
+                b[..4].copy_from_slice(&i.to_be_bytes());
+                EventId(b)
+            })
+            .collect();
+        let wins: Vec<usize> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| ids.iter().filter(|id| claim(&cache, **id)).count()))
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert_eq!(wins.iter().sum::<usize>(), ids.len(), "{wins:?}");
     }
 }
