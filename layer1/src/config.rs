@@ -9,7 +9,8 @@ pub enum Durability {
     /// authority (the embedded L2).
     Immediate,
     /// Batches commit without fsync, except a batch that records the cursor
-    /// ([`crate::RedbStore::set_cursor`]), which is synced with everything before it.
+    /// ([`crate::RedbStore::set_cursor`]), which is synced with everything before it,
+    /// and at least one commit a second.
     /// A crash rolls the file back to the last synced commit: a consistent state whose
     /// cursor rolled back with its events, so a poller resuming from that cursor reads
     /// again everything the lost commits held. For an L1 cache with a poller only.

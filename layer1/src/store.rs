@@ -105,6 +105,7 @@ impl RedbStore {
             calibrated: None,
             commits: 0,
             evicting: false,
+            synced: std::time::Instant::now(),
             floor_hint,
         };
         let handle = std::thread::Builder::new()

@@ -97,6 +97,8 @@ pub(crate) struct Writer {
     pub commits: u64,
     /// Above the low-water mark after the last step: keep evicting.
     pub evicting: bool,
+    /// When the last synced commit was.
+    pub synced: std::time::Instant,
     /// Hashes of every floor key held (a superset; `floors.rs`). Lent to each
     /// transaction, and rebuilt from the file when one fails.
     pub floor_hint: HashSet<u64>,
@@ -111,6 +113,9 @@ pub(crate) struct Writer {
 const FILE_HEADROOM_SHARE: f64 = 0.15;
 const FILE_HEADROOM_SMALL_SHARE: f64 = 0.3;
 const FILE_HEADROOM_MIN: f64 = 6.0 * 1024.0 * 1024.0;
+
+/// An eventual store syncs a commit at least this often (see `commit`).
+const SYNC_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Commits between measurements of the file-bytes-per-budget-byte ratio, at least.
 const CALIBRATE_EVERY: u64 = 32;
@@ -189,12 +194,19 @@ impl Writer {
         let mut txn = self.db.begin_write().map_err(backend)?;
         // The cursor is the point a crash rolls back to: its commit is always synced
         // (and with it every commit before it), or an eventual store could lose any
-        // amount of history that its poller would then not read again.
+        // amount of history that its poller would then not read again. At least one
+        // commit a second is synced too, cursor or not (no poller runs during an L2
+        // outage): redb reuses the pages a commit frees only after a synced commit, so
+        // the file would otherwise grow without bound. Any synced state is consistent
+        // with the cursor it holds, so a crash still rolls back to one the poller
+        // repairs from.
         let records_cursor = batch.iter().any(|r| matches!(r, Request::SetCursor(..)));
+        let sync = records_cursor || self.synced.elapsed() >= SYNC_AT_LEAST_EVERY;
         let durability = match self.config.durability {
-            Durability::Eventual if !records_cursor => redb::Durability::None,
+            Durability::Eventual if !sync => redb::Durability::None,
             _ => redb::Durability::Immediate,
         };
+        let synced_commit = !matches!(durability, redb::Durability::None);
         txn.set_durability(durability).map_err(backend)?;
         let pending = std::mem::take(&mut *self.access.lock().unwrap_or_else(|p| p.into_inner()));
         let committed;
@@ -268,6 +280,9 @@ impl Writer {
             self.floor_hint = std::mem::take(&mut t.floor_hint);
         }
         txn.commit().map_err(backend)?;
+        if synced_commit {
+            self.synced = std::time::Instant::now();
+        }
         self.stats.floors.store(committed.3, Ordering::Relaxed);
         // The prefilter only grows between rebuilds (forgotten floors stay in it); keep
         // it near the floors' own size.
