@@ -468,11 +468,17 @@ impl EventStore for Tiered {
     async fn save(&self, event: &Event) -> Result<SaveOutcome, StoreError> {
         if self.single {
             let outcome = self.l1.save(event).await?;
-            if matches!(
-                outcome,
-                SaveOutcome::Stored | SaveOutcome::Replaced { .. } | SaveOutcome::Ephemeral
-            ) {
-                self.broadcast(event);
+            match outcome {
+                // One store as both tiers has one path to live subscribers (no poller)
+                // and calls an event new once: nothing to de-duplicate, no id to keep.
+                SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
+                    let _ = self.live.send(Arc::new(event.clone()));
+                }
+                // Never stored, so the same one may come again: sent once.
+                SaveOutcome::Ephemeral => {
+                    self.broadcast(event);
+                }
+                _ => {}
             }
             return Ok(outcome);
         }
