@@ -15,6 +15,7 @@
 //! - [`order`]: the canonical order (created_at desc, id asc), defined once.
 //! - [`store`]: the [`EventStore`] trait, [`SaveOutcome`], [`StoreError`].
 //! - [`memory`]: [`MemoryStore`], the reference implementation and test oracle.
+//! - [`moderation`]: the operator's rulings (NIP-86 bans and allow-lists) a store keeps.
 //! - `conformance` (feature `conformance`): the suite every store runs, and a
 //!   property-test harness against `MemoryStore`.
 
@@ -25,6 +26,7 @@ pub mod hex;
 pub mod keys;
 pub mod kind;
 pub mod memory;
+pub mod moderation;
 pub mod order;
 pub mod rules;
 pub mod store;
@@ -38,6 +40,7 @@ pub use filter::Filter;
 pub use keys::{EventBuilder, KeyError, Keys};
 pub use kind::KindClass;
 pub use memory::MemoryStore;
+pub use moderation::{Change, Entry, Ruled, Ruling, Rulings, Setting};
 pub use order::{OrderKey, canonical_cmp, sort_canonical};
 pub use rules::{Address, DeletionTargets, deletion_applies, supersedes};
 pub use store::{BoxError, Capabilities, EventStore, Reason, SaveOutcome, StoreError};

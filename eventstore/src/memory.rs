@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use crate::event::Event;
 use crate::filter::Filter;
 use crate::kind::KindClass;
+use crate::moderation::{Change, Ruled, Ruling, Rulings};
 use crate::order::{OrderKey, sort_canonical};
 use crate::rules::{Address, deletion_applies, supersedes};
 use crate::store::{Capabilities, EventStore, Reason, SaveOutcome, StoreError};
@@ -24,6 +25,7 @@ struct State {
     deleted_ids: HashSet<(EventId, PublicKey)>,
     /// Addresses deleted up to (and including) a `created_at`.
     deleted_addresses: HashMap<Address, Timestamp>,
+    rulings: Rulings,
 }
 
 /// The in-memory reference store.
@@ -76,6 +78,9 @@ impl State {
         }
         if self.by_id.contains_key(&event.id()) {
             return SaveOutcome::Duplicate;
+        }
+        if self.rulings.bans_pubkey(&event.pubkey()) || self.rulings.bans_event(&event.id()) {
+            return SaveOutcome::Rejected(Reason::Banned);
         }
         if self.deleted_ids.contains(&(event.id(), event.pubkey())) {
             return SaveOutcome::Rejected(Reason::Deleted);
@@ -131,6 +136,29 @@ impl State {
             }
             let upto = self.deleted_addresses.entry(addr).or_default();
             *upto = (*upto).max(request.created_at());
+        }
+    }
+
+    /// Records a change; a ban removes what it names (no tombstone).
+    fn rule(&mut self, change: &Change) -> Ruled {
+        self.rulings.apply(change);
+        let mut removed = Vec::new();
+        if let Change::Add(e) = change {
+            let ids: Vec<EventId> = match e.ruling {
+                Ruling::BanPubkey(pk) => self
+                    .events
+                    .values()
+                    .filter(|ev| ev.pubkey() == pk)
+                    .map(Event::id)
+                    .collect(),
+                Ruling::BanEvent(id) => vec![id],
+                _ => Vec::new(),
+            };
+            removed.extend(ids.into_iter().filter(|id| self.remove(id).is_some()));
+        }
+        Ruled {
+            version: self.rulings.version,
+            removed,
         }
     }
 
@@ -196,5 +224,14 @@ impl EventStore for MemoryStore {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()
+    }
+
+    async fn rulings_since(&self, version: u64) -> Result<Option<Rulings>, StoreError> {
+        let st = self.lock();
+        Ok((st.rulings.version != version).then(|| st.rulings.clone()))
+    }
+
+    async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {
+        Ok(self.lock().rule(change))
     }
 }

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 
 use crate::event::Event;
 use crate::filter::Filter;
+use crate::moderation::{Change, Ruled, Rulings};
 use crate::types::EventId;
 
 /// Why a store refused an event. A normal answer, not a failure.
@@ -18,6 +19,8 @@ pub enum Reason {
     Superseded,
     /// Its NIP-40 expiration time has passed.
     Expired,
+    /// The operator banned its author or the event itself ([`crate::moderation`]).
+    Banned,
 }
 
 impl Reason {
@@ -27,6 +30,7 @@ impl Reason {
             Reason::Deleted => "blocked: this event has been deleted",
             Reason::Superseded => "duplicate: a newer version of this event is already stored",
             Reason::Expired => "invalid: this event has expired",
+            Reason::Banned => "blocked: banned by the relay's operator",
         }
     }
 }
@@ -79,6 +83,9 @@ pub enum StoreError {
     /// The store was closed.
     #[error("store is closed")]
     Closed,
+    /// The store does not offer this operation.
+    #[error("not supported by this store: {0}")]
+    Unsupported(&'static str),
 }
 
 /// What a backend can do beyond the contract.
@@ -104,6 +111,10 @@ pub struct Capabilities {
 ///   [`crate::order`]). Expired events are never returned.
 /// - `count` is the number of distinct events `query` would return with no limits.
 /// - `delete` removes events by id and tombstones them (an operator's removal).
+/// - rulings (NIP-86, [`crate::moderation`]): `save` refuses events by a banned author
+///   and banned events with [`Reason::Banned`]; recording such a ban removes what it
+///   names, without a tombstone. A store that keeps no rulings answers
+///   [`StoreError::Unsupported`].
 #[async_trait]
 pub trait EventStore: Send + Sync + fmt::Debug {
     /// Saves one event, which the caller has already verified.
@@ -120,4 +131,16 @@ pub trait EventStore: Send + Sync + fmt::Debug {
 
     /// What this backend offers.
     fn capabilities(&self) -> Capabilities;
+
+    /// The rulings, unless they are still at `version` (pass 0 to always get them).
+    async fn rulings_since(&self, version: u64) -> Result<Option<Rulings>, StoreError> {
+        let _ = version;
+        Err(StoreError::Unsupported("rulings"))
+    }
+
+    /// Records a change to the rulings; a ban also removes the events it names.
+    async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {
+        let _ = change;
+        Err(StoreError::Unsupported("rulings"))
+    }
 }

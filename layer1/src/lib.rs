@@ -16,6 +16,7 @@
 //! - `floors`: completeness floors per query key, the proof behind L1-only answers
 //!   below the window.
 //! - `query`: the planner and the merged index walk.
+//! - `rulings`: the operator's bans and allow-lists (NIP-86), and the bans enforced.
 //! - [`check`]: the consistency check.
 //! - [`outbox`]: the durable queue of writes waiting for an unreachable L2.
 //! - [`store`]: [`RedbStore`], implementing `eventstore::EventStore`.
@@ -28,6 +29,7 @@ mod floors;
 mod keys;
 pub mod outbox;
 mod query;
+mod rulings;
 mod schema;
 pub mod stats;
 pub mod store;

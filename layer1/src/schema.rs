@@ -25,6 +25,8 @@ pub(crate) const LRU: TableDefinition<(u64, u64), ()> = TableDefinition::new("lr
 pub(crate) const FLOORS: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("floors");
 /// Floors by the tick they were learned at, to forget the least recently learned.
 pub(crate) const FLOOR_ORDER: TableDefinition<u64, &[u8]> = TableDefinition::new("floor_order");
+/// The operator's rulings (`eventstore::moderation`): `(list, subject)` → note.
+pub(crate) const RULINGS: TableDefinition<(u8, &[u8]), &str> = TableDefinition::new("rulings");
 /// Counters, watermarks and the poller's cursor.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -32,6 +34,8 @@ pub(crate) const META_BYTES: &str = "bytes";
 pub(crate) const META_WINDOW: &str = "window";
 pub(crate) const META_TICK: &str = "tick";
 pub(crate) const META_CURSOR: &str = "cursor";
+/// The rulings' version (bumped by every change).
+pub(crate) const META_RULINGS: &str = "rulings";
 
 /// Per-table use of the file (see `RedbStore::storage`).
 pub(crate) fn storage(

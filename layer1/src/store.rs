@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use eventstore::{
-    Capabilities, Event, EventId, EventStore, Filter, SaveOutcome, StoreError, Timestamp,
+    Capabilities, Change, Event, EventId, EventStore, Filter, Ruled, Ruling, Rulings, SaveOutcome,
+    StoreError, Timestamp,
 };
 use redb::{Database, ReadableDatabase};
 use tokio::sync::{mpsc, oneshot};
@@ -350,5 +351,33 @@ impl EventStore for RedbStore {
             persistent: true,
             bounded: self.config.max_bytes.is_some(),
         }
+    }
+
+    async fn rulings_since(&self, version: u64) -> Result<Option<Rulings>, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            crate::rulings::read(&txn, version)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
+    async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {
+        let c = change.clone();
+        let mut ruled = self.request(|tx| Request::Rule(c, tx)).await?;
+        // The ban is recorded: the writer refuses the author's new events from here on,
+        // so a purge that goes on in later transactions, a batch each, ends.
+        if let Change::Add(e) = change {
+            if let Ruling::BanPubkey(pk) = e.ruling {
+                let mut last = ruled.removed.len();
+                while last == crate::rulings::PURGE_BATCH {
+                    let more = self.request(|tx| Request::PurgeAuthor(pk, tx)).await?;
+                    last = more.len();
+                    ruled.removed.extend(more);
+                }
+            }
+        }
+        Ok(ruled)
     }
 }

@@ -32,6 +32,7 @@ pub(crate) struct Tables<'t> {
     pub lru: Table<'t, (u64, u64), ()>,
     pub floors: Table<'t, &'static [u8], (u64, u64)>,
     pub floor_order: Table<'t, u64, &'static [u8]>,
+    pub rulings: Table<'t, (u8, &'static [u8]), &'static str>,
     /// Hashes of every floor key held, and maybe more (`floors.rs`).
     pub floor_hint: std::collections::HashSet<u64>,
     /// Floor changes made by this transaction (for the counters).
@@ -86,6 +87,7 @@ impl<'t> Tables<'t> {
             lru: txn.open_table(LRU).map_err(backend)?,
             floors: txn.open_table(FLOORS).map_err(backend)?,
             floor_order: txn.open_table(FLOOR_ORDER).map_err(backend)?,
+            rulings: txn.open_table(RULINGS).map_err(backend)?,
             floor_hint: std::collections::HashSet::new(),
             floor_changes: Default::default(),
             bounded: false,
@@ -141,6 +143,9 @@ impl<'t> Tables<'t> {
         }
         if self.serial_of(&e.id())?.is_some() {
             return Ok(SaveOutcome::Duplicate);
+        }
+        if self.banned(e)? {
+            return Ok(SaveOutcome::Rejected(Reason::Banned));
         }
         let tomb = tombstone_key(&e.id(), &e.pubkey());
         if self.deleted_ids.get(&tomb).map_err(backend)?.is_some() {

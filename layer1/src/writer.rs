@@ -28,6 +28,16 @@ pub(crate) enum Request {
     ),
     SetWindow(Timestamp, oneshot::Sender<Result<(), StoreError>>),
     SetCursor(Vec<u8>, oneshot::Sender<Result<(), StoreError>>),
+    /// A change to the operator's rulings (`rulings.rs`).
+    Rule(
+        eventstore::Change,
+        oneshot::Sender<Result<eventstore::Ruled, StoreError>>,
+    ),
+    /// The rest of a banned author's events, a batch at a time.
+    PurgeAuthor(
+        eventstore::PublicKey,
+        oneshot::Sender<Result<Vec<EventId>, StoreError>>,
+    ),
     /// L2's answer, and what it proved (recorded only if every event was saved).
     Promote(
         Vec<Event>,
@@ -55,6 +65,14 @@ enum Reply {
     Delete(oneshot::Sender<Result<u64, StoreError>>, u64),
     Unit(oneshot::Sender<Result<(), StoreError>>),
     Promote(oneshot::Sender<Result<Promoted, StoreError>>, Promoted),
+    Rule(
+        oneshot::Sender<Result<eventstore::Ruled, StoreError>>,
+        eventstore::Ruled,
+    ),
+    Purged(
+        oneshot::Sender<Result<Vec<EventId>, StoreError>>,
+        Vec<EventId>,
+    ),
 }
 
 impl Reply {
@@ -65,6 +83,8 @@ impl Reply {
             Reply::Delete(tx, n) => drop(tx.send(Ok(n))),
             Reply::Unit(tx) => drop(tx.send(Ok(()))),
             Reply::Promote(tx, p) => drop(tx.send(Ok(p))),
+            Reply::Rule(tx, r) => drop(tx.send(Ok(r))),
+            Reply::Purged(tx, ids) => drop(tx.send(Ok(ids))),
         }
     }
 
@@ -75,6 +95,8 @@ impl Reply {
             Reply::Delete(tx, _) => drop(tx.send(Err(err()))),
             Reply::Unit(tx) => drop(tx.send(Err(err()))),
             Reply::Promote(tx, _) => drop(tx.send(Err(err()))),
+            Reply::Rule(tx, _) => drop(tx.send(Err(err()))),
+            Reply::Purged(tx, _) => drop(tx.send(Err(err()))),
         }
     }
 }
@@ -261,6 +283,15 @@ impl Writer {
                             p.floors_lowered = t.learn(&l, self.config.max_floors)?;
                         }
                         replies.push(Reply::Promote(tx, p));
+                    }
+                    Request::Rule(change, tx) => {
+                        let (version, removed) = t.rule(&change)?;
+                        let ruled = eventstore::Ruled { version, removed };
+                        replies.push(Reply::Rule(tx, ruled));
+                    }
+                    Request::PurgeAuthor(pk, tx) => {
+                        let ids = t.purge_author(&pk, crate::rulings::PURGE_BATCH)?;
+                        replies.push(Reply::Purged(tx, ids));
                     }
                     Request::SetCursor(c, tx) => {
                         t.meta

@@ -7,8 +7,10 @@
 //!
 //! # Layout
 //! - [`store`]: [`PgStore`], [`PgConfig`]; implements `eventstore::EventStore`.
-//! - `write`: one batch, one transaction, exact per-event outcomes.
+//! - `write`: one batch, one transaction, exact per-event outcomes; `refusals`: the
+//!   tombstones and bans that refuse an event, in and after its batch.
 //! - `query`: filters to SQL in canonical order.
+//! - `rulings`: the operator's bans and allow-lists (NIP-86), and the bans enforced.
 //! - [`feed`]: the change feed ([`Changes`]).
 //! - `keys`: column encodings (long values hashed, address lock keys).
 //! - [`notify`]: LISTEN/NOTIFY, waking pollers at commit and relaying ephemeral events.
@@ -21,6 +23,8 @@ pub mod feed;
 mod keys;
 pub mod notify;
 mod query;
+mod refusals;
+mod rulings;
 pub mod store;
 mod write;
 

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventstore::{Capabilities, Event, EventId, EventStore, Filter, SaveOutcome, StoreError};
+use eventstore::{
+    Capabilities, Change, Event, EventId, EventStore, Filter, Ruled, Rulings, SaveOutcome,
+    StoreError,
+};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -304,5 +307,16 @@ impl EventStore for PgStore {
             persistent: true,
             bounded: false,
         }
+    }
+
+    async fn rulings_since(&self, version: u64) -> Result<Option<Rulings>, StoreError> {
+        crate::rulings::since(&self.pool, version).await
+    }
+
+    async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {
+        let ruled = crate::rulings::rule(&self.pool, change).await?;
+        // Other nodes' pollers read the removals at once, not at their next tick.
+        self.changed.notify_one();
+        Ok(ruled)
     }
 }

@@ -20,6 +20,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::error::db;
 use crate::keys::{AddrKey, addr_key, addr_lock, tag_rows, ts, value_key};
+use crate::refusals::{load_tombstones, recheck_tombstones};
 
 /// What the database holds about one id of interest.
 struct Held {
@@ -78,7 +79,8 @@ pub(crate) async fn save_batch(
         addrs.extend(t.addresses.iter().map(addr_key));
     }
     let held = load_held(&mut tx, &ids).await?;
-    let tombstones = load_tombstones(&mut tx, &ids).await?;
+    let pubkeys: Vec<Vec<u8>> = todo.iter().map(|&i| batch[i].pubkey().0.to_vec()).collect();
+    let (tombstones, bans) = load_tombstones(&mut tx, &ids, &pubkeys).await?;
     let (mut current, mut addr_deleted) = load_addresses(&mut tx, &addrs).await?;
 
     // Decide each event in batch order, as if saved one by one.
@@ -93,6 +95,12 @@ pub(crate) async fn save_batch(
         let pk = e.pubkey().0.to_vec();
         if stored.contains(&id) {
             outcomes[i] = Some(SaveOutcome::Duplicate);
+            continue;
+        }
+        // Before any rule that could change what is stored: a banned event must not
+        // replace (remove) the version it would supersede.
+        if bans.pubkeys.contains(&pk) || bans.ids.contains(&id) {
+            outcomes[i] = Some(SaveOutcome::Rejected(Reason::Banned));
             continue;
         }
         if tombs.contains(&(id.clone(), pk.clone())) {
@@ -171,8 +179,8 @@ pub(crate) async fn save_batch(
     // save. It is logged; the next deletion or recheck touching these ids repeats it.
     match recheck_tombstones(pool, batch, &fresh).await {
         Ok(hit) => {
-            for i in hit {
-                outcomes[i] = Some(SaveOutcome::Rejected(Reason::Deleted));
+            for (i, reason) in hit {
+                outcomes[i] = Some(SaveOutcome::Rejected(reason));
             }
         }
         Err(e) => tracing::warn!(error = %e, "post-commit tombstone recheck failed"),
@@ -331,25 +339,6 @@ async fn load_held(
         );
     }
     Ok(out)
-}
-
-async fn load_tombstones(
-    tx: &mut Transaction<'_, Postgres>,
-    ids: &[Vec<u8>],
-) -> Result<HashSet<(Vec<u8>, Vec<u8>)>, StoreError> {
-    let rows = sqlx::query("SELECT id, pubkey FROM deleted_ids WHERE id = ANY($1)")
-        .bind(ids)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db)?;
-    rows.into_iter()
-        .map(|r| {
-            Ok((
-                r.try_get("id").map_err(db)?,
-                r.try_get("pubkey").map_err(db)?,
-            ))
-        })
-        .collect()
 }
 
 type Current = HashMap<AddrKey, (Vec<u8>, i64)>;
@@ -543,36 +532,4 @@ async fn write_deletions(
         .map_err(db)?;
     }
     Ok(())
-}
-
-/// Events just stored that a concurrent deletion tombstoned: delete them again and
-/// report them deleted. Returns their batch indices.
-async fn recheck_tombstones(
-    pool: &PgPool,
-    batch: &[Event],
-    fresh: &[usize],
-) -> Result<Vec<usize>, StoreError> {
-    if fresh.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Vec<u8>> = fresh.iter().map(|&i| batch[i].id().0.to_vec()).collect();
-    let pks: Vec<Vec<u8>> = fresh
-        .iter()
-        .map(|&i| batch[i].pubkey().0.to_vec())
-        .collect();
-    let hit: Vec<Vec<u8>> = sqlx::query_scalar(
-        "DELETE FROM events e USING deleted_ids d, unnest($1::bytea[], $2::bytea[]) AS t(id, pk) \
-         WHERE d.id = t.id AND d.pubkey = t.pk AND e.id = t.id AND e.kind <> 5 RETURNING e.id",
-    )
-    .bind(&ids)
-    .bind(&pks)
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
-    let hit: HashSet<Vec<u8>> = hit.into_iter().collect();
-    Ok(fresh
-        .iter()
-        .copied()
-        .filter(|&i| hit.contains(batch[i].id().0.as_slice()))
-        .collect())
 }

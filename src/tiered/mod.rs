@@ -15,8 +15,10 @@
 pub mod breaker;
 mod degraded;
 mod poller;
+mod promote;
 mod query;
 mod repair;
+mod rulings;
 pub mod stats;
 mod warm;
 
@@ -25,7 +27,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use eventstore::{Capabilities, Event, EventId, EventStore, Filter, SaveOutcome, StoreError};
+use eventstore::{
+    Capabilities, Change, Event, EventId, EventStore, Filter, Ruled, Rulings, SaveOutcome,
+    StoreError,
+};
 use layer1::RedbStore;
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -209,7 +214,7 @@ impl Tiered {
             repair::recover(&t.l1).await?;
             warm::warm_up(&t).await?
         };
-        tokio::spawn(promoter(
+        tokio::spawn(promote::promoter(
             t.l1.clone(),
             promote_rx,
             t.stats.clone(),
@@ -417,52 +422,6 @@ async fn relay_ephemeral(
     }
 }
 
-/// Writes promotions into L1. Those queued together go to the writer at once, so it
-/// can group them into one transaction; completions are signalled in queue order.
-///
-/// Versions L2 dropped since (`dropped`) are left out. The poller records a drop before
-/// it asks L1 to forget the version, so a drop this check missed is either forgotten by
-/// that later forget, or found recorded when the write is done and forgotten again here.
-async fn promoter(
-    l1: Arc<RedbStore>,
-    mut rx: mpsc::Receiver<Promotion>,
-    stats: Arc<TieredStats>,
-    dropped: moka::sync::Cache<EventId, ()>,
-) {
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 64).await > 0 {
-        let mut done = Vec::new();
-        let mut written = Vec::new();
-        let writes = batch.drain(..).filter_map(|mut p| {
-            done.extend(p.done);
-            p.events.retain(|e| !dropped.contains_key(&e.id()));
-            written.extend(p.events.iter().map(Event::id));
-            (!p.events.is_empty() || p.learn.is_some()).then(|| l1.promote(p.events, p.learn))
-        });
-        let writes: Vec<_> = writes.collect();
-        for r in futures_util::future::join_all(writes).await {
-            match r {
-                Ok(p) => {
-                    stats.promotions.fetch_add(p.stored, Ordering::Relaxed);
-                }
-                Err(e) => tracing::warn!(error = %e, "promotion into L1 failed"),
-            }
-        }
-        let late: Vec<EventId> = written
-            .into_iter()
-            .filter(|id| dropped.contains_key(id))
-            .collect();
-        if !late.is_empty() {
-            if let Err(e) = l1.forget(&late).await {
-                tracing::warn!(error = %e, "L1 could not drop versions L2 dropped");
-            }
-        }
-        for d in done {
-            let _ = d.send(());
-        }
-    }
-}
-
 #[async_trait]
 impl EventStore for Tiered {
     async fn save(&self, event: &Event) -> Result<SaveOutcome, StoreError> {
@@ -569,6 +528,14 @@ impl EventStore for Tiered {
             persistent: true,
             bounded: false,
         }
+    }
+
+    async fn rulings_since(&self, version: u64) -> Result<Option<Rulings>, StoreError> {
+        self.rulings_from_l2(version).await
+    }
+
+    async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {
+        self.rule_in_l2(change).await
     }
 }
 

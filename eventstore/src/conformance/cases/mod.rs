@@ -4,11 +4,14 @@
 //! - `basic`: saving, every filter field, limits, canonical order.
 //! - `rules`: replaceable/addressable (NIP-01), deletion (NIP-09), expiration (NIP-40),
 //!   ephemeral events, COUNT (NIP-45), large and many tags, the delete API.
+//! - `moderation`: rulings kept and versioned; bans refuse and remove (NIP-86).
 
 mod basic;
+mod moderation;
 mod rules;
 
 pub use basic::*;
+pub use moderation::*;
 pub use rules::*;
 
 /// Calls `$m!(case, $args)` for every case, so the list is written once.
@@ -58,6 +61,9 @@ macro_rules! for_each_conformance_case {
         $m!(large_tag_values, $($args)*);
         $m!(many_tags, $($args)*);
         $m!(delete_api_removes_and_refuses, $($args)*);
+        $m!(rulings_are_kept_and_versioned, $($args)*);
+        $m!(a_banned_author_is_removed_and_refused, $($args)*);
+        $m!(a_banned_event_is_removed_and_refused, $($args)*);
         $m!(many_authors_and_kinds_merge_in_order, $($args)*);
     };
 }
