@@ -54,11 +54,7 @@ impl Tables<'_> {
                     .map_err(backend)?;
                 match e.ruling {
                     Ruling::BanPubkey(pk) => removed = self.purge_author(&pk, PURGE_BATCH)?,
-                    Ruling::BanEvent(id) => {
-                        if self.forget(&id)? {
-                            removed.push(id);
-                        }
-                    }
+                    Ruling::BanEvent(id) if self.forget(&id)? => removed.push(id),
                     _ => {}
                 }
             }
