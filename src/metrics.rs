@@ -9,7 +9,15 @@ use eventstore::{Reason, SaveOutcome};
 use crate::tiered::Tiered;
 
 /// Client message types counted by `layer2_messages_total{type}`.
-pub const MESSAGE_TYPES: [&str; 5] = ["EVENT", "REQ", "CLOSE", "COUNT", "other"];
+pub const MESSAGE_TYPES: [&str; 6] = ["EVENT", "REQ", "CLOSE", "COUNT", "AUTH", "other"];
+
+/// NIP-42 `AUTH` outcomes counted by `layer2_auth_total{outcome}`.
+pub const AUTH_OUTCOMES: [&str; 4] = ["ok", "refused", "invalid", "rate_limited"];
+
+/// NIP-86 call outcomes counted by `layer2_management_calls_total{outcome}`.
+pub const MANAGEMENT_OUTCOMES: [&str; 4] = ["ok", "unauthorized", "forbidden", "error"];
+
+use crate::relay::policy::REFUSALS;
 
 /// Outcomes counted by `layer2_events_total{outcome}`.
 pub const OUTCOMES: [&str; 11] = [
@@ -26,6 +34,12 @@ pub const OUTCOMES: [&str; 11] = [
     "error",
 ];
 
+fn count(labels: &[&str], counts: &[AtomicU64], label: &str) {
+    if let Some(i) = labels.iter().position(|t| *t == label) {
+        counts[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The relay's own counters (the stores keep theirs).
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -35,6 +49,9 @@ pub struct Metrics {
     pub subscriptions: AtomicU64,
     messages: [AtomicU64; MESSAGE_TYPES.len()],
     events: [AtomicU64; OUTCOMES.len()],
+    auths: [AtomicU64; AUTH_OUTCOMES.len()],
+    refusals: [AtomicU64; REFUSALS.len()],
+    management: [AtomicU64; MANAGEMENT_OUTCOMES.len()],
     /// Subscriptions closed because their client could not keep up.
     pub slow_closed: AtomicU64,
     /// Live events sent to subscribers.
@@ -58,9 +75,22 @@ impl Metrics {
 
     /// Counts one event by outcome (one of [`OUTCOMES`]).
     pub fn event(&self, outcome: &str) {
-        if let Some(i) = OUTCOMES.iter().position(|t| *t == outcome) {
-            self.events[i].fetch_add(1, Ordering::Relaxed);
-        }
+        count(&OUTCOMES, &self.events, outcome);
+    }
+
+    /// Counts one `AUTH` by outcome (one of [`AUTH_OUTCOMES`]).
+    pub fn auth(&self, outcome: &str) {
+        count(&AUTH_OUTCOMES, &self.auths, outcome);
+    }
+
+    /// Counts one write or read refused by the access policy (one of [`REFUSALS`]).
+    pub fn refusal(&self, reason: &str) {
+        count(&REFUSALS, &self.refusals, reason);
+    }
+
+    /// Counts one NIP-86 call by outcome (one of [`MANAGEMENT_OUTCOMES`]).
+    pub fn management(&self, outcome: &str) {
+        count(&MANAGEMENT_OUTCOMES, &self.management, outcome);
     }
 
     /// The outcome label of a store's answer.
@@ -73,6 +103,7 @@ impl Metrics {
             SaveOutcome::Rejected(Reason::Deleted) => "deleted",
             SaveOutcome::Rejected(Reason::Superseded) => "superseded",
             SaveOutcome::Rejected(Reason::Expired) => "expired",
+            SaveOutcome::Rejected(Reason::Banned) => "blocked",
             _ => "error",
         }
     }
@@ -161,6 +192,27 @@ impl Metrics {
             "outcome",
             &OUTCOMES,
             &self.events,
+        );
+        t.labelled(
+            "layer2_auth_total",
+            "NIP-42 AUTH messages by outcome.",
+            "outcome",
+            &AUTH_OUTCOMES,
+            &self.auths,
+        );
+        t.labelled(
+            "layer2_refusals_total",
+            "Writes and reads refused by the access policy, by reason.",
+            "reason",
+            &REFUSALS,
+            &self.refusals,
+        );
+        t.labelled(
+            "layer2_management_calls_total",
+            "NIP-86 management calls by outcome.",
+            "outcome",
+            &MANAGEMENT_OUTCOMES,
+            &self.management,
         );
 
         let s = tiered.stats();

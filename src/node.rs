@@ -28,6 +28,8 @@ pub struct Node {
     pub config: Config,
     pub tiered: Arc<Tiered>,
     pub l2: L2,
+    /// The operator's rulings as L2 held them at start (the relay follows changes).
+    pub rulings: eventstore::Rulings,
 }
 
 /// What `/health` reports.
@@ -132,7 +134,17 @@ impl Node {
                 (L2::Embedded(l2), t)
             }
         };
-        Ok(Node { config, tiered, l2 })
+        let rulings = tiered
+            .rulings_since(0)
+            .await
+            .context("cannot read the operator's rulings from L2")?
+            .unwrap_or_default();
+        Ok(Node {
+            config,
+            tiered,
+            l2,
+            rulings,
+        })
     }
 
     /// L1's byte budget; 0 when one unbounded embedded file serves both tiers.

@@ -132,7 +132,8 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// What this backend offers.
     fn capabilities(&self) -> Capabilities;
 
-    /// The rulings, unless they are still at `version` (pass 0 to always get them).
+    /// The rulings, unless they are still at `version`. A reader holding none passes 0:
+    /// no rulings at all are version 0.
     async fn rulings_since(&self, version: u64) -> Result<Option<Rulings>, StoreError> {
         let _ = version;
         Err(StoreError::Unsupported("rulings"))

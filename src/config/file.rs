@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub info: InfoFile,
     #[serde(default)]
     pub limits: LimitsFile,
+    #[serde(default)]
+    pub access: super::access::AccessFile,
 }
 
 #[derive(Debug, Default, Deserialize)]

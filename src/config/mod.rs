@@ -2,6 +2,7 @@
 //! once into a typed [`Config`]. Precedence: flag, then environment, then file, then the
 //! default documented on each field. Every option is described in `layer2.toml`.
 
+pub mod access;
 mod file;
 pub mod units;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+pub use access::Access;
 pub use file::FileConfig;
 
 /// Limits on what clients may send and ask, advertised in NIP-11 `limitation`.
@@ -126,6 +128,8 @@ pub struct Config {
     pub outbox_max_bytes: u64,
     pub info: Info,
     pub limits: Limits,
+    /// Who may write and read (NIP-42, NIP-70, private kinds, lists, NIP-86 admins).
+    pub access: Access,
 }
 
 impl Default for Config {
@@ -149,6 +153,7 @@ impl Default for Config {
                 ..Info::default()
             },
             limits: Limits::default(),
+            access: Access::default(),
         }
     }
 }
@@ -214,6 +219,23 @@ pub struct Options {
         value_name = "BYTES"
     )]
     pub outbox_max_bytes: Option<String>,
+    /// URLs clients reach this node by, comma-separated, for NIP-42 and NIP-98
+    /// [default: the Host header of each request].
+    #[arg(long, global = true, env = "LAYER2_RELAY_URLS", value_name = "URL,...")]
+    pub relay_urls: Option<String>,
+    /// Public keys (hex) allowed to call the NIP-86 management API, comma-separated
+    /// [default: none].
+    #[arg(long, global = true, env = "LAYER2_ADMINS", value_name = "PUBKEY,...")]
+    pub admins: Option<String>,
+}
+
+/// A comma-separated list, without empty items.
+fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Options {
@@ -260,6 +282,12 @@ impl Options {
         if let Some(v) = &self.outbox_max_bytes {
             c.outbox_max_bytes =
                 units::parse_bytes(v).map_err(|e| format!("--outbox-max-bytes: {e}"))?;
+        }
+        if let Some(v) = &self.relay_urls {
+            c.access.relay_urls = list(v);
+        }
+        if let Some(v) = &self.admins {
+            c.access.admins = access::parse_pubkeys("--admins", &list(v))?;
         }
         c.validate()?;
         Ok(c)
@@ -342,6 +370,7 @@ fn apply_file(c: &mut Config, f: &FileConfig) -> Result<(), String> {
             dst.clone_from(v);
         }
     }
+    f.access.apply(&mut c.access)?;
     apply_limits(&mut c.limits, &f.limits)
 }
 
@@ -441,7 +470,7 @@ impl Config {
         {
             return Err("info.pubkey must be 64 hex characters".into());
         }
-        Ok(())
+        self.access.validate()
     }
 }
 
@@ -515,5 +544,6 @@ mod tests {
         assert_eq!(c.limits, d.limits);
         assert_eq!(c.l1_max_bytes, d.l1_max_bytes);
         assert_eq!(c.listen, d.listen);
+        assert_eq!(c.access, d.access);
     }
 }

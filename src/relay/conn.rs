@@ -82,7 +82,17 @@ pub(super) struct Conn {
     pub outlet: Outlet,
     /// Frames to send after the current step.
     pub out: Vec<String>,
+    /// NIP-42: this connection's challenge, the URLs an `AUTH` may name, and the
+    /// pubkeys it has proven (several may authenticate on one connection).
+    pub challenge: String,
+    pub audience: super::auth::Audience,
+    pub authed: Vec<eventstore::PublicKey>,
+    /// Which private kinds' events this connection may see (from the configuration).
+    pub visibility: super::policy::Visibility,
 }
+
+/// Pubkeys one connection may authenticate as, at most.
+const MAX_AUTHED: usize = 16;
 
 impl Conn {
     pub fn notice(&mut self, message: &str) {
@@ -119,6 +129,7 @@ impl Conn {
             Ok(ClientMsg::Req { sub_id, filters }) => self.on_req(sub_id, &filters).await,
             Ok(ClientMsg::Count { sub_id, filters }) => self.on_count(sub_id, &filters).await,
             Ok(ClientMsg::Close(sub_id)) => self.on_close(&sub_id),
+            Ok(ClientMsg::Auth(raw)) => self.on_auth(raw),
             Err(bad) => {
                 self.state.metrics.message("other");
                 match bad.sub_id {
@@ -127,6 +138,56 @@ impl Conn {
                         .push(proto::closed(&sub, &format!("invalid: {}", bad.reason))),
                     None => self.notice(&format!("invalid: {}", bad.reason)),
                 }
+            }
+        }
+    }
+
+    /// NIP-42 `AUTH`: answered with `OK`; on success the pubkey joins this connection's
+    /// authenticated ones for the rest of the connection.
+    fn on_auth(&mut self, raw: &serde_json::value::RawValue) {
+        let m = &self.state.metrics;
+        m.message("AUTH");
+        let event = match Event::from_json(raw.get()) {
+            Ok(e) => e,
+            Err(e) => {
+                m.auth("invalid");
+                let msg = format!("invalid: {e}");
+                return match proto::salvage_id(raw) {
+                    Some(id) => self.out.push(proto::ok(&id, false, &msg)),
+                    None => self.notice(&msg),
+                };
+            }
+        };
+        if !self.events_bucket.take() {
+            m.auth("rate_limited");
+            let msg = "rate-limited: too many EVENT and AUTH messages; slow down";
+            return self.out.push(proto::ok(&event.id(), false, msg));
+        }
+        let checked = super::auth::verify_auth(
+            &event,
+            &self.challenge,
+            &self.audience,
+            eventstore::Timestamp::now(),
+        );
+        match checked {
+            Ok(pk) => {
+                if !self.authed.contains(&pk) {
+                    if self.authed.len() >= MAX_AUTHED {
+                        m.auth("refused");
+                        let msg = format!(
+                            "restricted: at most {MAX_AUTHED} pubkeys may authenticate on one connection"
+                        );
+                        return self.out.push(proto::ok(&event.id(), false, &msg));
+                    }
+                    self.authed.push(pk);
+                }
+                m.auth("ok");
+                tracing::debug!(conn = self.id, pubkey = %pk, "authenticated");
+                self.out.push(proto::ok(&event.id(), true, ""));
+            }
+            Err(msg) => {
+                m.auth("refused");
+                self.out.push(proto::ok(&event.id(), false, &msg));
             }
         }
     }
@@ -153,7 +214,7 @@ impl Conn {
 }
 
 /// Serves one upgraded connection until the client leaves or the node shuts down.
-pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>) {
+pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>, host: Option<String>) {
     let (mut sink, mut stream) = socket.split();
     let limits = &state.limits;
     let (live_tx, mut live_rx) = mpsc::channel::<Live>(limits.outbound_queue);
@@ -180,8 +241,20 @@ pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>) {
             dropped: dropped_tx,
         },
         out: Vec::new(),
+        challenge: super::auth::challenge(),
+        audience: super::auth::Audience::new(&state.node.config.access.relay_urls, host.as_deref()),
+        authed: Vec::new(),
+        visibility: super::policy::Visibility {
+            kinds: state.node.config.access.private_kinds.clone(),
+        },
         state: state.clone(),
     };
+    // NIP-42: the challenge goes out at once, so a client has it whenever it is asked
+    // to authenticate (clients that do not speak NIP-42 ignore the message).
+    c.out.push(proto::auth_challenge(&c.challenge));
+    if !flush(&mut sink, &mut c.out).await {
+        return;
+    }
     let mut going_away = false;
     loop {
         tokio::select! {

@@ -1,5 +1,5 @@
-//! EVENT (NIP-01): check the limits, verify the id and signature, store, and answer
-//! `OK` with a machine-readable prefix. Deletion (NIP-09), replacement and expiration
+//! EVENT (NIP-01): check the limits and the access policy (`policy.rs`), verify the id
+//! and signature, store, and answer `OK` with a machine-readable prefix. Deletion (NIP-09), replacement and expiration
 //! (NIP-40) are decided by the store.
 
 use std::sync::Arc;
@@ -35,12 +35,18 @@ impl Conn {
             }
         };
         if let Err(msg) = check_event(&self.state.limits, &event, Timestamp::now()) {
-            metrics.event(if msg.starts_with("blocked:") {
-                "blocked"
-            } else {
-                "invalid"
-            });
+            metrics.event("invalid");
             self.out.push(proto::ok(&event.id(), false, &msg));
+            return;
+        }
+        if let Err(r) = self.state.policy().check_write(&event, &self.authed) {
+            metrics.refusal(r.reason);
+            metrics.event(if r.message.starts_with("invalid:") {
+                "invalid"
+            } else {
+                "blocked"
+            });
+            self.out.push(proto::ok(&event.id(), false, &r.message));
             return;
         }
         // Waits when this connection already has many events in flight: reading pauses,

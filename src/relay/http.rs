@@ -16,8 +16,9 @@ use super::{AppState, conn};
 /// WebSocket read buffer per connection (see `root`).
 const READ_BUFFER: usize = 8 * 1024;
 
-/// NIPs this relay implements (NIP-11 `supported_nips`).
-pub const SUPPORTED_NIPS: [u32; 6] = [1, 9, 11, 40, 45, 70];
+/// NIPs this relay implements (NIP-11 `supported_nips`); 86 is added when admins are
+/// configured (without them the management API refuses every call).
+pub const SUPPORTED_NIPS: [u32; 8] = [1, 9, 11, 13, 40, 42, 45, 70];
 
 pub(super) async fn root(
     State(state): State<Arc<AppState>>,
@@ -36,6 +37,12 @@ pub(super) async fn root(
             )
                 .into_response();
         };
+        // What the client connected to: a NIP-42 `relay` tag must name it, unless the
+        // node is configured with its public URLs.
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         // Past the configured message limit a NOTICE answers; past four times that,
         // tungstenite refuses the frame and the connection closes (code 1009).
         let hard = state.limits.max_message_bytes.saturating_mul(4);
@@ -51,7 +58,7 @@ pub(super) async fn root(
             .max_message_size(hard)
             .max_frame_size(hard)
             .on_upgrade(move |socket| async move {
-                conn::serve(socket, state.clone()).await;
+                conn::serve(socket, state.clone(), host).await;
                 drop(slot);
             });
     }
@@ -110,12 +117,23 @@ fn html_escape(s: &str) -> String {
 fn nip11(state: &AppState) -> Response {
     let l = &state.limits;
     let i = &state.info;
+    let policy = state.policy();
+    let r = &policy.rulings;
+    let mut nips = SUPPORTED_NIPS.to_vec();
+    if !state.node.config.access.admins.is_empty() {
+        nips.push(86);
+    }
+    // Names and descriptions changed with NIP-86 win over the configured ones.
+    let name = r.setting(eventstore::Setting::Name).unwrap_or(&i.name);
+    let description = r
+        .setting(eventstore::Setting::Description)
+        .unwrap_or(&i.description);
     let mut doc = json!({
-        "name": i.name,
-        "description": i.description,
+        "name": name,
+        "description": description,
         "software": env!("CARGO_PKG_REPOSITORY"),
         "version": env!("CARGO_PKG_VERSION"),
-        "supported_nips": SUPPORTED_NIPS,
+        "supported_nips": nips,
         "limitation": {
             "max_message_length": l.max_message_bytes,
             "max_subscriptions": l.max_subscriptions,
@@ -125,10 +143,10 @@ fn nip11(state: &AppState) -> Response {
             "max_subid_length": l.max_subid_length,
             "max_event_tags": l.max_event_tags,
             "max_content_length": l.max_event_bytes,
-            "min_pow_difficulty": 0,
-            "auth_required": false,
+            "min_pow_difficulty": policy.min_pow(),
+            "auth_required": policy.auth_required(),
             "payment_required": false,
-            "restricted_writes": false,
+            "restricted_writes": policy.restricts_writes(),
             "created_at_lower_limit": l.created_at_lower_limit,
             "created_at_upper_limit": l.created_at_upper_limit,
         },
@@ -138,6 +156,9 @@ fn nip11(state: &AppState) -> Response {
     }
     if !i.pubkey.is_empty() {
         doc["pubkey"] = json!(i.pubkey);
+    }
+    if let Some(icon) = r.setting(eventstore::Setting::Icon) {
+        doc["icon"] = json!(icon);
     }
     let mut r = axum::Json(doc).into_response();
     let h = r.headers_mut();
@@ -156,7 +177,7 @@ fn nip11(state: &AppState) -> Response {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, OPTIONS"),
+        HeaderValue::from_static("GET, POST, OPTIONS"),
     );
     r
 }

@@ -42,9 +42,8 @@ impl Bucket {
     }
 }
 
-/// Checks the limits that do not need the signature: size, tags, `created_at` bounds,
-/// and NIP-70 protected events (refused: this relay has no NIP-42 AUTH). The message
-/// carries its NIP-01 prefix.
+/// Checks the limits that do not need the signature: size, tags, `created_at` bounds.
+/// The message carries its NIP-01 prefix. (Who may publish is `policy.rs`'s business.)
 pub fn check_event(limits: &Limits, e: &Event, now: Timestamp) -> Result<(), String> {
     if e.json_len() > limits.max_event_bytes {
         return Err(format!(
@@ -73,11 +72,6 @@ pub fn check_event(limits: &Limits, e: &Event, now: Timestamp) -> Result<(), Str
             "invalid: created_at is more than {} seconds in the past",
             limits.created_at_lower_limit
         ));
-    }
-    // NIP-70: an event with a ["-"] tag may only be published by its author after
-    // NIP-42 authentication, which this relay does not offer.
-    if e.tags().iter().any(|t| t.len() == 1 && t[0] == "-") {
-        return Err("blocked: protected event (NIP-70); this relay does not offer AUTH".into());
     }
     Ok(())
 }

@@ -6,19 +6,25 @@
 //! - `conn.rs` runs one connection; `event.rs` and `req.rs` handle its messages;
 //!   `subs.rs` indexes live subscriptions; `http.rs` serves the HTTP pages;
 //!   `quickack.rs` keeps TCP acknowledgements prompt.
+//! - Access: `auth.rs` checks NIP-42 `AUTH` and NIP-98 HTTP authorisation;
+//!   `policy.rs` decides who may write and read (NIP-70, private kinds, lists, PoW);
+//!   `nip86.rs` serves the NIP-86 management API on `POST /`.
 
+pub mod auth;
 mod conn;
 mod event;
 mod http;
 pub mod limits;
+mod nip86;
+pub mod policy;
 pub mod proto;
 mod quickack;
 mod req;
 pub mod subs;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,6 +36,7 @@ use tokio::sync::watch;
 use crate::config::{Info, Limits};
 use crate::metrics::Metrics;
 use crate::node::Node;
+use policy::Policy;
 use subs::Registry;
 
 /// What every handler shares.
@@ -41,6 +48,8 @@ pub struct AppState {
     pub info: Info,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
+    /// The access configuration and the operator's rulings, rebuilt when they change.
+    policy: RwLock<Arc<Policy>>,
     next_conn: AtomicU64,
     /// Set to true when the node stops; connections then finish and close.
     shutdown: watch::Sender<bool>,
@@ -55,16 +64,43 @@ impl AppState {
             registry.clone(),
             node.tiered.subscribe(),
         ));
-        Arc::new(AppState {
+        let policy = Policy::new(&node.config.access, Arc::new(node.rulings.clone()));
+        let state = Arc::new(AppState {
             store: node.store(),
             limits: node.config.limits.clone(),
             info: node.config.info.clone(),
             node,
             metrics,
             registry,
+            policy: RwLock::new(Arc::new(policy)),
             next_conn: AtomicU64::new(1),
             shutdown: watch::channel(false).0,
-        })
+        });
+        tokio::spawn(follow_rulings(Arc::downgrade(&state)));
+        state
+    }
+
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reloads the rulings from the store if they changed; returns whether they did.
+    pub async fn refresh_rulings(&self) -> Result<bool, eventstore::StoreError> {
+        let version = self.policy().rulings.version;
+        let Some(r) = self.store.rulings_since(version).await? else {
+            return Ok(false);
+        };
+        let fresh = Arc::new(Policy::new(&self.node.config.access, Arc::new(r)));
+        let mut p = self.policy.write().unwrap_or_else(|p| p.into_inner());
+        // Two refreshes may race; the newer rulings stay.
+        if fresh.rulings.version > p.rulings.version {
+            *p = fresh;
+        }
+        Ok(true)
     }
 
     /// Tells every connection to finish; returns once they have (or after `wait`).
@@ -79,10 +115,35 @@ impl AppState {
     }
 }
 
+/// Keeps a node's policy in step with the rulings in L2, which any node (or the CLI)
+/// may change: one cheap version check per poll period, so every node enforces a
+/// change within one period. A failed check is retried at the next period; meanwhile
+/// the last rulings stay in force (L2 itself still refuses banned events).
+async fn follow_rulings(state: std::sync::Weak<AppState>) {
+    let mut stop = match state.upgrade() {
+        Some(s) => s.shutdown.subscribe(),
+        None => return,
+    };
+    loop {
+        let period = match state.upgrade() {
+            Some(s) => s.node.config.poll_frequency,
+            None => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(s) = state.upgrade() else { return };
+        if let Err(e) = s.refresh_rulings().await {
+            tracing::debug!(error = %e, "rulings not refreshed; retrying next period");
+        }
+    }
+}
+
 /// The routes, buildable without a socket.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", get(http::root))
+        .route("/", get(http::root).post(nip86::handle))
         .route("/health", get(http::health))
         .route("/metrics", get(http::metrics))
         .with_state(state)

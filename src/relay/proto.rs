@@ -19,6 +19,8 @@ pub enum ClientMsg<'a> {
         filters: Vec<&'a RawValue>,
     },
     Close(String),
+    /// NIP-42: `["AUTH", <signed event>]`.
+    Auth(&'a RawValue),
 }
 
 /// Why a message could not be understood; becomes a `NOTICE` (or `CLOSED` when the
@@ -37,7 +39,7 @@ fn bad(reason: impl Into<String>) -> BadMessage {
     }
 }
 
-/// Parses one text frame (NIP-01 client-to-relay messages, NIP-45 COUNT).
+/// Parses one text frame (NIP-01 client-to-relay messages, NIP-45 COUNT, NIP-42 AUTH).
 pub fn parse(text: &str) -> Result<ClientMsg<'_>, BadMessage> {
     let parts: Vec<&RawValue> = serde_json::from_str(text)
         .map_err(|e| bad(format!("not a JSON array of NIP-01 message parts: {e}")))?;
@@ -72,6 +74,12 @@ pub fn parse(text: &str) -> Result<ClientMsg<'_>, BadMessage> {
                 ClientMsg::Count { sub_id, filters }
             })
         }
+        "AUTH" => match rest {
+            [event] => Ok(ClientMsg::Auth(event)),
+            _ => Err(bad(
+                "AUTH takes exactly one signed event: [\"AUTH\", {...}]",
+            )),
+        },
         "CLOSE" => match rest {
             [sub] => serde_json::from_str(sub.get())
                 .map(ClientMsg::Close)
@@ -126,6 +134,11 @@ pub fn closed(sub_id: &str, message: &str) -> String {
     format!("[\"CLOSED\",{},{}]", quote(sub_id), quote(message))
 }
 
+/// `["AUTH", <challenge>]` (NIP-42).
+pub fn auth_challenge(challenge: &str) -> String {
+    format!("[\"AUTH\",{}]", quote(challenge))
+}
+
 /// `["NOTICE", <message>]`.
 pub fn notice(message: &str) -> String {
     format!("[\"NOTICE\",{}]", quote(message))
@@ -172,6 +185,7 @@ mod tests {
             (r#"["REQ"]"#, "needs a subscription id"),
             (r#"["REQ",5,{}]"#, "must be a string"),
             (r#"["CLOSE"]"#, "exactly one"),
+            (r#"["AUTH"]"#, "exactly one signed event"),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.reason.contains(needle), "{text}: {}", e.reason);

@@ -49,9 +49,15 @@ impl Conn {
                 limits.max_filters
             ));
         }
-        raws.iter()
+        let filters = raws
+            .iter()
             .map(|r| proto::parse_filter(r).map_err(|e| format!("invalid: {e}")))
-            .collect()
+            .collect::<Result<Vec<Filter>, String>>()?;
+        if let Err(r) = self.state.policy().check_read(&filters, &self.authed) {
+            self.state.metrics.refusal(r.reason);
+            return Err(r.message);
+        }
+        Ok(filters)
     }
 
     /// Refuses a REQ or COUNT with `CLOSED`. A subscription open under that id is
@@ -148,9 +154,10 @@ impl Conn {
         };
         let state = self.state.clone();
         let replies = self.replies.clone();
+        let plan = self.visibility.count_plan(&filters, &self.authed);
         tokio::spawn(async move {
             let _permit = permit;
-            let frame = match state.store.count(&filters).await {
+            let frame = match count_visible(&state, &filters, plan).await {
                 Ok(n) => proto::count(&sub_id, n),
                 Err(e) => {
                     tracing::warn!(error = %e, "COUNT failed");
@@ -206,12 +213,19 @@ impl Conn {
         };
         let pending = s.pending.take().unwrap_or_default();
         s.query = None;
+        // Private kinds the connection may not see are left out (the answer may then
+        // hold fewer than `limit` events).
+        let events: Vec<_> = events
+            .into_iter()
+            .filter(|e| self.visibility.allows(e, &self.authed))
+            .collect();
         let sent: HashSet<EventId> = events.iter().map(|e| e.id()).collect();
         for e in &events {
             self.out.push(proto::event(sub_id, e.as_json()));
         }
         self.out.push(proto::eose(sub_id));
         for e in pending.iter().filter(|e| !sent.contains(&e.id())) {
+            // Already checked against the connection's visibility in `on_live`.
             self.out.push(proto::event(sub_id, e.as_json()));
         }
         if !sent.is_empty() {
@@ -224,6 +238,9 @@ impl Conn {
 
     pub(super) fn on_live(&mut self, l: Live) {
         let cap = self.state.limits.outbound_queue;
+        if !self.visibility.allows(&l.event, &self.authed) {
+            return; // A private kind this connection may not see.
+        }
         let Some(s) = self
             .subs
             .get_mut(&l.sub_id)
@@ -258,4 +275,23 @@ impl Conn {
             }
         }
     }
+}
+
+/// NIP-45 count of `filters`, leaving out private events the connection may not see
+/// (see `Visibility::count_plan`). Counts taken one after another can see different
+/// states; NIP-45 counts are estimates, and a race never reveals an unseen event.
+async fn count_visible(
+    state: &super::AppState,
+    filters: &[Filter],
+    plan: Option<super::policy::CountPlan>,
+) -> Result<u64, eventstore::StoreError> {
+    let all = state.store.count(filters).await?;
+    let Some(p) = plan else { return Ok(all) };
+    let private = state.store.count(&p.private).await?;
+    let visible = if p.visible.is_empty() {
+        0
+    } else {
+        state.store.count(&p.visible).await?
+    };
+    Ok(all.saturating_sub(private) + visible.min(private))
 }

@@ -129,9 +129,9 @@ async fn event_limits_are_enforced() {
             "{needle}: {msg}"
         );
     }
-    // NIP-70 protected events need AUTH, which this relay does not offer.
+    // NIP-70 protected events need their author's AUTH first.
     let (ok, msg) = c.publish(&event(&keys, 1, "mine", &[&["-"]])).await;
-    assert!(!ok && msg.starts_with("blocked:"), "{msg}");
+    assert!(!ok && msg.starts_with("auth-required:"), "{msg}");
     let fine = note(&keys, "fine");
     assert!(c.publish(&fine).await.0);
 }

@@ -96,12 +96,39 @@ pub async fn relay_with(limits: Limits) -> (TestRelay, Keys, Client) {
 
 /// A minimal HTTP/1.1 GET: (status, headers, body).
 pub async fn http_get(addr: SocketAddr, path: &str, accept: &str) -> (u16, String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.expect("write");
+    read_response(&mut s).await
+}
+
+/// A minimal HTTP/1.1 POST with extra header lines: (status, headers, body).
+pub async fn http_post(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.expect("write");
+    read_response(&mut s).await
+}
+
+/// Reads a whole HTTP/1.1 response (the server closes): (status, headers, body).
+async fn read_response(s: &mut TcpStream) -> (u16, String, String) {
+    use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
         .await
@@ -119,14 +146,41 @@ pub async fn http_get(addr: SocketAddr, path: &str, accept: &str) -> (u16, Strin
 
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The URL connected to, and the NIP-42 challenge the relay sent on connect.
+    pub url: String,
+    pub challenge: String,
 }
 
 impl Client {
+    /// Connects and takes the relay's NIP-42 `AUTH` challenge, which comes first.
     pub async fn connect(url: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connect");
-        Client { ws }
+        let mut c = Client {
+            ws,
+            url: url.to_string(),
+            challenge: String::new(),
+        };
+        let first = c.recv().await;
+        assert_eq!(first[0], "AUTH", "the relay's first message: {first}");
+        c.challenge = first[1].as_str().expect("challenge string").to_string();
+        c
+    }
+
+    /// A NIP-42 `AUTH` event for this connection, signed by `keys`.
+    pub fn auth_event(&self, keys: &Keys) -> Event {
+        EventBuilder::new(Kind(22242), "")
+            .tag(["relay", self.url.as_str()])
+            .tag(["challenge", self.challenge.as_str()])
+            .sign(keys)
+    }
+
+    /// Authenticates as `keys` (NIP-42) and returns the `OK` (accepted, message).
+    pub async fn auth(&mut self, keys: &Keys) -> (bool, String) {
+        let e = self.auth_event(keys);
+        self.send(&format!("[\"AUTH\",{}]", e.as_json())).await;
+        self.ok_for(&e.id().to_string()).await
     }
 
     pub async fn send(&mut self, text: &str) {
