@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use layer2_relay::cli::rulings::{self, Subject, Verb};
 use layer2_relay::config::{Config, Options};
 use layer2_relay::relay::{self, AppState};
 use layer2_relay::{Node, cli};
@@ -44,6 +45,34 @@ enum Command {
     },
     /// Print store statistics as JSON.
     Stats,
+    /// Ban an author or an event (NIP-86 banpubkey/banevent): refused from now on, and
+    /// what is stored removed from L2 and every node's L1.
+    Ban {
+        what: Subject,
+        value: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift a ban.
+    Unban { what: Subject, value: String },
+    /// Allow an author or a kind: once any is allowed, only allowed ones are accepted.
+    Allow {
+        what: Subject,
+        value: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Take an author or a kind off the allow-list.
+    Unallow { what: Subject, value: String },
+    /// Refuse a kind.
+    Disallow {
+        what: Subject,
+        value: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Print every ruling as JSON.
+    Rulings,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +105,35 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, command: Command) -> anyhow::Result<()> {
+    let ruling = match &command {
+        Command::Ban {
+            what,
+            value,
+            reason,
+        } => Some((Verb::Ban, *what, value.as_str(), reason.as_str())),
+        Command::Unban { what, value } => Some((Verb::Unban, *what, value.as_str(), "")),
+        Command::Allow {
+            what,
+            value,
+            reason,
+        } => Some((Verb::Allow, *what, value.as_str(), reason.as_str())),
+        Command::Unallow { what, value } => Some((Verb::Unallow, *what, value.as_str(), "")),
+        Command::Disallow {
+            what,
+            value,
+            reason,
+        } => Some((Verb::Disallow, *what, value.as_str(), reason.as_str())),
+        _ => None,
+    };
+    let print =
+        |v: serde_json::Value| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    if let Some((verb, what, value, reason)) = ruling {
+        let change = rulings::change(verb, what, value, reason)?;
+        return rulings::rule(config, change).await.map(print);
+    }
+    if matches!(command, Command::Rulings) {
+        return rulings::list(config).await.map(print);
+    }
     let listen = config.listen;
     let node = Node::open(config).await?;
     let result = match command {
@@ -87,6 +145,8 @@ async fn run(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Stats => cli::stats(&node)
             .await
             .map(|v| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())),
+        // Answered above, without opening the node.
+        _ => Ok(()),
     };
     node.close().await;
     result

@@ -157,3 +157,84 @@ fn no_arguments_serves_the_embedded_default() {
     assert!(!dir.path().join("data/l1.redb").exists());
     assert!(status.success(), "SIGTERM ends it cleanly: {status:?}");
 }
+
+/// Runs the binary with `args` in `dir` and returns its stdout as JSON.
+fn run_json(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = relay_cmd(dir).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn ban_allow_and_rulings_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let spammer = Keys::from_seed(11);
+    let events: Vec<_> = (0..3)
+        .map(|i| EventBuilder::text_note(format!("spam {i}")).sign(&spammer))
+        .collect();
+    let input = dir.path().join("in.jsonl");
+    let lines: Vec<String> = events.iter().map(|e| e.as_json().to_string()).collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let out = relay_cmd(dir.path())
+        .args(["--data-dir", "d", "import"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    let pk = spammer.public_key().to_string();
+    let v = run_json(
+        dir.path(),
+        &["--data-dir", "d", "ban", "pubkey", &pk, "--reason", "spam"],
+    );
+    assert_eq!(v["removed"], 3, "{v}");
+    run_json(dir.path(), &["--data-dir", "d", "disallow", "kind", "7"]);
+    let v = run_json(dir.path(), &["--data-dir", "d", "rulings"]);
+    let rulings = v["rulings"].as_array().unwrap();
+    assert!(
+        rulings
+            .contains(&serde_json::json!({"ruling": "ban pubkey", "subject": pk, "note": "spam"})),
+        "{v}"
+    );
+    assert!(
+        rulings
+            .contains(&serde_json::json!({"ruling": "disallow kind", "subject": "7", "note": ""})),
+        "{v}"
+    );
+    // What was banned is gone and stays out.
+    let out = relay_cmd(dir.path())
+        .args(["--data-dir", "d", "export"])
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = relay_cmd(dir.path())
+        .args(["--data-dir", "d", "import"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("\"stored\": 0"), "{summary}");
+    // Nonsense is refused with a reason.
+    let out = relay_cmd(dir.path())
+        .args(["--data-dir", "d", "ban", "kind", "7"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a ruling"));
+    run_json(dir.path(), &["--data-dir", "d", "unban", "pubkey", &pk]);
+    let out = relay_cmd(dir.path())
+        .args(["--data-dir", "d", "import"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("\"stored\": 3"), "{summary}");
+}

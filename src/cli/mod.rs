@@ -1,5 +1,8 @@
 //! The `import`, `export` and `stats` commands. Import and export speak JSON lines, one
 //! event per line (the format strfry uses), so data moves between relays as files.
+//! `rulings.rs`: the operator's bans and allow-lists (`ban`, `allow`, ...).
+
+pub mod rulings;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -27,6 +30,8 @@ pub struct ImportSummary {
     pub deleted: u64,
     pub superseded: u64,
     pub expired: u64,
+    /// Refused by a ban (the operator's rulings).
+    pub blocked: u64,
     pub invalid: u64,
 }
 
@@ -40,6 +45,7 @@ impl ImportSummary {
             "deleted" => self.deleted += 1,
             "superseded" => self.superseded += 1,
             "expired" => self.expired += 1,
+            "blocked" => self.blocked += 1,
             _ => self.invalid += 1,
         }
     }
