@@ -8,10 +8,10 @@
 //! - [`feed`]: the [`ChangeFeed`] a shared L2 offers the poller.
 //! - [`config`]: the typed configuration (file, environment, flags).
 //! - [`node`]: a node's stores built from its configuration, and its health.
-//! - [`relay`]: the WebSocket/HTTP server (NIP-01, 09, 11, 40, 45).
+//! - [`relay`]: the WebSocket/HTTP server (NIP-01, 09, 11, 13, 40, 42, 45, 70, 86, 98).
 //! - [`metrics`]: counters and their Prometheus rendering; [`process`]: the standard
 //!   process metrics (CPU, memory, file descriptors) from `/proc`.
-//! - [`cli`]: the `import`, `export` and `stats` commands.
+//! - [`cli`]: the `import`, `export`, `stats` and ruling (`ban`, `allow`, ...) commands.
 
 pub mod cli;
 pub mod config;

@@ -58,6 +58,10 @@ struct Common {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Authenticate every connection with NIP-42 AUTH (a fresh key each) before using
+    /// it, as clients of a relay with `access.auth_required_for_writes` must.
+    #[arg(long)]
+    auth: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +229,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(mode: Mode) -> anyhow::Result<bool> {
+    let common = match &mode {
+        Mode::Stress { common, .. }
+        | Mode::Bench { common, .. }
+        | Mode::Fanout { common, .. }
+        | Mode::Cache { common, .. }
+        | Mode::Propagation { common, .. } => common,
+    };
+    net::set_auth(common.auth);
     let (report, json) = match mode {
         Mode::Stress {
             common,

@@ -30,8 +30,58 @@ pub fn set_nodelay(on: bool) {
     NODELAY.store(on, Ordering::Relaxed);
 }
 
+/// Whether connections authenticate (NIP-42) as they open (see [`set_auth`]).
+static AUTH: AtomicBool = AtomicBool::new(false);
+
+/// Whether connections opened from now on authenticate with NIP-42 AUTH.
+pub fn set_auth(on: bool) {
+    AUTH.store(on, Ordering::Relaxed);
+}
+
 impl Conn {
     pub async fn open(url: &str) -> anyhow::Result<Conn> {
+        let mut c = Conn::connect(url).await?;
+        if AUTH.load(Ordering::Relaxed) {
+            c.authenticate().await?;
+        }
+        Ok(c)
+    }
+
+    /// NIP-42: waits for the relay's challenge, answers it signed by a fresh key, and
+    /// waits for the `OK`.
+    async fn authenticate(&mut self) -> anyhow::Result<()> {
+        let wait = Duration::from_secs(10);
+        let challenge = loop {
+            let v = self
+                .recv(wait)
+                .await?
+                .with_context(|| format!("{} sent no AUTH challenge", self.url))?;
+            if v[0] == "AUTH" {
+                break v[1].as_str().unwrap_or("").to_string();
+            }
+        };
+        let keys = eventstore::Keys::generate().map_err(|e| anyhow!("no keys: {e}"))?;
+        let e = eventstore::EventBuilder::new(eventstore::Kind(22242), "")
+            .tag(["relay", self.url.as_str()])
+            .tag(["challenge", challenge.as_str()])
+            .sign(&keys);
+        self.send(format!("[\"AUTH\",{}]", e.as_json())).await?;
+        let id = e.id().to_string();
+        loop {
+            let v = self
+                .recv(wait)
+                .await?
+                .with_context(|| format!("{} did not answer AUTH", self.url))?;
+            if v[0] == "OK" && v[1] == id.as_str() {
+                if v[2] == true {
+                    return Ok(());
+                }
+                bail!("{} refused AUTH: {}", self.url, v[3]);
+            }
+        }
+    }
+
+    async fn connect(url: &str) -> anyhow::Result<Conn> {
         let nodelay = NODELAY.load(Ordering::Relaxed);
         let (ws, _) = tokio::time::timeout(
             Duration::from_secs(10),
