@@ -37,6 +37,11 @@ pub struct PgConfig {
     /// (see [`PgStore::feed_horizon`]). Each poll re-reads (ids only) what lies past
     /// the horizon, so this also bounds that work. Default 30 s.
     pub feed_max_holdback: Duration,
+    /// The longest any one call (a write batch, a query, a feed read) may wait for the
+    /// database before it fails as unavailable. A database that is paused or cut off
+    /// by the network answers nothing and closes nothing; without this bound a call
+    /// would wait for the kernel to give up on the connection (minutes). Default 10 s.
+    pub call_timeout: Duration,
 }
 
 impl PgConfig {
@@ -50,6 +55,7 @@ impl PgConfig {
             writers: 4,
             queue: 8_192,
             feed_max_holdback: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -57,6 +63,20 @@ impl PgConfig {
 struct SaveReq {
     event: Event,
     reply: oneshot::Sender<Result<SaveOutcome, StoreError>>,
+}
+
+/// `f`, failing as unavailable when the database has not answered within `limit`. The
+/// future is dropped then, and with it its connection (a transaction rolls back).
+pub(crate) async fn bounded<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Unavailable(
+            format!("PostgreSQL did not answer within {limit:?}").into(),
+        )),
+    }
 }
 
 /// The PostgreSQL event store.
@@ -104,6 +124,7 @@ impl PgStore {
                     rx.clone(),
                     config.batch_max.max(1),
                     changed.clone(),
+                    config.call_timeout,
                 ))
             })
             .collect();
@@ -128,14 +149,14 @@ impl PgStore {
 
     /// The database clock now, in microseconds since the epoch.
     pub async fn db_now(&self) -> Result<DbMicros, StoreError> {
-        crate::feed::db_now(&self.pool).await
+        bounded(self.config.call_timeout, crate::feed::db_now(&self.pool)).await
     }
 
     /// One page of the change feed after `from`, at most `limit` rows per log. Start a
     /// poll with [`FeedPositions::start`], continue with each page's `next` until a page
     /// is `complete`.
     pub async fn changes(&self, from: FeedPositions, limit: usize) -> Result<Page, StoreError> {
-        crate::feed::page(&self.pool, from, limit, &|_| false).await
+        self.changes_except(from, limit, &|_| false).await
     }
 
     /// [`PgStore::changes`], without fetching the events `known` says the reader has:
@@ -147,7 +168,8 @@ impl PgStore {
         limit: usize,
         known: &(dyn Fn(&EventId) -> bool + Sync + '_),
     ) -> Result<Page, StoreError> {
-        crate::feed::page(&self.pool, from, limit, known).await
+        let page = crate::feed::page(&self.pool, from, limit, known);
+        bounded(self.config.call_timeout, page).await
     }
 
     /// The LISTEN/NOTIFY fast path (see `notify.rs`); the listener starts on first use.
@@ -161,7 +183,11 @@ impl PgStore {
     /// back to the oldest open write transaction (see `feed::horizon`).
     pub async fn feed_horizon(&self) -> Result<DbMicros, StoreError> {
         let cap = i64::try_from(self.config.feed_max_holdback.as_micros()).unwrap_or(i64::MAX);
-        crate::feed::horizon(&self.pool, cap).await
+        bounded(
+            self.config.call_timeout,
+            crate::feed::horizon(&self.pool, cap),
+        )
+        .await
     }
 
     /// Stops the writers once queued saves are done, and closes the pool.
@@ -190,6 +216,7 @@ async fn writer(
     rx: Arc<Mutex<mpsc::Receiver<SaveReq>>>,
     max: usize,
     changed: Arc<tokio::sync::Notify>,
+    limit: Duration,
 ) {
     loop {
         let mut batch = Vec::new();
@@ -207,7 +234,7 @@ async fn writer(
             }
         }
         let events: Vec<Event> = batch.iter().map(|r| r.event.clone()).collect();
-        match crate::write::save_batch(&pool, &events).await {
+        match bounded(limit, crate::write::save_batch(&pool, &events)).await {
             Ok(outcomes) => {
                 if outcomes.iter().any(SaveOutcome::is_new) {
                     changed.notify_one();
@@ -230,9 +257,8 @@ async fn writer(
                 // retry each event on its own.
                 tracing::warn!(error = %e, n = batch.len(), "L2 batch failed; retrying one by one");
                 for r in batch {
-                    let res = crate::write::save_batch(&pool, std::slice::from_ref(&r.event))
-                        .await
-                        .map(|mut o| o.remove(0));
+                    let one = crate::write::save_batch(&pool, std::slice::from_ref(&r.event));
+                    let res = bounded(limit, one).await.map(|mut o| o.remove(0));
                     if res.as_ref().is_ok_and(SaveOutcome::is_new) {
                         changed.notify_one();
                     }
@@ -278,11 +304,13 @@ impl EventStore for PgStore {
     }
 
     async fn query(&self, filters: &[Filter]) -> Result<Vec<Event>, StoreError> {
-        crate::query::query(&self.pool, filters).await
+        let q = crate::query::query(&self.pool, filters);
+        bounded(self.config.call_timeout, q).await
     }
 
     async fn count(&self, filters: &[Filter]) -> Result<u64, StoreError> {
-        crate::query::count(&self.pool, filters).await
+        let q = crate::query::count(&self.pool, filters);
+        bounded(self.config.call_timeout, q).await
     }
 
     async fn delete(&self, ids: &[EventId]) -> Result<u64, StoreError> {
@@ -310,7 +338,8 @@ impl EventStore for PgStore {
     }
 
     async fn rulings_since(&self, version: u64) -> Result<Option<Rulings>, StoreError> {
-        crate::rulings::since(&self.pool, version).await
+        let q = crate::rulings::since(&self.pool, version);
+        bounded(self.config.call_timeout, q).await
     }
 
     async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {

@@ -383,6 +383,39 @@ impl OwnCluster {
         std::fs::read_to_string(format!("{}/server.log", self.dir)).unwrap_or_default()
     }
 
+    /// Freezes every process of the cluster (SIGSTOP): a database that keeps its
+    /// connections open and answers nothing, like a paused container.
+    pub fn pause(&self) -> Result<(), String> {
+        self.signal("STOP")
+    }
+
+    /// Lets a paused cluster run again (SIGCONT).
+    pub fn resume(&self) -> Result<(), String> {
+        self.signal("CONT")
+    }
+
+    /// Sends `sig` to the postmaster and every process it started.
+    fn signal(&self, sig: &str) -> Result<(), String> {
+        let pidfile = format!("{}/postmaster.pid", self.data);
+        let text = std::fs::read_to_string(&pidfile).map_err(|e| format!("{pidfile}: {e}"))?;
+        let master = text.lines().next().unwrap_or("").trim().to_string();
+        let mut pids = vec![master.clone()];
+        for entry in std::fs::read_dir("/proc").map_err(|e| format!("/proc: {e}"))? {
+            let Ok(entry) = entry else { continue };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // The parent pid is the second field after the parenthesised command name.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if ppid == Some(master.as_str()) {
+                pids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        let mut cmd = Command::new("kill");
+        cmd.arg(format!("-{sig}")).args(&pids);
+        run(cmd, "kill")
+    }
+
     /// Starts it again on the same port.
     pub fn restart(&self) -> Result<(), String> {
         pg_start(&self.bin, self.root, &self.dir, &self.data, self.port, true)
@@ -391,6 +424,7 @@ impl OwnCluster {
 
 impl Drop for OwnCluster {
     fn drop(&mut self) {
+        let _ = self.resume();
         let _ = self.stop_immediate();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

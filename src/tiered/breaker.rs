@@ -2,7 +2,9 @@
 //! finds L2 unreachable, or the LISTEN connection dropping, opens it; while it is open,
 //! calls fail at once instead of each waiting for the pool's time-out (calls in flight
 //! are abandoned), and a probe asks L2's clock every 250 ms (doubling to 1 s) until it
-//! answers, which closes the breaker.
+//! answers, which closes the breaker. A call that waits more than 1 s has the probe
+//! check L2 at once, so a database that hangs (paused, or cut off by the network)
+//! opens the breaker too, within about 3 s.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -18,6 +20,11 @@ const PROBE_FIRST: Duration = Duration::from_millis(250);
 const PROBE_MAX: Duration = Duration::from_secs(1);
 /// A probe that takes longer than this counts as a failure.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A call still waiting after this long has the probe check L2 at once: a database
+/// that is paused, or cut off by the network, closes nothing and answers nothing, so
+/// no error would ever open the breaker. A check that fails opens it, abandoning every
+/// waiting call (a slow query that L2 is merely busy with is left alone).
+const SUSPECT_AFTER: Duration = Duration::from_secs(1);
 
 /// Whether L2 is reachable, as the last calls found it.
 #[derive(Debug)]
@@ -30,6 +37,8 @@ pub struct Breaker {
     pub recoveries: AtomicU64,
     /// Calls refused at once while it was open.
     pub refused: AtomicU64,
+    /// Woken by a call that has waited [`SUSPECT_AFTER`]: the probe checks L2 now.
+    suspect: tokio::sync::Notify,
 }
 
 impl Default for Breaker {
@@ -39,6 +48,7 @@ impl Default for Breaker {
             trips: AtomicU64::new(0),
             recoveries: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            suspect: tokio::sync::Notify::new(),
         }
     }
 }
@@ -70,9 +80,18 @@ impl Breaker {
         if *state.borrow_and_update() {
             return Err(self.refusal());
         }
-        let r = tokio::select! {
-            r = call => r,
-            _ = state.wait_for(|open| *open) => return Err(self.refusal()),
+        let mut call = std::pin::pin!(call);
+        let mut slow = std::pin::pin!(tokio::time::sleep(SUSPECT_AFTER));
+        let mut suspected = false;
+        let r = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                _ = state.wait_for(|open| *open) => return Err(self.refusal()),
+                _ = &mut slow, if !suspected => {
+                    suspected = true;
+                    self.suspect.notify_one();
+                }
+            }
         };
         self.record(&r);
         r
@@ -134,9 +153,21 @@ pub(super) async fn probe(
 ) {
     let mut state = breaker.open.subscribe();
     loop {
-        tokio::select! {
-            r = state.wait_for(|open| *open) => if r.is_err() { return },
+        let suspected = tokio::select! {
+            r = state.wait_for(|open| *open) => if r.is_err() { return } else { false },
+            _ = breaker.suspect.notified() => true,
             _ = stop.changed() => return,
+        };
+        if suspected {
+            // Closed, but a call has waited long: is L2 there at all?
+            if !breaker.is_open() {
+                match tokio::time::timeout(PROBE_TIMEOUT, feed.now()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => breaker.record::<()>(&Err(e)),
+                    Err(_) => breaker.trip("L2 answered no check while calls waited"),
+                }
+            }
+            continue;
         }
         let mut delay = PROBE_FIRST;
         while breaker.is_open() {

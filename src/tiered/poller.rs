@@ -86,8 +86,12 @@ pub(super) async fn run(
             Some(r) if !full => r,
             _ => FeedPositions::start(full_from.min(cursor), lookback),
         };
-        let polled = poll_once(&t, feed.as_ref(), from, page, persist).await;
-        t.breaker.record(&polled);
+        // Behind the breaker: a poll that hangs on an unresponsive L2 is abandoned when
+        // the breaker opens (and makes it check).
+        let polled = t
+            .breaker
+            .call(poll_once(&t, feed.as_ref(), from, page, persist))
+            .await;
         match polled {
             Ok((next, reached)) => {
                 if persist {

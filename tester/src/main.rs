@@ -58,6 +58,12 @@ struct Common {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Open a lost connection again and go on (a run through node restarts and network
+    /// faults): events awaiting an OK then are counted as unanswered, and events sent
+    /// while a reader had no live subscription are excused from its live check. The
+    /// check that every acknowledged event is served by every node stays whole.
+    #[arg(long)]
+    reconnect: bool,
     /// Authenticate every connection with NIP-42 AUTH (a fresh key each) before using
     /// it, as clients of a relay with `access.auth_required_for_writes` must.
     #[arg(long)]
@@ -237,6 +243,7 @@ async fn run(mode: Mode) -> anyhow::Result<bool> {
         | Mode::Propagation { common, .. } => common,
     };
     net::set_auth(common.auth);
+    net::set_reconnecting(common.reconnect);
     let (report, json) = match mode {
         Mode::Stress {
             common,

@@ -30,6 +30,20 @@ pub fn set_nodelay(on: bool) {
     NODELAY.store(on, Ordering::Relaxed);
 }
 
+/// Whether publishers and subscribers connect again when a connection is lost.
+static RECONNECT: AtomicBool = AtomicBool::new(false);
+
+/// Whether a lost connection is opened again (a run through node restarts) instead of
+/// failing the run.
+pub fn set_reconnecting(on: bool) {
+    RECONNECT.store(on, Ordering::Relaxed);
+}
+
+/// See [`set_reconnecting`].
+pub fn reconnecting() -> bool {
+    RECONNECT.load(Ordering::Relaxed)
+}
+
 /// Whether connections authenticate (NIP-42) as they open (see [`set_auth`]).
 static AUTH: AtomicBool = AtomicBool::new(false);
 
@@ -45,6 +59,24 @@ impl Conn {
             c.authenticate().await?;
         }
         Ok(c)
+    }
+
+    /// Opens `url` again after a lost connection: every 250 ms, for up to two minutes
+    /// (a node restarting, or a network coming back).
+    pub async fn reopen(url: &str) -> anyhow::Result<Conn> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match Conn::open(url).await {
+                Ok(c) => return Ok(c),
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                }
+                Err(e) => {
+                    return Err(e.context(format!("{url} did not come back within 2 minutes")));
+                }
+            }
+        }
     }
 
     /// NIP-42: waits for the relay's challenge, answers it signed by a fresh key, and

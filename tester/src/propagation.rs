@@ -93,7 +93,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
                 all.push(d);
             }
         }
-        live_verdict(&mut report, &r, &expect);
+        live_verdict(&mut report, &r, &expect, &sent_at);
     }
     report.delivery_latency = all.summary();
     for (pair, s) in pairs {

@@ -179,7 +179,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         refused += r.refused_queries;
         req.extend(r.req_latency.clone());
         delivery.extend(r.delivery_latency.clone());
-        live_verdict(&mut report, &r, &expect);
+        live_verdict(&mut report, &r, &expect, &sent_at);
     }
     report.req_latency = req.summary();
     report.delivery_latency = delivery.summary();
@@ -239,13 +239,38 @@ pub fn expect_survivors(
     (survivors, expect)
 }
 
-/// Records what a live subscriber missed or got twice.
-pub fn live_verdict(report: &mut Report, r: &Received, expect: &HashSet<String>) {
+/// Records what a live subscriber missed or got twice. Events sent while it had no
+/// live subscription (a lost connection, opened again) are excused, and counted.
+pub fn live_verdict(report: &mut Report, r: &Received, expect: &HashSet<String>, sent_at: &SentAt) {
+    let sent = sent_at.lock().unwrap_or_else(|p| p.into_inner());
+    let in_gap = |id: &String| {
+        sent.get(id)
+            .is_some_and(|t| r.gaps.iter().any(|(a, b)| a <= t && t <= b))
+    };
+    let mut excused = 0usize;
     let mut missing: Vec<String> = expect
         .iter()
         .filter(|id| !r.delivered.contains_key(*id))
+        .filter(|id| {
+            let gap = in_gap(id);
+            excused += usize::from(gap);
+            !gap
+        })
         .cloned()
         .collect();
+    if !r.gaps.is_empty() {
+        let d = &mut report.details;
+        let prev = d.get("live_excused").and_then(|v| v.as_u64()).unwrap_or(0);
+        d.insert("live_excused".into(), (prev + excused as u64).into());
+        let prev = d
+            .get("subscriber_reconnects")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        d.insert(
+            "subscriber_reconnects".into(),
+            (prev + r.gaps.len() as u64).into(),
+        );
+    }
     missing.sort();
     let mut dup: Vec<String> = r
         .delivered

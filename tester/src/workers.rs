@@ -26,6 +26,10 @@ pub struct Published {
     pub rejected: HashMap<String, usize>,
     pub ok_latency: Samples,
     pub sent: usize,
+    /// Sent but never answered: the connection was lost first.
+    pub unanswered: usize,
+    /// Connections opened again after one was lost.
+    pub reconnects: usize,
 }
 
 /// What all publishers of a run saw together.
@@ -35,11 +39,15 @@ pub struct Tally {
     ok_latency: Samples,
     sent: usize,
     rejected: HashMap<String, usize>,
+    unanswered: usize,
+    reconnects: usize,
 }
 
 impl Tally {
     pub fn add(&mut self, p: Published) {
         self.sent += p.sent;
+        self.unanswered += p.unanswered;
+        self.reconnects += p.reconnects;
         self.acked.extend(p.acked);
         self.ok_latency.extend(p.ok_latency);
         for (k, v) in p.rejected {
@@ -55,6 +63,12 @@ impl Tally {
     /// Writes the publishing figures of a run that took `elapsed` into `r`.
     pub fn report_into(&self, r: &mut crate::report::Report, elapsed: Duration) {
         r.events_sent += self.sent;
+        if self.reconnects > 0 || self.unanswered > 0 {
+            r.details
+                .insert("publisher_reconnects".into(), self.reconnects.into());
+            r.details
+                .insert("unanswered_events".into(), self.unanswered.into());
+        }
         for (k, v) in &self.rejected {
             *r.rejected.entry(k.clone()).or_default() += v;
         }
@@ -80,7 +94,9 @@ impl std::fmt::Debug for Source {
 }
 
 /// Publishes everything from `source` on `url`, keeping up to `window` EVENTs awaiting
-/// their `OK`.
+/// their `OK`. With [`crate::net::reconnecting`] on, a lost connection is opened again
+/// (the events awaiting an `OK` then are counted as unanswered: their fate is unknown,
+/// and the loss check judges only acknowledged events).
 pub async fn publish(
     url: String,
     mut source: Source,
@@ -97,52 +113,98 @@ pub async fn publish(
     };
     let mut exhausted = false;
     loop {
-        let mut queued = false;
-        while !exhausted && waiting.len() < window {
-            let next = match &mut source {
-                Source::Ready(_) => ready.next(),
-                Source::Until(deadline, make) => (Instant::now() < *deadline).then(make),
-            };
-            let Some(e) = next else {
-                exhausted = true;
-                break;
-            };
-            let id = e.id().to_string();
-            let now = Instant::now();
-            sent_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone(), now);
-            conn.feed(format!("[\"EVENT\",{}]", e.as_json())).await?;
-            waiting.insert(id, (now, e));
-            out.sent += 1;
-            queued = true;
-        }
-        if queued {
-            conn.flush().await?;
-        }
-        if waiting.is_empty() && exhausted {
-            return Ok(out);
-        }
-        let Some(v) = conn.recv(Duration::from_secs(30)).await? else {
-            bail!("{url}: no OK for {} events within 30 s", waiting.len());
-        };
-        if v[0] != "OK" {
-            continue;
-        }
-        let Some((sent, event)) = v[1].as_str().and_then(|id| waiting.remove(id)) else {
-            continue;
-        };
-        out.ok_latency.push(sent.elapsed());
-        bar.inc(1);
-        if v[2] == true {
-            out.acked.push(event);
-        } else {
-            let msg = v[3].as_str().unwrap_or("");
-            let prefix = msg.split(':').next().unwrap_or("").to_string();
-            *out.rejected.entry(prefix).or_default() += 1;
+        match publish_step(
+            &mut conn,
+            &mut source,
+            &mut ready,
+            &mut exhausted,
+            &mut waiting,
+            window,
+            &sent_at,
+            &mut out,
+            &bar,
+        )
+        .await
+        {
+            Ok(true) => return Ok(out),
+            Ok(false) => {}
+            Err(e) if crate::net::reconnecting() => {
+                out.unanswered += waiting.len();
+                waiting.clear();
+                out.reconnects += 1;
+                tracing_note(&url, &e);
+                conn = Conn::reopen(&url).await?;
+            }
+            Err(e) => return Err(e),
         }
     }
+}
+
+fn tracing_note(url: &str, e: &anyhow::Error) {
+    eprintln!("tester: {url}: {e:#}; connecting again");
+}
+
+/// One round of a publisher: send what the window allows, then take one answer.
+/// `Ok(true)` when everything is sent and answered.
+#[allow(clippy::too_many_arguments)]
+async fn publish_step(
+    conn: &mut Conn,
+    source: &mut Source,
+    ready: &mut std::vec::IntoIter<Event>,
+    exhausted: &mut bool,
+    waiting: &mut HashMap<String, (Instant, Event)>,
+    window: usize,
+    sent_at: &SentAt,
+    out: &mut Published,
+    bar: &ProgressBar,
+) -> anyhow::Result<bool> {
+    let url = conn.url.clone();
+    let mut queued = false;
+    while !*exhausted && waiting.len() < window {
+        let next = match source {
+            Source::Ready(_) => ready.next(),
+            Source::Until(deadline, make) => (Instant::now() < *deadline).then(make),
+        };
+        let Some(e) = next else {
+            *exhausted = true;
+            break;
+        };
+        let id = e.id().to_string();
+        let now = Instant::now();
+        sent_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), now);
+        conn.feed(format!("[\"EVENT\",{}]", e.as_json())).await?;
+        waiting.insert(id, (now, e));
+        out.sent += 1;
+        queued = true;
+    }
+    if queued {
+        conn.flush().await?;
+    }
+    if waiting.is_empty() && *exhausted {
+        return Ok(true);
+    }
+    let Some(v) = conn.recv(Duration::from_secs(30)).await? else {
+        bail!("{url}: no OK for {} events within 30 s", waiting.len());
+    };
+    if v[0] != "OK" {
+        return Ok(false);
+    }
+    let Some((sent, event)) = v[1].as_str().and_then(|id| waiting.remove(id)) else {
+        return Ok(false);
+    };
+    out.ok_latency.push(sent.elapsed());
+    bar.inc(1);
+    if v[2] == true {
+        out.acked.push(event);
+    } else {
+        let msg = v[3].as_str().unwrap_or("");
+        let prefix = msg.split(':').next().unwrap_or("").to_string();
+        *out.rejected.entry(prefix).or_default() += 1;
+    }
+    Ok(false)
 }
 
 /// Runs one publisher per `(url, events)` at once, each keeping `window` EVENTs
@@ -188,6 +250,9 @@ pub struct Received {
     pub arrived: HashMap<String, Instant>,
     /// Feed queries the relay refused.
     pub refused_queries: usize,
+    /// Spans without a live subscription (the connection was lost and opened again):
+    /// events sent within one need not have come live.
+    pub gaps: Vec<(Instant, Instant)>,
 }
 
 /// When subscribers may stop: once they hold all of `expect`, or at `deadline`.
@@ -209,18 +274,7 @@ pub async fn subscribe(
     ready: tokio::sync::oneshot::Sender<()>,
     mut finish: watch::Receiver<Finish>,
 ) -> anyhow::Result<Received> {
-    let mut conn = Conn::open(&url).await?;
-    conn.send(json!(["REQ", "live", {"#t": [tag], "limit": 0}]).to_string())
-        .await?;
-    loop {
-        let v = conn.recv(Duration::from_secs(30)).await?;
-        match v {
-            Some(v) if v[0] == "EOSE" && v[1] == "live" => break,
-            Some(v) if v[0] == "CLOSED" => bail!("{url}: live subscription refused: {v}"),
-            Some(_) => {}
-            None => bail!("{url}: no EOSE for the live subscription"),
-        }
-    }
+    let mut conn = open_live(&url, &tag).await?;
     let _ = ready.send(());
     let mut out = Received {
         name,
@@ -232,6 +286,31 @@ pub async fn subscribe(
     // Queries are paced to stay inside the relay's default REQ rate limit (50/s).
     let gap = Duration::from_millis(50);
     let mut next_query = Instant::now();
+    // A lost connection, with reconnecting on: open it again and subscribe again. The
+    // events published from a little before the loss until the new subscription's
+    // EOSE may not come live; the verdict excuses them (`Received::gaps`).
+    macro_rules! or_reconnect {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) if crate::net::reconnecting() => {
+                    let lost = Instant::now() - Duration::from_secs(2);
+                    tracing_note(&url, &e);
+                    conn = loop {
+                        let c = Conn::reopen(&url).await?;
+                        match subscribe_live(c, &tag).await {
+                            Ok(c) => break c,
+                            Err(e) => tracing_note(&url, &e),
+                        }
+                    };
+                    out.gaps.push((lost, Instant::now()));
+                    query.take();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+    }
     loop {
         if let (Some(authors), None) = (&queries, &query) {
             let f = finish.borrow().clone();
@@ -242,11 +321,13 @@ pub async fn subscribe(
                 let pick: Vec<&String> = (0..10)
                     .map(|_| &authors[rng.below(authors.len())])
                     .collect();
-                conn.send(
-                    json!(["REQ", sub, {"authors": pick, "kinds": [1, 6], "limit": 20}])
-                        .to_string(),
-                )
-                .await?;
+                or_reconnect!(
+                    conn.send(
+                        json!(["REQ", sub, {"authors": pick, "kinds": [1, 6], "limit": 20}])
+                            .to_string(),
+                    )
+                    .await
+                );
                 query = Some((sub, Instant::now()));
             }
         }
@@ -254,7 +335,9 @@ pub async fn subscribe(
         if let Some(expect) = &f.expect {
             if query.is_none() && expect.iter().all(|id| out.delivered.contains_key(id)) {
                 // Everything expected is here; wait a moment for duplicates, then stop.
-                while let Some(v) = conn.recv(Duration::from_millis(300)).await? {
+                loop {
+                    let v = or_reconnect!(conn.recv(Duration::from_millis(300)).await);
+                    let Some(v) = v else { break };
                     record(&mut out, &v, &sent_at);
                 }
                 return Ok(out);
@@ -272,13 +355,14 @@ pub async fn subscribe(
         };
         tokio::select! {
             v = conn.recv(wait) => {
-                let Some(v) = v? else { continue };
+                let Some(v) = or_reconnect!(v) else { continue };
                 if v[0] == "EOSE" {
                     if let Some((sub, started)) = &query {
                         if v[1] == sub.as_str() {
                             out.req_latency.push(started.elapsed());
-                            conn.send(json!(["CLOSE", sub]).to_string()).await?;
+                            let close = json!(["CLOSE", sub]).to_string();
                             query = None;
+                            or_reconnect!(conn.send(close).await);
                         }
                     }
                 } else if v[0] == "CLOSED" && v[1] == "live" {
@@ -293,6 +377,26 @@ pub async fn subscribe(
                 }
             }
             _ = finish.changed() => {}
+        }
+    }
+}
+
+/// A connection to `url` with the live subscription on `tag` open (after its EOSE).
+async fn open_live(url: &str, tag: &str) -> anyhow::Result<Conn> {
+    subscribe_live(Conn::open(url).await?, tag).await
+}
+
+async fn subscribe_live(mut conn: Conn, tag: &str) -> anyhow::Result<Conn> {
+    let url = conn.url.clone();
+    conn.send(json!(["REQ", "live", {"#t": [tag], "limit": 0}]).to_string())
+        .await?;
+    loop {
+        let v = conn.recv(Duration::from_secs(30)).await?;
+        match v {
+            Some(v) if v[0] == "EOSE" && v[1] == "live" => return Ok(conn),
+            Some(v) if v[0] == "CLOSED" => bail!("{url}: live subscription refused: {v}"),
+            Some(_) => {}
+            None => bail!("{url}: no EOSE for the live subscription"),
         }
     }
 }

@@ -245,3 +245,47 @@ async fn an_outbox_survives_a_stop_and_replays_at_the_next_start() {
     );
     a.shutdown();
 }
+
+/// A database that hangs (every process stopped, connections open, nothing answered:
+/// a paused container, a network that drops packets) opens the breaker within a few
+/// seconds: a write then goes to the outbox and a read to L1, instead of each waiting
+/// for minutes. Once it runs again, the outbox drains into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_database_opens_the_breaker_and_nothing_waits_for_it() {
+    let pg = OwnCluster::start().expect("an own PostgreSQL cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, l2) = node(&pg.url, dir.path(), 64 << 20).await;
+    let keys = Keys::generate().unwrap();
+    let now = Timestamp::now().0;
+    let before = note(&keys, 0, now);
+    assert_eq!(a.save(&before).await.unwrap(), SaveOutcome::Stored);
+
+    pg.pause().expect("pause PostgreSQL");
+    let started = Instant::now();
+    let during = note(&keys, 1, now + 1);
+    let saved = tokio::time::timeout(Duration::from_secs(15), a.save(&during)).await;
+    let took = started.elapsed();
+    let outcome = saved.expect("a write while PostgreSQL hangs answers");
+    assert_eq!(outcome.unwrap(), SaveOutcome::Stored, "into the outbox");
+    assert!(a.degraded(), "the breaker is open");
+    // A check after 1 s of waiting, failing after 2 more: about 3 s. (Without it, the
+    // pool's 5 s acquire time-out would be the first error.)
+    assert!(
+        took < Duration::from_millis(4_600),
+        "the write waited {took:?}"
+    );
+    let started = Instant::now();
+    let got = a
+        .query(&[Filter::new().author(keys.public_key())])
+        .await
+        .expect("a read while PostgreSQL hangs answers from L1");
+    assert_eq!(got.len(), 2);
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    pg.resume().expect("resume PostgreSQL");
+    let mut want = vec![before.id(), during.id()];
+    want.sort();
+    assert_eq!(drained_into_l2(&a, &l2, &keys).await, want);
+    eventually(10, "the breaker closes", async || !a.degraded()).await;
+    a.shutdown();
+}
