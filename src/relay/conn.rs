@@ -103,7 +103,7 @@ impl Conn {
         self.out.push(proto::notice(message));
     }
 
-    async fn on_text(&mut self, text: &str) {
+    pub(super) async fn on_text(&mut self, text: &str) {
         let max = self.state.limits.max_message_bytes;
         if text.len() > max {
             let msg = format!(
@@ -204,7 +204,7 @@ impl Conn {
     }
 
     /// Removes every subscription of this connection from the registry.
-    fn forget_subs(&mut self) {
+    pub(super) fn forget_subs(&mut self) {
         for (sub_id, s) in self.subs.drain() {
             self.state
                 .registry
@@ -213,45 +213,82 @@ impl Conn {
     }
 }
 
+/// What reaches a connection from elsewhere: its spawned work's replies, live events,
+/// and subscriptions the registry dropped.
+pub(super) struct Inbox {
+    pub replies: mpsc::UnboundedReceiver<Reply>,
+    pub live: mpsc::Receiver<Live>,
+    pub dropped: mpsc::UnboundedReceiver<Dropped>,
+}
+
+impl Conn {
+    /// A new connection of `state`, reached at `host`, with its NIP-42 challenge
+    /// already queued in `out`.
+    pub(super) fn open(state: Arc<AppState>, host: Option<&str>) -> (Conn, Inbox) {
+        let limits = &state.limits;
+        let (live_tx, live) = mpsc::channel::<Live>(limits.outbound_queue);
+        let (dropped_tx, dropped) = mpsc::unbounded_channel::<Dropped>();
+        let (replies_tx, replies) = mpsc::unbounded_channel::<Reply>();
+        let mut c = Conn {
+            id: state
+                .next_conn
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            subs: HashMap::new(),
+            next_generation: 0,
+            events_bucket: Bucket::new(limits.events_per_second),
+            reqs_bucket: Bucket::new(limits.reqs_per_second),
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+            queries: Arc::new(Semaphore::new(QUERIES)),
+            replies: replies_tx,
+            outlet: Outlet {
+                live: live_tx,
+                dropped: dropped_tx,
+            },
+            out: Vec::new(),
+            challenge: super::auth::challenge(),
+            audience: super::auth::Audience::new(&state.node.config.access.relay_urls, host),
+            authed: Vec::new(),
+            visibility: super::policy::Visibility {
+                kinds: state.node.config.access.private_kinds.clone(),
+            },
+            state,
+        };
+        // NIP-42: the challenge goes out at once, so a client has it whenever it is
+        // asked to authenticate (clients that do not speak NIP-42 ignore the message).
+        c.out.push(proto::auth_challenge(&c.challenge));
+        let inbox = Inbox {
+            replies,
+            live,
+            dropped,
+        };
+        (c, inbox)
+    }
+
+    /// Handles one message already waiting in `inbox`, in the connection's order of
+    /// priority; false when none is.
+    pub(super) fn take_waiting(&mut self, inbox: &mut Inbox) -> bool {
+        if let Ok(r) = inbox.replies.try_recv() {
+            self.on_reply(r);
+        } else if let Ok(d) = inbox.dropped.try_recv() {
+            self.on_dropped(d);
+        } else if let Ok(l) = inbox.live.try_recv() {
+            self.on_live(l);
+        } else {
+            return false;
+        }
+        true
+    }
+}
+
 /// Serves one upgraded connection until the client leaves or the node shuts down.
 pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>, host: Option<String>) {
     let (mut sink, mut stream) = socket.split();
-    let limits = &state.limits;
-    let (live_tx, mut live_rx) = mpsc::channel::<Live>(limits.outbound_queue);
-    let (dropped_tx, mut dropped_rx) = mpsc::unbounded_channel::<Dropped>();
-    let (replies, mut reply_rx) = mpsc::unbounded_channel::<Reply>();
+    let (mut c, mut inbox) = Conn::open(state.clone(), host.as_deref());
     let mut shutdown = state.shutdown.subscribe();
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
     tokio::pin!(stop);
-    let mut c = Conn {
-        id: state
-            .next_conn
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        subs: HashMap::new(),
-        next_generation: 0,
-        events_bucket: Bucket::new(limits.events_per_second),
-        reqs_bucket: Bucket::new(limits.reqs_per_second),
-        in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
-        queries: Arc::new(Semaphore::new(QUERIES)),
-        replies,
-        outlet: Outlet {
-            live: live_tx,
-            dropped: dropped_tx,
-        },
-        out: Vec::new(),
-        challenge: super::auth::challenge(),
-        audience: super::auth::Audience::new(&state.node.config.access.relay_urls, host.as_deref()),
-        authed: Vec::new(),
-        visibility: super::policy::Visibility {
-            kinds: state.node.config.access.private_kinds.clone(),
-        },
-        state: state.clone(),
-    };
-    // NIP-42: the challenge goes out at once, so a client has it whenever it is asked
-    // to authenticate (clients that do not speak NIP-42 ignore the message).
-    c.out.push(proto::auth_challenge(&c.challenge));
     if !flush(&mut sink, &mut c.out).await {
         return;
     }
@@ -260,9 +297,9 @@ pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>, host: Option<
         tokio::select! {
             biased;
             _ = &mut stop => { going_away = true; break; }
-            Some(r) = reply_rx.recv() => c.on_reply(r),
-            Some(d) = dropped_rx.recv() => c.on_dropped(d),
-            Some(l) = live_rx.recv() => c.on_live(l),
+            Some(r) = inbox.replies.recv() => c.on_reply(r),
+            Some(d) = inbox.dropped.recv() => c.on_dropped(d),
+            Some(l) = inbox.live.recv() => c.on_live(l),
             frame = stream.next() => match frame {
                 Some(Ok(Message::Text(t))) => c.on_text(t.as_str()).await,
                 Some(Ok(Message::Binary(_))) => {
@@ -281,13 +318,7 @@ pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>, host: Option<
         // What else is already waiting goes out in the same write (one `send` for many
         // OKs or live events, not one each), in the same order of priority.
         for _ in 0..DRAIN {
-            if let Ok(r) = reply_rx.try_recv() {
-                c.on_reply(r);
-            } else if let Ok(d) = dropped_rx.try_recv() {
-                c.on_dropped(d);
-            } else if let Ok(l) = live_rx.try_recv() {
-                c.on_live(l);
-            } else {
+            if !c.take_waiting(&mut inbox) {
                 break;
             }
         }
@@ -305,7 +336,7 @@ pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>, host: Option<
             c.in_flight.acquire_many(IN_FLIGHT as u32),
         )
         .await;
-        while let Ok(r) = reply_rx.try_recv() {
+        while let Ok(r) = inbox.replies.try_recv() {
             if let Reply::Frame(f) = r {
                 c.out.push(f);
             }

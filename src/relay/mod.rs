@@ -12,10 +12,12 @@
 
 pub mod auth;
 mod conn;
+#[doc(hidden)]
+pub mod drive;
 mod event;
 mod http;
 pub mod limits;
-mod nip86;
+pub mod nip86;
 pub mod policy;
 pub mod proto;
 mod quickack;

@@ -89,19 +89,14 @@ pub(super) async fn handle(
             json!({ "error": "this pubkey may not manage this relay" }),
         );
     }
-    let call: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
+    let (method, params) = match parse_call(&body) {
+        Ok(c) => c,
         Err(e) => {
             m.management("error");
-            return answer(
-                StatusCode::OK,
-                json!({ "error": format!("not a JSON request: {e}") }),
-            );
+            return answer(StatusCode::OK, json!({ "error": e }));
         }
     };
-    let method = call["method"].as_str().unwrap_or("");
-    let params = call["params"].as_array().cloned().unwrap_or_default();
-    match run(&state, method, &params).await {
+    match run(&state, &method, &params).await {
         Ok(result) => {
             m.management("ok");
             tracing::info!(%caller, method, "NIP-86 call");
@@ -112,6 +107,22 @@ pub(super) async fn handle(
             answer(StatusCode::OK, json!({ "error": e }))
         }
     }
+}
+
+/// A request body: `{"method": "...", "params": [...]}`.
+pub fn parse_call(body: &[u8]) -> Result<(String, Vec<Value>), String> {
+    let call: Value =
+        serde_json::from_slice(body).map_err(|e| format!("not a JSON request: {e}"))?;
+    let method = call["method"]
+        .as_str()
+        .ok_or("the request has no method")?
+        .to_owned();
+    let params = match &call["params"] {
+        Value::Array(p) => p.clone(),
+        Value::Null => Vec::new(),
+        _ => return Err("params must be an array".into()),
+    };
+    Ok((method, params))
 }
 
 fn text(params: &[Value], i: usize) -> &str {

@@ -253,6 +253,8 @@ pub struct Received {
     /// Spans without a live subscription (the connection was lost and opened again):
     /// events sent within one need not have come live.
     pub gaps: Vec<(Instant, Instant)>,
+    /// Ids delivered on the current connection's subscription.
+    pub session: HashSet<String>,
 }
 
 /// When subscribers may stop: once they hold all of `expect`, or at `deadline`.
@@ -304,6 +306,7 @@ pub async fn subscribe(
                         }
                     };
                     out.gaps.push((lost, Instant::now()));
+                    out.session.clear();
                     query.take();
                     continue;
                 }
@@ -409,7 +412,15 @@ fn record(out: &mut Received, v: &serde_json::Value, sent_at: &SentAt) {
         return;
     };
     let now = Instant::now();
+    // A repeat within one subscription is the relay's fault; one on a subscription
+    // opened again after a lost connection is not (a restarted node's poller delivers
+    // what it catches up on, some of which the old subscription had): only the first
+    // delivery in each session counts.
+    let fresh_here = out.session.insert(id.to_string());
     let count = out.delivered.entry(id.to_string()).or_default();
+    if fresh_here && *count > 0 {
+        return;
+    }
     *count += 1;
     if *count == 1 {
         out.arrived.insert(id.to_string(), now);
