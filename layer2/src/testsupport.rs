@@ -394,12 +394,19 @@ impl OwnCluster {
         self.signal("CONT")
     }
 
-    /// Sends `sig` to the postmaster and every process it started.
+    /// Sends `sig` to the postmaster, then to every process it started: the
+    /// postmaster first, so that a stopped one forks no backend the scan would miss.
     fn signal(&self, sig: &str) -> Result<(), String> {
         let pidfile = format!("{}/postmaster.pid", self.data);
         let text = std::fs::read_to_string(&pidfile).map_err(|e| format!("{pidfile}: {e}"))?;
         let master = text.lines().next().unwrap_or("").trim().to_string();
-        let mut pids = vec![master.clone()];
+        let kill = |pids: &[String]| {
+            let mut cmd = Command::new("kill");
+            cmd.arg(format!("-{sig}")).args(pids);
+            run(cmd, "kill")
+        };
+        kill(std::slice::from_ref(&master))?;
+        let mut children = Vec::new();
         for entry in std::fs::read_dir("/proc").map_err(|e| format!("/proc: {e}"))? {
             let Ok(entry) = entry else { continue };
             let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
@@ -408,12 +415,13 @@ impl OwnCluster {
                 .rsplit_once(')')
                 .and_then(|(_, rest)| rest.split_whitespace().nth(1));
             if ppid == Some(master.as_str()) {
-                pids.push(entry.file_name().to_string_lossy().into_owned());
+                children.push(entry.file_name().to_string_lossy().into_owned());
             }
         }
-        let mut cmd = Command::new("kill");
-        cmd.arg(format!("-{sig}")).args(&pids);
-        run(cmd, "kill")
+        if children.is_empty() {
+            return Ok(());
+        }
+        kill(&children)
     }
 
     /// Starts it again on the same port.
