@@ -20,6 +20,12 @@ pub trait ChangeFeed: Send + Sync + std::fmt::Debug {
         known: &(dyn for<'k> Fn(&'k EventId) -> bool + Sync),
     ) -> Result<Page, StoreError>;
 
+    /// Whether the store answers at all, on a connection that no other call waits for
+    /// (the breaker's check while calls wait). Defaults to [`ChangeFeed::now`].
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.now().await.map(drop)
+    }
+
     /// The optional fast path: a wake-up after commits, and the ephemeral events other
     /// nodes relay. Polling stays the guarantee.
     fn notifications(&self) -> Option<Notifications> {
@@ -31,6 +37,10 @@ pub trait ChangeFeed: Send + Sync + std::fmt::Debug {
 impl ChangeFeed for PgStore {
     async fn now(&self) -> Result<DbMicros, StoreError> {
         self.feed_horizon().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        PgStore::ping(self).await.map(drop)
     }
 
     async fn page(

@@ -179,6 +179,14 @@ async fn serve(node: Node, listen: std::net::SocketAddr) -> anyhow::Result<()> {
         "embedded L2"
     };
     tracing::info!(address = %listener.local_addr()?, data_dir = %node.config.data_dir.display(), mode, "serving ws://{}", listener.local_addr()?);
+    if node.config.access.relay_urls.is_empty() {
+        // NIP-42 and NIP-98 events name the relay they were made for. Checked against
+        // the Host a client claims, another relay the victim also uses could pass one
+        // of its users' AUTH events on here and be taken for them.
+        tracing::warn!(
+            "access.relay_urls is not set: AUTH (NIP-42) and NIP-86 calls are checked against              the Host header a client sends, which another relay could forge to replay its              users' AUTH events here; set relay_urls (--relay-urls) to this node's public URLs"
+        );
+    }
     let state = AppState::new(Arc::new(node));
     relay::run(listener, state.clone(), shutdown_signal()).await?;
     tracing::info!("connections closed; closing the stores");

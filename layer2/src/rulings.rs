@@ -7,10 +7,13 @@
 //! removals go into the `removed` log, which every node's poller follows, so each L1
 //! forgets them too; no tombstone is written, so lifting a ban lets them in again.
 
+use std::time::Duration;
+
 use eventstore::{Change, EventId, Ruled, Ruling, Rulings, StoreError};
 use sqlx::{PgPool, Row};
 
 use crate::error::db;
+use crate::store::bounded;
 
 /// Events one statement of a purge removes at most, so that banning a prolific author
 /// never holds long locks on `events` (the ban, committed first, keeps new ones out).
@@ -54,7 +57,26 @@ pub(crate) async fn since(pool: &PgPool, version: u64) -> Result<Option<Rulings>
 }
 
 /// Records `change`; a ban then removes the events it names (see the module notes).
-pub(crate) async fn rule(pool: &PgPool, change: &Change) -> Result<Ruled, StoreError> {
+/// The change and each statement of the purge are bounded by `limit`.
+pub(crate) async fn rule(
+    pool: &PgPool,
+    change: &Change,
+    limit: Duration,
+) -> Result<Ruled, StoreError> {
+    let version = bounded(limit, record(pool, change)).await?;
+    let removed = match change {
+        Change::Add(e) => match e.ruling {
+            Ruling::BanPubkey(pk) => purge(pool, "pubkey", &pk.0, limit).await?,
+            Ruling::BanEvent(id) => purge(pool, "id", &id.0, limit).await?,
+            _ => Vec::new(),
+        },
+        Change::Remove(_) => Vec::new(),
+    };
+    Ok(Ruled { version, removed })
+}
+
+/// Records `change` in one transaction; returns the new version.
+async fn record(pool: &PgPool, change: &Change) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await.map_err(db)?;
     let version: i64 =
         sqlx::query_scalar("UPDATE rulings_version SET version = version + 1 RETURNING version")
@@ -89,18 +111,7 @@ pub(crate) async fn rule(pool: &PgPool, change: &Change) -> Result<Ruled, StoreE
         }
     }
     tx.commit().await.map_err(db)?;
-    let removed = match change {
-        Change::Add(e) => match e.ruling {
-            Ruling::BanPubkey(pk) => purge(pool, "pubkey", &pk.0).await?,
-            Ruling::BanEvent(id) => purge(pool, "id", &id.0).await?,
-            _ => Vec::new(),
-        },
-        Change::Remove(_) => Vec::new(),
-    };
-    Ok(Ruled {
-        version: version as u64,
-        removed,
-    })
+    Ok(version as u64)
 }
 
 /// Removes the events whose `column` is `value`, a batch per statement, into the
@@ -109,6 +120,7 @@ async fn purge(
     pool: &PgPool,
     column: &'static str,
     value: &[u8],
+    limit: Duration,
 ) -> Result<Vec<EventId>, StoreError> {
     let sql = format!(
         "WITH gone AS (DELETE FROM events WHERE id IN \
@@ -117,12 +129,11 @@ async fn purge(
     );
     let mut out = Vec::new();
     loop {
-        let ids: Vec<Vec<u8>> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+        let batch = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
             .bind(value)
             .bind(PURGE_BATCH)
-            .fetch_all(pool)
-            .await
-            .map_err(db)?;
+            .fetch_all(pool);
+        let ids: Vec<Vec<u8>> = bounded(limit, async { batch.await.map_err(db) }).await?;
         let n = ids.len() as i64;
         out.extend(
             ids.into_iter()

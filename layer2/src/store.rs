@@ -66,7 +66,9 @@ struct SaveReq {
 }
 
 /// `f`, failing as unavailable when the database has not answered within `limit`. The
-/// future is dropped then, and with it its connection (a transaction rolls back).
+/// future is dropped then, and with it its connection: an open transaction rolls back
+/// (one cut off during its commit may still have committed: writes are idempotent, and
+/// the outbox's replay finds it a duplicate).
 pub(crate) async fn bounded<T>(
     limit: Duration,
     f: impl std::future::Future<Output = Result<T, StoreError>>,
@@ -82,6 +84,9 @@ pub(crate) async fn bounded<T>(
 /// The PostgreSQL event store.
 pub struct PgStore {
     pool: PgPool,
+    /// One connection of its own for [`PgStore::ping`], so that a check of the database
+    /// never waits behind the calls that made someone ask.
+    ping_pool: PgPool,
     tx: mpsc::Sender<SaveReq>,
     writers: Vec<tokio::task::JoinHandle<()>>,
     config: PgConfig,
@@ -114,6 +119,11 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let ping_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy(&config.url)
+            .map_err(db)?;
         let (tx, rx) = mpsc::channel(config.queue);
         let rx = Arc::new(Mutex::new(rx));
         let changed = Arc::new(tokio::sync::Notify::new());
@@ -134,6 +144,7 @@ impl PgStore {
         ));
         Ok(PgStore {
             pool,
+            ping_pool,
             tx,
             writers,
             config,
@@ -150,6 +161,16 @@ impl PgStore {
     /// The database clock now, in microseconds since the epoch.
     pub async fn db_now(&self) -> Result<DbMicros, StoreError> {
         bounded(self.config.call_timeout, crate::feed::db_now(&self.pool)).await
+    }
+
+    /// Asks the database's clock on a connection of its own (not the pool's): whether
+    /// the database answers at all, however busy the pool is.
+    pub async fn ping(&self) -> Result<DbMicros, StoreError> {
+        bounded(
+            self.config.call_timeout,
+            crate::feed::db_now(&self.ping_pool),
+        )
+        .await
     }
 
     /// One page of the change feed after `from`, at most `limit` rows per log. Start a
@@ -190,15 +211,33 @@ impl PgStore {
         .await
     }
 
+    /// Operator removal: deletes and tombstones `ids`; returns how many were stored.
+    async fn delete_ids(&self, ids: Vec<Vec<u8>>) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let n: i64 = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM events WHERE id = ANY($1) RETURNING id, pubkey), \
+             t AS (INSERT INTO deleted_ids (id, pubkey) SELECT id, pubkey FROM gone ON CONFLICT DO NOTHING) \
+             SELECT count(*) FROM gone",
+        )
+        .bind(&ids)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(n as u64)
+    }
+
     /// Stops the writers once queued saves are done, and closes the pool.
     pub async fn close(self) {
         let PgStore {
             pool,
+            ping_pool,
             tx,
             writers,
             changed,
             ..
         } = self;
+        ping_pool.close().await;
         drop(tx);
         // The writers finish what is queued, then see the closed channel and return.
         for w in writers {
@@ -234,7 +273,7 @@ async fn writer(
             }
         }
         let events: Vec<Event> = batch.iter().map(|r| r.event.clone()).collect();
-        match bounded(limit, crate::write::save_batch(&pool, &events)).await {
+        match crate::write::save_batch(&pool, &events, limit).await {
             Ok(outcomes) => {
                 if outcomes.iter().any(SaveOutcome::is_new) {
                     changed.notify_one();
@@ -257,8 +296,10 @@ async fn writer(
                 // retry each event on its own.
                 tracing::warn!(error = %e, n = batch.len(), "L2 batch failed; retrying one by one");
                 for r in batch {
-                    let one = crate::write::save_batch(&pool, std::slice::from_ref(&r.event));
-                    let res = bounded(limit, one).await.map(|mut o| o.remove(0));
+                    let one = std::slice::from_ref(&r.event);
+                    let res = crate::write::save_batch(&pool, one, limit)
+                        .await
+                        .map(|mut o| o.remove(0));
                     if res.as_ref().is_ok_and(SaveOutcome::is_new) {
                         changed.notify_one();
                     }
@@ -315,20 +356,8 @@ impl EventStore for PgStore {
 
     async fn delete(&self, ids: &[EventId]) -> Result<u64, StoreError> {
         let ids: Vec<Vec<u8>> = ids.iter().map(|i| i.0.to_vec()).collect();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let n: i64 = sqlx::query_scalar(
-            "WITH gone AS (DELETE FROM events WHERE id = ANY($1) RETURNING id, pubkey), \
-             t AS (INSERT INTO deleted_ids (id, pubkey) SELECT id, pubkey FROM gone ON CONFLICT DO NOTHING) \
-             SELECT count(*) FROM gone",
-        )
-        .bind(&ids)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(n as u64)
+        bounded(self.config.call_timeout, self.delete_ids(ids)).await
     }
-
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             change_feed: true,
@@ -343,7 +372,7 @@ impl EventStore for PgStore {
     }
 
     async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {
-        let ruled = crate::rulings::rule(&self.pool, change).await?;
+        let ruled = crate::rulings::rule(&self.pool, change, self.config.call_timeout).await?;
         // Other nodes' pollers read the removals at once, not at their next tick.
         self.changed.notify_one();
         Ok(ruled)

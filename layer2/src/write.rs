@@ -38,9 +38,14 @@ struct Deletions {
     addresses: Vec<(AddrKey, i64)>,
 }
 
+/// Saves `batch` in one transaction. The transaction is bounded by `limit` (a database
+/// that answers nothing fails it as unavailable, rolling it back); once it committed,
+/// the saves stand whatever happens to the checks after it, which are bounded on
+/// their own and logged when they fail.
 pub(crate) async fn save_batch(
     pool: &PgPool,
     batch: &[Event],
+    limit: std::time::Duration,
 ) -> Result<Vec<SaveOutcome>, StoreError> {
     let now = Timestamp::now();
     let mut outcomes: Vec<Option<SaveOutcome>> = batch
@@ -61,14 +66,56 @@ pub(crate) async fn save_batch(
     if todo.is_empty() {
         return Ok(outcomes.into_iter().flatten().collect());
     }
+    let committed = commit_batch(pool, batch, &todo, &mut outcomes);
+    let (insert, del) = crate::store::bounded(limit, committed).await?;
 
+    // The post-commit double check (see the module docs).
+    let fresh: Vec<usize> = insert
+        .iter()
+        .copied()
+        .filter(|&i| outcomes[i].as_ref().is_some_and(SaveOutcome::is_new))
+        .collect();
+    // The batch is committed: a failure from here on must not be reported as a failed
+    // save. It is logged; the next deletion or recheck touching these ids repeats it.
+    match crate::store::bounded(limit, recheck_tombstones(pool, batch, &fresh)).await {
+        Ok(hit) => {
+            for (i, reason) in hit {
+                outcomes[i] = Some(SaveOutcome::Rejected(reason));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "post-commit tombstone recheck failed"),
+    }
+    if !del.ids.is_empty() || !del.addresses.is_empty() {
+        let again = async {
+            let mut tx = pool.begin().await.map_err(db)?;
+            write_deletions(&mut tx, &del).await?;
+            tx.commit().await.map_err(db)
+        };
+        if let Err(e) = crate::store::bounded(limit, again).await {
+            tracing::warn!(error = %e, "post-commit deletion re-run failed");
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(SaveOutcome::Duplicate))
+        .collect())
+}
+
+/// Decides every event of `todo` as if saved one by one, writes the decisions and
+/// commits. Returns the batch indices inserted and the deletions written.
+async fn commit_batch(
+    pool: &PgPool,
+    batch: &[Event],
+    todo: &[usize],
+    outcomes: &mut [Option<SaveOutcome>],
+) -> Result<(Vec<usize>, Deletions), StoreError> {
     let mut tx = pool.begin().await.map_err(db)?;
-    lock_addresses(&mut tx, batch, &todo).await?;
+    lock_addresses(&mut tx, batch, todo).await?;
 
     // What the database holds for every id and address this batch touches.
     let mut ids: Vec<Vec<u8>> = Vec::new();
     let mut addrs: Vec<AddrKey> = Vec::new();
-    for &i in &todo {
+    for &i in todo {
         let e = &batch[i];
         ids.push(e.id().0.to_vec());
         if let Some(a) = e.address() {
@@ -89,7 +136,7 @@ pub(crate) async fn save_batch(
     let mut insert: Vec<usize> = Vec::new();
     let mut replaced_in_db: Vec<Vec<u8>> = Vec::new();
     let mut del = Deletions::default();
-    for &i in &todo {
+    for &i in todo {
         let e = &batch[i];
         let id = e.id().0.to_vec();
         let pk = e.pubkey().0.to_vec();
@@ -168,37 +215,7 @@ pub(crate) async fn save_batch(
         }
     }
     tx.commit().await.map_err(db)?;
-
-    // The post-commit double check (see the module docs).
-    let fresh: Vec<usize> = insert
-        .iter()
-        .copied()
-        .filter(|&i| outcomes[i].as_ref().is_some_and(SaveOutcome::is_new))
-        .collect();
-    // The batch is committed: a failure from here on must not be reported as a failed
-    // save. It is logged; the next deletion or recheck touching these ids repeats it.
-    match recheck_tombstones(pool, batch, &fresh).await {
-        Ok(hit) => {
-            for (i, reason) in hit {
-                outcomes[i] = Some(SaveOutcome::Rejected(reason));
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "post-commit tombstone recheck failed"),
-    }
-    if !del.ids.is_empty() || !del.addresses.is_empty() {
-        let again = async {
-            let mut tx = pool.begin().await.map_err(db)?;
-            write_deletions(&mut tx, &del).await?;
-            tx.commit().await.map_err(db)
-        };
-        if let Err(e) = again.await {
-            tracing::warn!(error = %e, "post-commit deletion re-run failed");
-        }
-    }
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or(SaveOutcome::Duplicate))
-        .collect())
+    Ok((insert, del))
 }
 
 fn to32(v: &[u8]) -> [u8; 32] {

@@ -128,13 +128,4 @@ impl Access {
         }
         Ok(())
     }
-
-    /// Whether anything is asked of a writer beyond NIP-01 (NIP-11 `restricted_writes`).
-    pub fn restricts_writes(&self) -> bool {
-        self.auth_required_for_writes
-            || !self.allowed_pubkeys.is_empty()
-            || !self.denied_pubkeys.is_empty()
-            || !self.denied_kinds.is_empty()
-            || self.min_pow_difficulty > 0
-    }
 }

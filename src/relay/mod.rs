@@ -97,11 +97,10 @@ impl AppState {
             return Ok(false);
         };
         let fresh = Arc::new(Policy::new(&self.node.config.access, Arc::new(r)));
-        let mut p = self.policy.write().unwrap_or_else(|p| p.into_inner());
-        // Two refreshes may race; the newer rulings stay.
-        if fresh.rulings.version > p.rulings.version {
-            *p = fresh;
-        }
+        // The store's answer wins, even at a lower version (a database restored from a
+        // backup): a refresh racing this one can only put back an older answer until
+        // the next period's check, which then differs and reloads.
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(true)
     }
 

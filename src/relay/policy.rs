@@ -367,22 +367,11 @@ mod tests {
             kinds: [Kind(4), Kind(1059)].into_iter().collect(),
         };
         let count = |filters: Vec<Filter>, authed: Vec<PublicKey>| {
-            let s = &s;
-            let v = v.clone();
+            let (s, plan) = (&s, v.count_plan(&filters, &authed));
             async move {
-                let all = s.count(&filters).await.unwrap();
-                match v.count_plan(&filters, &authed) {
-                    None => all,
-                    Some(p) => {
-                        let private = s.count(&p.private).await.unwrap();
-                        let visible = if p.visible.is_empty() {
-                            0
-                        } else {
-                            s.count(&p.visible).await.unwrap()
-                        };
-                        all - private + visible
-                    }
-                }
+                super::super::req::count_visible(s, &filters, plan)
+                    .await
+                    .unwrap()
             }
         };
         // By brute force: what the connection may see among what the filters match.

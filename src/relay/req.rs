@@ -157,7 +157,7 @@ impl Conn {
         let plan = self.visibility.count_plan(&filters, &self.authed);
         tokio::spawn(async move {
             let _permit = permit;
-            let frame = match count_visible(&state, &filters, plan).await {
+            let frame = match count_visible(state.store.as_ref(), &filters, plan).await {
                 Ok(n) => proto::count(&sub_id, n),
                 Err(e) => {
                     tracing::warn!(error = %e, "COUNT failed");
@@ -278,20 +278,21 @@ impl Conn {
 }
 
 /// NIP-45 count of `filters`, leaving out private events the connection may not see
-/// (see `Visibility::count_plan`). Counts taken one after another can see different
-/// states; NIP-45 counts are estimates, and a race never reveals an unseen event.
-async fn count_visible(
-    state: &super::AppState,
+/// (see `Visibility::count_plan`). The counts are taken one after another and can see
+/// different states (an event stored or removed in between moves the answer by one);
+/// NIP-45 counts are estimates, and no event's content is ever revealed.
+pub(super) async fn count_visible(
+    store: &dyn eventstore::EventStore,
     filters: &[Filter],
     plan: Option<super::policy::CountPlan>,
 ) -> Result<u64, eventstore::StoreError> {
-    let all = state.store.count(filters).await?;
+    let all = store.count(filters).await?;
     let Some(p) = plan else { return Ok(all) };
-    let private = state.store.count(&p.private).await?;
+    let private = store.count(&p.private).await?;
     let visible = if p.visible.is_empty() {
         0
     } else {
-        state.store.count(&p.visible).await?
+        store.count(&p.visible).await?
     };
     Ok(all.saturating_sub(private) + visible.min(private))
 }

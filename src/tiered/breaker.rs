@@ -23,7 +23,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A call still waiting after this long has the probe check L2 at once: a database
 /// that is paused, or cut off by the network, closes nothing and answers nothing, so
 /// no error would ever open the breaker. A check that fails opens it, abandoning every
-/// waiting call (a slow query that L2 is merely busy with is left alone).
+/// waiting call (a slow query that L2 is merely busy with is left alone: the check has
+/// a connection of its own).
 const SUSPECT_AFTER: Duration = Duration::from_secs(1);
 
 /// Whether L2 is reachable, as the last calls found it.
@@ -159,9 +160,11 @@ pub(super) async fn probe(
             _ = stop.changed() => return,
         };
         if suspected {
-            // Closed, but a call has waited long: is L2 there at all?
+            // Closed, but a call has waited long: is L2 there at all? Asked on a
+            // connection of its own, so a pool busy with slow calls does not look like
+            // a database that is gone.
             if !breaker.is_open() {
-                match tokio::time::timeout(PROBE_TIMEOUT, feed.now()).await {
+                match tokio::time::timeout(PROBE_TIMEOUT, feed.ping()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => breaker.record::<()>(&Err(e)),
                     Err(_) => breaker.trip("L2 answered no check while calls waited"),

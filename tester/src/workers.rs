@@ -175,9 +175,11 @@ async fn publish_step(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), now);
-        conn.feed(format!("[\"EVENT\",{}]", e.as_json())).await?;
+        let msg = format!("[\"EVENT\",{}]", e.as_json());
+        // Waiting before it is sent: a send that fails leaves it unanswered, counted.
         waiting.insert(id, (now, e));
         out.sent += 1;
+        conn.feed(msg).await?;
         queued = true;
     }
     if queued {
@@ -296,13 +298,20 @@ pub async fn subscribe(
             match $e {
                 Ok(v) => v,
                 Err(e) if crate::net::reconnecting() => {
-                    let lost = Instant::now() - Duration::from_secs(2);
+                    // Events sent a while before the loss may still have been on their
+                    // way between nodes: they are excused too.
+                    let lost = Instant::now() - Duration::from_secs(10);
                     tracing_note(&url, &e);
+                    let mut tries = 0;
                     conn = loop {
                         let c = Conn::reopen(&url).await?;
                         match subscribe_live(c, &tag).await {
                             Ok(c) => break c,
-                            Err(e) => tracing_note(&url, &e),
+                            Err(e) if tries < 20 => {
+                                tries += 1;
+                                tracing_note(&url, &e);
+                            }
+                            Err(e) => return Err(e.context("subscribing again failed 20 times")),
                         }
                     };
                     out.gaps.push((lost, Instant::now()));
