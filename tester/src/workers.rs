@@ -126,8 +126,11 @@ pub async fn publish(
         )
         .await
         {
-            Ok(true) => return Ok(out),
-            Ok(false) => {}
+            Ok(Step::Done) => return Ok(out),
+            Ok(Step::More) => {}
+            // A relay that holds the connection open and answers nothing is a failure,
+            // reconnecting or not.
+            Ok(Step::Silent) => bail!("{url}: no OK for {} events within 30 s", waiting.len()),
             Err(e) if crate::net::reconnecting() => {
                 out.unanswered += waiting.len();
                 waiting.clear();
@@ -144,8 +147,16 @@ fn tracing_note(url: &str, e: &anyhow::Error) {
     eprintln!("tester: {url}: {e:#}; connecting again");
 }
 
+/// What one round of a publisher came to.
+enum Step {
+    /// Everything sent and answered.
+    Done,
+    More,
+    /// No answer within 30 s on an open connection.
+    Silent,
+}
+
 /// One round of a publisher: send what the window allows, then take one answer.
-/// `Ok(true)` when everything is sent and answered.
 #[allow(clippy::too_many_arguments)]
 async fn publish_step(
     conn: &mut Conn,
@@ -157,8 +168,7 @@ async fn publish_step(
     sent_at: &SentAt,
     out: &mut Published,
     bar: &ProgressBar,
-) -> anyhow::Result<bool> {
-    let url = conn.url.clone();
+) -> anyhow::Result<Step> {
     let mut queued = false;
     while !*exhausted && waiting.len() < window {
         let next = match source {
@@ -186,16 +196,16 @@ async fn publish_step(
         conn.flush().await?;
     }
     if waiting.is_empty() && *exhausted {
-        return Ok(true);
+        return Ok(Step::Done);
     }
     let Some(v) = conn.recv(Duration::from_secs(30)).await? else {
-        bail!("{url}: no OK for {} events within 30 s", waiting.len());
+        return Ok(Step::Silent);
     };
     if v[0] != "OK" {
-        return Ok(false);
+        return Ok(Step::More);
     }
     let Some((sent, event)) = v[1].as_str().and_then(|id| waiting.remove(id)) else {
-        return Ok(false);
+        return Ok(Step::More);
     };
     out.ok_latency.push(sent.elapsed());
     bar.inc(1);
@@ -206,7 +216,7 @@ async fn publish_step(
         let prefix = msg.split(':').next().unwrap_or("").to_string();
         *out.rejected.entry(prefix).or_default() += 1;
     }
-    Ok(false)
+    Ok(Step::More)
 }
 
 /// Runs one publisher per `(url, events)` at once, each keeping `window` EVENTs
