@@ -158,6 +158,21 @@ fn no_arguments_serves_the_embedded_default() {
     assert!(status.success(), "SIGTERM ends it cleanly: {status:?}");
 }
 
+/// Imports `input` into `dir/d` and returns the summary (stderr).
+fn import(dir: &std::path::Path, input: &std::path::Path) -> String {
+    let out = relay_cmd(dir)
+        .args(["--data-dir", "d", "import"])
+        .arg(input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs the binary with `args` in `dir` and returns its stdout as JSON.
 fn run_json(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
     let out = relay_cmd(dir).args(args).output().unwrap();
@@ -179,12 +194,7 @@ fn ban_allow_and_rulings_from_the_command_line() {
     let input = dir.path().join("in.jsonl");
     let lines: Vec<String> = events.iter().map(|e| e.as_json().to_string()).collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
-    let out = relay_cmd(dir.path())
-        .args(["--data-dir", "d", "import"])
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    import(dir.path(), &input);
 
     let pk = spammer.public_key().to_string();
     let v = run_json(
@@ -215,12 +225,7 @@ fn ban_allow_and_rulings_from_the_command_line() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let out = relay_cmd(dir.path())
-        .args(["--data-dir", "d", "import"])
-        .arg(&input)
-        .output()
-        .unwrap();
-    let summary = String::from_utf8_lossy(&out.stderr);
+    let summary = import(dir.path(), &input);
     assert!(summary.contains("\"stored\": 0"), "{summary}");
     // Nonsense is refused with a reason.
     let out = relay_cmd(dir.path())
@@ -230,11 +235,6 @@ fn ban_allow_and_rulings_from_the_command_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a ruling"));
     run_json(dir.path(), &["--data-dir", "d", "unban", "pubkey", &pk]);
-    let out = relay_cmd(dir.path())
-        .args(["--data-dir", "d", "import"])
-        .arg(&input)
-        .output()
-        .unwrap();
-    let summary = String::from_utf8_lossy(&out.stderr);
+    let summary = import(dir.path(), &input);
     assert!(summary.contains("\"stored\": 3"), "{summary}");
 }
