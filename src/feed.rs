@@ -31,6 +31,13 @@ pub trait ChangeFeed: Send + Sync + std::fmt::Debug {
     fn notifications(&self) -> Option<Notifications> {
         None
     }
+
+    /// Whether a reader may resume from `from`: every row it needs is still there (none
+    /// pruned by maintenance, no wipe since). Defaults to true.
+    async fn resumable(&self, from: DbMicros) -> Result<bool, StoreError> {
+        let _ = from;
+        Ok(true)
+    }
 }
 
 #[async_trait]
@@ -54,5 +61,9 @@ impl ChangeFeed for PgStore {
 
     fn notifications(&self) -> Option<Notifications> {
         Some(PgStore::notifications(self))
+    }
+
+    async fn resumable(&self, from: DbMicros) -> Result<bool, StoreError> {
+        PgStore::resumable(self, from).await
     }
 }

@@ -7,15 +7,19 @@
 //!   serves through an L2 outage (circuit breaker, L1-only reads, outbox replay).
 //! - [`feed`]: the [`ChangeFeed`] a shared L2 offers the poller.
 //! - [`config`]: the typed configuration (file, environment, flags).
+//! - [`maintenance`]: retention rules, NIP-40 expiry and log pruning, one node of the
+//!   cluster at a time.
 //! - [`node`]: a node's stores built from its configuration, and its health.
 //! - [`relay`]: the WebSocket/HTTP server (NIP-01, 09, 11, 13, 40, 42, 45, 70, 86, 98).
-//! - [`metrics`]: counters and their Prometheus rendering; [`process`]: the standard
+//! - [`metrics`]: counters and their Prometheus rendering; [`latency`]: histograms; [`process`]: the standard
 //!   process metrics (CPU, memory, file descriptors) from `/proc`.
 //! - [`cli`]: the `import`, `export`, `stats` and ruling (`ban`, `allow`, ...) commands.
 
 pub mod cli;
 pub mod config;
 pub mod feed;
+pub mod latency;
+pub mod maintenance;
 pub mod metrics;
 pub mod node;
 pub mod process;

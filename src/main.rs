@@ -73,6 +73,40 @@ enum Command {
     },
     /// Print every ruling as JSON.
     Rulings,
+    /// Delete every stored event a NIP-01 filter matches, from L2 and every node's L1
+    /// (no tombstone: they may be sent again; `ban` keeps an author out). Prints a JSON
+    /// summary. With PostgreSQL nodes may keep running; stop an embedded node first.
+    Delete {
+        /// A NIP-01 filter without `limit`, such as '{"authors":["<hex>"],"kinds":[1]}'.
+        #[arg(long)]
+        filter: String,
+        /// Count what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run one maintenance pass now (retention rules, NIP-40 expiry, log pruning) and
+    /// print what it did; with PostgreSQL while nodes serve.
+    Maintain,
+    /// Check every store for inconsistencies (L1 and the embedded L2 with the node
+    /// stopped; PostgreSQL while nodes run); exits non-zero on any finding.
+    Check,
+    /// Compact the node's redb files, giving freed pages back (stop the node first).
+    Compact,
+    /// Wipe this node's L1 (`--l1`: it warms again from L2), or every event of the
+    /// cluster (`--all --yes-really`; refused while other sessions use the database
+    /// unless `--force`). Rulings are kept.
+    Nuke {
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        l1: bool,
+        #[arg(long, requires = "yes_really")]
+        all: bool,
+        /// Confirms `--all`.
+        #[arg(long)]
+        yes_really: bool,
+        /// With `--all`: even while other sessions are connected.
+        #[arg(long, requires = "all")]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -133,6 +167,33 @@ async fn run(config: Config, command: Command) -> anyhow::Result<()> {
     }
     if matches!(command, Command::Rulings) {
         return rulings::list(config).await.map(print);
+    }
+    match &command {
+        Command::Check => {
+            let (summary, problems) = cli::admin::check(&config).await?;
+            print(summary);
+            if problems > 0 {
+                anyhow::bail!("check found {problems} problems");
+            }
+            return Ok(());
+        }
+        Command::Compact => return cli::admin::compact(&config).await.map(print),
+        Command::Maintain => return cli::admin::maintain(config).await.map(print),
+        Command::Nuke { l1, force, .. } => {
+            let what = if *l1 {
+                cli::admin::Nuke::L1
+            } else {
+                cli::admin::Nuke::All { force: *force }
+            };
+            return cli::admin::nuke(&config, what).await.map(print);
+        }
+        _ => {}
+    }
+    if let Command::Delete { filter, dry_run } = &command {
+        let filter = cli::parse_filter(Some(filter))?;
+        return cli::purge::delete(config, filter, *dry_run)
+            .await
+            .map(print);
     }
     let listen = config.listen;
     let node = Node::open(config).await?;

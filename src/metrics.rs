@@ -1,5 +1,5 @@
-//! Relay counters and their Prometheus text rendering (`/metrics`). Plain atomics: a
-//! metrics library would cost more build time than these few lines.
+//! Relay counters and their Prometheus text rendering (`/metrics`). Plain atomics for
+//! counts; the latency histograms (`latency.rs`) are `prometheus-client`'s.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +62,12 @@ pub struct Metrics {
     pub verify_micros: AtomicU64,
     pub query_count: AtomicU64,
     pub query_micros: AtomicU64,
+    /// Maintenance runs by this node: done, failed.
+    maintenance: [AtomicU64; 2],
+    /// Events its runs purged: by retention rules, expired (NIP-40).
+    purged: [AtomicU64; 2],
+    /// Rows its runs pruned from the removal log.
+    log_pruned: AtomicU64,
 }
 
 impl Metrics {
@@ -91,6 +97,20 @@ impl Metrics {
     /// Counts one NIP-86 call by outcome (one of [`MANAGEMENT_OUTCOMES`]).
     pub fn management(&self, outcome: &str) {
         count(&MANAGEMENT_OUTCOMES, &self.management, outcome);
+    }
+
+    /// Counts a maintenance run this node made.
+    pub fn maintenance_run(&self, r: &crate::maintenance::Report) {
+        self.maintenance[0].fetch_add(1, Ordering::Relaxed);
+        let by_rules = r.retention.values().sum::<u64>();
+        self.purged[0].fetch_add(by_rules, Ordering::Relaxed);
+        self.purged[1].fetch_add(r.expired, Ordering::Relaxed);
+        self.log_pruned.fetch_add(r.log_pruned, Ordering::Relaxed);
+    }
+
+    /// Counts a maintenance run that failed.
+    pub fn maintenance_failed(&self) {
+        self.maintenance[1].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The outcome label of a store's answer.
@@ -215,8 +235,35 @@ impl Metrics {
             &self.management,
         );
 
+        t.labelled(
+            "layer2_maintenance_runs_total",
+            "Maintenance runs (retention, expiry, log pruning) this node made, by outcome.",
+            "outcome",
+            &["ok", "error"],
+            &self.maintenance,
+        );
+        t.labelled(
+            "layer2_purged_total",
+            "Events this node's maintenance runs purged, by cause.",
+            "cause",
+            &["retention", "expired"],
+            &self.purged,
+        );
+        t.one(
+            "layer2_log_pruned_total",
+            "counter",
+            "Rows this node's maintenance runs pruned from the removal log.",
+            get(&self.log_pruned),
+        );
+
         let s = tiered.stats();
         let l1 = tiered.l1();
+        t.one(
+            "layer2_l1_resets_total",
+            "counter",
+            "Starts at which L1 was emptied: its cursor was older than the removal log keeps.",
+            get(&s.l1_resets),
+        );
         t.one(
             "layer2_l1_hits_total",
             "counter",
@@ -322,6 +369,7 @@ impl Metrics {
             "1 when L1's window may answer alone.",
             u64::from(tiered.window_trusted()),
         );
+        s.latency.render(&mut t.0);
         crate::process::render(&mut t.0);
         t.0
     }

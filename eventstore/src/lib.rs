@@ -43,5 +43,5 @@ pub use memory::MemoryStore;
 pub use moderation::{Change, Entry, Ruled, Ruling, Rulings, Setting};
 pub use order::{OrderKey, canonical_cmp, sort_canonical};
 pub use rules::{Address, DeletionTargets, deletion_applies, supersedes};
-pub use store::{BoxError, Capabilities, EventStore, Reason, SaveOutcome, StoreError};
+pub use store::{BoxError, Capabilities, EventStore, Purge, Reason, SaveOutcome, StoreError};
 pub use types::{EventId, Kind, PublicKey, Signature, Timestamp};

@@ -12,7 +12,7 @@ use crate::kind::KindClass;
 use crate::moderation::{Change, Ruled, Ruling, Rulings};
 use crate::order::{OrderKey, sort_canonical};
 use crate::rules::{Address, deletion_applies, supersedes};
-use crate::store::{Capabilities, EventStore, Reason, SaveOutcome, StoreError};
+use crate::store::{Capabilities, EventStore, Purge, Reason, SaveOutcome, StoreError};
 use crate::types::{EventId, PublicKey, Timestamp};
 
 #[derive(Debug, Default)]
@@ -162,6 +162,32 @@ impl State {
         }
     }
 
+    /// Removes up to `max` of what `what` names.
+    fn purge(&mut self, what: &Purge, max: usize, now: Timestamp) -> Vec<EventId> {
+        let ids: Vec<EventId> = match what {
+            Purge::Matching(f) => {
+                let unlimited = Filter {
+                    limit: None,
+                    ..f.clone()
+                };
+                self.matching(&unlimited, now)
+                    .take(max)
+                    .map(Event::id)
+                    .collect()
+            }
+            Purge::ExpiredBy(t) => self
+                .events
+                .values()
+                .filter(|e| e.is_expired(*t))
+                .take(max)
+                .map(Event::id)
+                .collect(),
+        };
+        ids.into_iter()
+            .filter(|id| self.remove(id).is_some())
+            .collect()
+    }
+
     fn matching<'a>(
         &'a self,
         filter: &'a Filter,
@@ -233,5 +259,9 @@ impl EventStore for MemoryStore {
 
     async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {
         Ok(self.lock().rule(change))
+    }
+
+    async fn purge(&self, what: &Purge, max: usize) -> Result<Vec<EventId>, StoreError> {
+        Ok(self.lock().purge(what, max, Timestamp::now()))
     }
 }

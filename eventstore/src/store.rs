@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use crate::event::Event;
 use crate::filter::Filter;
 use crate::moderation::{Change, Ruled, Rulings};
-use crate::types::EventId;
+use crate::types::{EventId, Timestamp};
 
 /// Why a store refused an event. A normal answer, not a failure.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -88,6 +88,19 @@ pub enum StoreError {
     Unsupported(&'static str),
 }
 
+/// What a purge removes ([`EventStore::purge`]): the operator's retention rules and
+/// `delete --filter`, not a NIP-09 deletion (no tombstone is written, so a purged event
+/// may be saved again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Purge {
+    /// The events `query` would return for this filter, ignoring its `limit`.
+    Matching(Filter),
+    /// Events whose NIP-40 expiration is at or before this time (never served any more,
+    /// but still taking room).
+    ExpiredBy(Timestamp),
+}
+
 /// What a backend can do beyond the contract.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities {
@@ -115,6 +128,8 @@ pub struct Capabilities {
 ///   and banned events with [`Reason::Banned`]; recording such a ban removes what it
 ///   names, without a tombstone. A store that keeps no rulings answers
 ///   [`StoreError::Unsupported`].
+/// - `purge` removes without a tombstone, in bounded steps (see [`Purge`]); a shared
+///   store records the removals where other nodes' caches follow them.
 #[async_trait]
 pub trait EventStore: Send + Sync + fmt::Debug {
     /// Saves one event, which the caller has already verified.
@@ -143,5 +158,13 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {
         let _ = change;
         Err(StoreError::Unsupported("rulings"))
+    }
+
+    /// Removes up to `max` of the events `what` names, without tombstones, and returns
+    /// their ids. Callers repeat it until fewer than `max` come back, so that no single
+    /// step holds the store for long.
+    async fn purge(&self, what: &Purge, max: usize) -> Result<Vec<EventId>, StoreError> {
+        let _ = (what, max);
+        Err(StoreError::Unsupported("purge"))
     }
 }

@@ -191,3 +191,42 @@ fn check_order(
     }
     Ok(())
 }
+
+/// Checks the redb store at `path`, which no process may have open (a stopped node's).
+pub fn check_file(path: &std::path::Path) -> Result<Report, StoreError> {
+    let db = Database::open(path).map_err(backend)?;
+    check(&db)
+}
+
+/// Compacts the redb store at `path`, which no process may have open: freed pages are
+/// given back and the file shrinks. Returns the file's size before and after.
+pub fn compact_file(path: &std::path::Path) -> Result<(u64, u64), StoreError> {
+    let size = || {
+        std::fs::metadata(path)
+            .map(|m| m.len())
+            .map_err(|e| StoreError::Backend(Box::new(e)))
+    };
+    let before = size()?;
+    let mut db = Database::open(path).map_err(backend)?;
+    // Each pass moves pages towards the front; a few passes reach the end.
+    for _ in 0..16 {
+        if !db.compact().map_err(backend)? {
+            break;
+        }
+    }
+    drop(db);
+    Ok((before, size()?))
+}
+
+/// Deletes the redb store at `path` unless a process has it open (redb's file lock
+/// says so); a damaged file is deleted too. Returns whether there was one.
+pub fn remove_file(path: &std::path::Path) -> Result<bool, StoreError> {
+    if !path.exists() {
+        return Ok(false);
+    }
+    if let Err(e @ redb::DatabaseError::DatabaseAlreadyOpen) = Database::open(path) {
+        return Err(backend(e));
+    }
+    std::fs::remove_file(path).map_err(|e| StoreError::Backend(Box::new(e)))?;
+    Ok(true)
+}

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use eventstore::{
-    Capabilities, Change, Event, EventId, EventStore, Filter, Ruled, Ruling, Rulings, SaveOutcome,
-    StoreError, Timestamp,
+    Capabilities, Change, Event, EventId, EventStore, Filter, Purge, Ruled, Ruling, Rulings,
+    SaveOutcome, StoreError, Timestamp,
 };
 use redb::{Database, ReadableDatabase};
 use tokio::sync::{mpsc, oneshot};
@@ -361,6 +361,36 @@ impl EventStore for RedbStore {
         })
         .await
         .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
+    async fn purge(&self, what: &Purge, max: usize) -> Result<Vec<EventId>, StoreError> {
+        match what {
+            Purge::Matching(f) => {
+                // The ids from a snapshot, then removed by the writer: one that went
+                // meanwhile (replaced, deleted) is simply not held any more, and one
+                // that arrived meanwhile waits for the caller's next step.
+                let f = Filter {
+                    limit: Some(max),
+                    ..f.clone()
+                };
+                let ids: Vec<EventId> = self
+                    .read(move |r| r.query(&[f], Timestamp::now()))
+                    .await?
+                    .0
+                    .iter()
+                    .map(Event::id)
+                    .collect();
+                if ids.is_empty() {
+                    return Ok(ids);
+                }
+                self.request(|tx| Request::Purge(ids, tx)).await
+            }
+            Purge::ExpiredBy(t) => {
+                let t = *t;
+                self.request(|tx| Request::PurgeExpired(t, max, tx)).await
+            }
+            _ => Err(StoreError::Unsupported("this kind of purge")),
+        }
     }
 
     async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {

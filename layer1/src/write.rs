@@ -334,8 +334,12 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// Removes up to `max` events whose NIP-40 expiration has passed.
-    pub fn purge_expired(&mut self, now: Timestamp, max: usize) -> Result<usize, StoreError> {
+    /// Removes up to `max` events whose NIP-40 expiration has passed; returns their ids.
+    pub fn purge_expired(
+        &mut self,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Vec<EventId>, StoreError> {
         self.flush_index()?;
         let lo = crate::keys::with_suffix(&crate::keys::expires_prefix(), Timestamp(0), 0);
         let hi = crate::keys::with_suffix(&crate::keys::expires_prefix(), now, u64::MAX);
@@ -353,10 +357,13 @@ impl<'t> Tables<'t> {
                 break;
             }
         }
-        for s in &serials {
-            self.remove_serial(*s)?;
+        let mut ids = Vec::with_capacity(serials.len());
+        for s in serials {
+            if let Some(e) = self.remove_serial(s)? {
+                ids.push(e.id());
+            }
         }
-        Ok(serials.len())
+        Ok(ids)
     }
 }
 

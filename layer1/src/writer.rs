@@ -38,6 +38,18 @@ pub(crate) enum Request {
         eventstore::PublicKey,
         oneshot::Sender<Result<Vec<EventId>, StoreError>>,
     ),
+    /// Removes these events without tombstones; answers with those that were held
+    /// (`EventStore::purge`).
+    Purge(
+        Vec<EventId>,
+        oneshot::Sender<Result<Vec<EventId>, StoreError>>,
+    ),
+    /// Removes up to this many events expired by this time (NIP-40).
+    PurgeExpired(
+        Timestamp,
+        usize,
+        oneshot::Sender<Result<Vec<EventId>, StoreError>>,
+    ),
     /// L2's answer, and what it proved (recorded only if every event was saved).
     Promote(
         Vec<Event>,
@@ -291,6 +303,19 @@ impl Writer {
                     }
                     Request::PurgeAuthor(pk, tx) => {
                         let ids = t.purge_author(&pk, crate::rulings::PURGE_BATCH)?;
+                        replies.push(Reply::Purged(tx, ids));
+                    }
+                    Request::Purge(ids, tx) => {
+                        let mut held = Vec::with_capacity(ids.len());
+                        for id in ids {
+                            if t.forget(&id)? {
+                                held.push(id);
+                            }
+                        }
+                        replies.push(Reply::Purged(tx, held));
+                    }
+                    Request::PurgeExpired(by, max, tx) => {
+                        let ids = t.purge_expired(by, max)?;
                         replies.push(Reply::Purged(tx, ids));
                     }
                     Request::SetCursor(c, tx) => {

@@ -47,6 +47,8 @@ pub struct Changes {
     /// Events inserted, in insert order. Overlapping reads repeat some: the reader
     /// de-duplicates.
     pub events: Vec<Event>,
+    /// When each of `events` was inserted, by the database clock (for delivery lag).
+    pub events_at: Vec<DbMicros>,
     /// (id, author) tombstones.
     pub deleted: Vec<(EventId, PublicKey)>,
     /// Ids removed without a tombstone (replaced versions, address deletions): caches
@@ -153,18 +155,20 @@ pub(crate) async fn page(
     let (rows, events) = rows_after(pool, "id", "events", from.events, limit).await?;
     let mut complete = (rows.len() as i64) < limit;
     let mut wanted: Vec<Vec<u8>> = Vec::new();
+    let mut wanted_at: Vec<DbMicros> = Vec::new();
     for row in rows {
         let id: Vec<u8> = row.try_get("id").map_err(db)?;
         let skip = <[u8; 32]>::try_from(id.as_slice()).is_ok_and(|a| known(&EventId(a)));
         if !skip {
             wanted.push(id);
+            wanted_at.push(row.try_get("at").map_err(db)?);
         }
     }
     if !wanted.is_empty() {
         // In insert order; a row deleted since (replaced) is simply gone, and the
         // `removed` log says so.
         let rows = sqlx::query(
-            "SELECT e.json FROM unnest($1::bytea[]) WITH ORDINALITY AS w(id, n) \
+            "SELECT e.json, w.n FROM unnest($1::bytea[]) WITH ORDINALITY AS w(id, n) \
              JOIN events e ON e.id = w.id ORDER BY w.n",
         )
         .bind(&wanted)
@@ -173,8 +177,13 @@ pub(crate) async fn page(
         .map_err(db)?;
         for row in rows {
             let json: String = row.try_get("json").map_err(db)?;
+            let n: i64 = row.try_get("n").map_err(db)?;
             match Event::from_stored_json(&json) {
-                Ok(e) => out.events.push(e),
+                Ok(e) => {
+                    out.events.push(e);
+                    let at = usize::try_from(n - 1).ok().and_then(|i| wanted_at.get(i));
+                    out.events_at.push(at.copied().unwrap_or_default());
+                }
                 // One bad row must not stop every poller for good.
                 Err(e) => {
                     out.corrupt += 1;

@@ -6,10 +6,13 @@
 //! A change feed by the database clock lets every node's poller follow new events.
 //!
 //! # Layout
+//! - [`admin`]: the operator's consistency check, figures and cluster wipe.
 //! - [`store`]: [`PgStore`], [`PgConfig`]; implements `eventstore::EventStore`.
 //! - `write`: one batch, one transaction, exact per-event outcomes; `refusals`: the
 //!   tombstones and bans that refuse an event, in and after its batch.
 //! - `query`: filters to SQL in canonical order.
+//! - [`purge`]: retention and `delete --filter` purges, log pruning, and which node
+//!   runs cluster maintenance.
 //! - `rulings`: the operator's bans and allow-lists (NIP-86), and the bans enforced.
 //! - [`feed`]: the change feed ([`Changes`]).
 //! - `keys`: column encodings (long values hashed, address lock keys).
@@ -18,10 +21,12 @@
 //!
 //! Migrations live in `layer2/migrations` and are embedded with `sqlx::migrate!`.
 
+pub mod admin;
 mod error;
 pub mod feed;
 mod keys;
 pub mod notify;
+pub mod purge;
 mod query;
 mod refusals;
 mod rulings;
@@ -33,4 +38,5 @@ pub mod testsupport;
 
 pub use feed::{Changes, DbMicros, FeedPositions, LogPosition, Page};
 pub use notify::Notifications;
+pub use purge::Turn;
 pub use store::{PgConfig, PgStore};

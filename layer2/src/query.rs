@@ -84,6 +84,12 @@ fn driving_tag(f: &Filter) -> Option<u8> {
 /// ASC`: the tag table repeats `created_at`, and `event_id` is the id), with its limit.
 fn select(f: &Filter, now: Timestamp, what: &str) -> QueryBuilder<Postgres> {
     let mut qb = QueryBuilder::new("");
+    push_select(&mut qb, f, now, what);
+    qb
+}
+
+/// [`select`], appended to `qb` (a purge deletes what it selects).
+pub(crate) fn push_select(qb: &mut QueryBuilder<Postgres>, f: &Filter, now: Timestamp, what: &str) {
     match driving_tag(f) {
         Some(letter) => {
             // With several values an event may match more than one: DISTINCT ON keeps
@@ -96,7 +102,7 @@ fn select(f: &Filter, now: Timestamp, what: &str) -> QueryBuilder<Postgres> {
             });
             qb.push(what);
             qb.push(" FROM tags t JOIN events e ON e.id = t.event_id");
-            push_conditions(&mut qb, f, now, Some(letter));
+            push_conditions(qb, f, now, Some(letter));
             qb.push(" AND t.name = ");
             qb.push_bind((letter as char).to_string());
             qb.push("::\"char\"");
@@ -104,7 +110,7 @@ fn select(f: &Filter, now: Timestamp, what: &str) -> QueryBuilder<Postgres> {
                 .tags
                 .get(&letter)
                 .map(|v| v.iter().map(|v| value_key(v)).collect::<Vec<_>>());
-            push_in(&mut qb, " AND t.value_key", values.unwrap_or_default());
+            push_in(qb, " AND t.value_key", values.unwrap_or_default());
             if let Some(s) = f.since {
                 qb.push(" AND t.created_at >= ");
                 qb.push_bind(ts(s));
@@ -119,7 +125,7 @@ fn select(f: &Filter, now: Timestamp, what: &str) -> QueryBuilder<Postgres> {
             qb.push("SELECT ");
             qb.push(what);
             qb.push(" FROM events e");
-            push_conditions(&mut qb, f, now, None);
+            push_conditions(qb, f, now, None);
             qb.push(" ORDER BY e.created_at DESC, e.id ASC");
         }
     }
@@ -127,7 +133,6 @@ fn select(f: &Filter, now: Timestamp, what: &str) -> QueryBuilder<Postgres> {
         qb.push(" LIMIT ");
         qb.push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
     }
-    qb
 }
 
 pub(crate) async fn query(pool: &PgPool, filters: &[Filter]) -> Result<Vec<Event>, StoreError> {

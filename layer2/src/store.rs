@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventstore::{
-    Capabilities, Change, Event, EventId, EventStore, Filter, Ruled, Rulings, SaveOutcome,
+    Capabilities, Change, Event, EventId, EventStore, Filter, Purge, Ruled, Rulings, SaveOutcome,
     StoreError,
 };
 use sqlx::PgPool;
@@ -42,6 +42,9 @@ pub struct PgConfig {
     /// by the network answers nothing and closes nothing; without this bound a call
     /// would wait for the kernel to give up on the connection (minutes). Default 10 s.
     pub call_timeout: Duration,
+    /// The `application_name` of every connection (`pg_stat_activity` shows it).
+    /// Default `layer2-relay`.
+    pub application_name: String,
 }
 
 impl PgConfig {
@@ -56,6 +59,7 @@ impl PgConfig {
             queue: 8_192,
             feed_max_holdback: Duration::from_secs(30),
             call_timeout: Duration::from_secs(10),
+            application_name: "layer2-relay".into(),
         }
     }
 }
@@ -109,10 +113,15 @@ impl PgStore {
     /// Connects, applies migrations (safe when several nodes start at once: sqlx
     /// holds an advisory lock while migrating) and starts the writer tasks.
     pub async fn connect(config: PgConfig) -> Result<PgStore, StoreError> {
+        let options = config
+            .url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .map_err(db)?
+            .application_name(&config.application_name);
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
-            .connect(&config.url)
+            .connect_with(options.clone())
             .await
             .map_err(db)?;
         MIGRATOR
@@ -122,8 +131,7 @@ impl PgStore {
         let ping_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(config.acquire_timeout)
-            .connect_lazy(&config.url)
-            .map_err(db)?;
+            .connect_lazy_with(options);
         let (tx, rx) = mpsc::channel(config.queue);
         let rx = Arc::new(Mutex::new(rx));
         let changed = Arc::new(tokio::sync::Notify::new());
@@ -209,6 +217,65 @@ impl PgStore {
             crate::feed::horizon(&self.pool, cap),
         )
         .await
+    }
+
+    /// Removes up to `max` rows of the `removed` log older than `horizon` (see
+    /// `purge.rs`); returns how many went. Callers repeat it until fewer come back.
+    pub async fn prune_removed(&self, horizon: Duration, max: usize) -> Result<u64, StoreError> {
+        let q = crate::purge::prune_removed(&self.pool, horizon, max);
+        bounded(self.config.call_timeout, q).await
+    }
+
+    /// The shortest horizon the `removed` log has been pruned to (`None`: never pruned).
+    pub async fn log_horizon(&self) -> Result<Option<Duration>, StoreError> {
+        bounded(
+            self.config.call_timeout,
+            crate::purge::log_horizon(&self.pool),
+        )
+        .await
+    }
+
+    /// Whether a change-feed reader may resume from `from`: nothing it needs was pruned
+    /// or wiped (see `purge.rs`).
+    pub async fn resumable(&self, from: DbMicros) -> Result<bool, StoreError> {
+        bounded(
+            self.config.call_timeout,
+            crate::purge::resumable(&self.pool, from),
+        )
+        .await
+    }
+
+    /// This node's turn at cluster maintenance: `None` while another node holds it or
+    /// when the last run, by any node, is less than `every` old (see `purge.rs`).
+    pub async fn maintenance_turn(
+        &self,
+        every: Duration,
+    ) -> Result<Option<crate::purge::Turn>, StoreError> {
+        let q = crate::purge::take_turn(&self.pool, every);
+        bounded(self.config.call_timeout, q).await
+    }
+
+    /// Every inconsistency between the tables and the events' JSON (see `admin.rs`);
+    /// empty when none. Reads every event: not bounded by `call_timeout`.
+    pub async fn check(&self) -> Result<Vec<crate::admin::Finding>, StoreError> {
+        crate::admin::check(&self.pool).await
+    }
+
+    /// Figures for the `stats` command (events by kind, bytes, time range, log sizes).
+    pub async fn figures(&self) -> Result<serde_json::Value, StoreError> {
+        crate::admin::stats(&self.pool).await
+    }
+
+    /// Client sessions on this database other than `layer2-admin` ones (running
+    /// nodes, other tools).
+    pub async fn other_sessions(&self) -> Result<u64, StoreError> {
+        crate::admin::other_sessions(&self.pool).await
+    }
+
+    /// Removes every event, tombstone and log row of the cluster (the rulings stay);
+    /// every node starting afterwards empties its L1. Returns how many events went.
+    pub async fn wipe(&self) -> Result<u64, StoreError> {
+        crate::admin::wipe(&self.pool).await
     }
 
     /// Operator removal: deletes and tombstones `ids`; returns how many were stored.
@@ -369,6 +436,19 @@ impl EventStore for PgStore {
     async fn rulings_since(&self, version: u64) -> Result<Option<Rulings>, StoreError> {
         let q = crate::rulings::since(&self.pool, version);
         bounded(self.config.call_timeout, q).await
+    }
+
+    async fn purge(&self, what: &Purge, max: usize) -> Result<Vec<EventId>, StoreError> {
+        let ids = bounded(
+            self.config.call_timeout,
+            crate::purge::step(&self.pool, what, max),
+        )
+        .await?;
+        if !ids.is_empty() {
+            // Other nodes' pollers read the removals at once.
+            self.changed.notify_one();
+        }
+        Ok(ids)
     }
 
     async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {

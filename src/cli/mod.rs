@@ -1,7 +1,10 @@
 //! The `import`, `export` and `stats` commands. Import and export speak JSON lines, one
 //! event per line (the format strfry uses), so data moves between relays as files.
-//! `rulings.rs`: the operator's bans and allow-lists (`ban`, `allow`, ...).
+//! `rulings.rs`: the operator's bans and allow-lists (`ban`, `allow`, ...); `purge.rs`:
+//! `delete --filter`; `admin.rs`: `check`, `compact`, `nuke`.
 
+pub mod admin;
+pub mod purge;
 pub mod rulings;
 
 use std::collections::HashSet;
@@ -226,10 +229,15 @@ pub fn parse_filter(json: Option<&str>) -> anyhow::Result<Filter> {
 pub async fn stats(node: &Node) -> anyhow::Result<serde_json::Value> {
     let l1 = node.tiered.l1();
     let events = node.l2_store().count(&[Filter::new()]).await?;
+    let figures = match &node.l2 {
+        crate::node::L2::Postgres(pg) => Some(pg.figures().await?),
+        crate::node::L2::Embedded(_) => None,
+    };
     Ok(serde_json::json!({
         "l2": {
             "kind": match node.l2 { crate::node::L2::Embedded(_) => "embedded", crate::node::L2::Postgres(_) => "postgres" },
             "events": events,
+            "postgresql": figures,
         },
         "l1": {
             "bytes_used": l1.bytes_used(),

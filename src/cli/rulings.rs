@@ -63,7 +63,9 @@ pub fn change(verb: Verb, what: Subject, value: &str, reason: &str) -> anyhow::R
 
 /// The store that keeps the rulings: PostgreSQL alone (nodes may be running), or the
 /// embedded node's (which must be stopped).
-async fn authority(config: Config) -> anyhow::Result<(Arc<dyn EventStore>, Option<Node>)> {
+pub(crate) async fn authority(
+    config: Config,
+) -> anyhow::Result<(Arc<dyn EventStore>, Option<Node>)> {
     match &config.database_url {
         Some(url) => {
             let mut pg = layer2::PgConfig::new(url);

@@ -59,6 +59,10 @@ pub struct FileConfig {
     pub limits: LimitsFile,
     #[serde(default)]
     pub access: super::access::AccessFile,
+    #[serde(default)]
+    pub maintenance: super::retention::MaintenanceFile,
+    #[serde(default)]
+    pub retention: Vec<super::retention::RuleFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]

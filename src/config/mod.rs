@@ -4,6 +4,7 @@
 
 pub mod access;
 mod file;
+pub mod retention;
 pub mod units;
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use clap::Args;
 
 pub use access::Access;
 pub use file::FileConfig;
+pub use retention::Retention;
 
 /// Limits on what clients may send and ask, advertised in NIP-11 `limitation`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +132,8 @@ pub struct Config {
     pub limits: Limits,
     /// Who may write and read (NIP-42, NIP-70, private kinds, lists, NIP-86 admins).
     pub access: Access,
+    /// Retention rules and cluster maintenance (`[maintenance]`, `[[retention]]`).
+    pub retention: Retention,
 }
 
 impl Default for Config {
@@ -154,6 +158,7 @@ impl Default for Config {
             },
             limits: Limits::default(),
             access: Access::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -371,6 +376,7 @@ fn apply_file(c: &mut Config, f: &FileConfig) -> Result<(), String> {
         }
     }
     f.access.apply(&mut c.access)?;
+    retention::apply(&mut c.retention, &f.maintenance, &f.retention)?;
     apply_limits(&mut c.limits, &f.limits)
 }
 
@@ -470,7 +476,8 @@ impl Config {
         {
             return Err("info.pubkey must be 64 hex characters".into());
         }
-        self.access.validate()
+        self.access.validate()?;
+        self.retention.validate()
     }
 }
 
@@ -545,5 +552,30 @@ mod tests {
         assert_eq!(c.l1_max_bytes, d.l1_max_bytes);
         assert_eq!(c.listen, d.listen);
         assert_eq!(c.access, d.access);
+        assert_eq!(c.retention, d.retention);
+    }
+
+    #[test]
+    fn retention_rules_are_read_and_checked() {
+        let f = write(
+            "[maintenance]\ninterval = \"10m\"\nlog_horizon = \"3d\"\n\
+             [[retention]]\nkinds = [7]\nolder_than = \"30d\"\n\
+             [[retention]]\nolder_than = \"365d\"\n",
+        );
+        let o = Options {
+            config: Some(f.path().to_path_buf()),
+            ..Options::default()
+        };
+        let c = o.resolve().unwrap();
+        assert_eq!(c.retention.interval, Duration::from_secs(600));
+        assert_eq!(c.retention.log_horizon, Duration::from_secs(3 * 86_400));
+        assert_eq!(c.retention.rules.len(), 2);
+        assert_eq!(c.retention.rules[1].kinds, None);
+        let bad = write("[[retention]]\nkinds = []\nolder_than = \"1d\"\n");
+        let o = Options {
+            config: Some(bad.path().to_path_buf()),
+            ..Options::default()
+        };
+        assert!(o.resolve().unwrap_err().contains("retention[0].kinds"));
     }
 }

@@ -74,6 +74,20 @@ impl Conn {
 }
 
 async fn verify_and_store(state: &Arc<AppState>, event: Event) -> String {
+    let started = Instant::now();
+    let frame = decide(state, event).await;
+    state
+        .node
+        .tiered
+        .stats()
+        .latency
+        .event_ok
+        .observe(crate::latency::since(started));
+    frame
+}
+
+/// Checks the signature and stores: the `OK` frame.
+async fn decide(state: &Arc<AppState>, event: Event) -> String {
     let metrics = &state.metrics;
     let id = event.id();
     let started = Instant::now();

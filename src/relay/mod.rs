@@ -79,7 +79,13 @@ impl AppState {
             shutdown: watch::channel(false).0,
         });
         tokio::spawn(follow_rulings(Arc::downgrade(&state)));
+        tokio::spawn(crate::maintenance::task(Arc::downgrade(&state)));
         state
+    }
+
+    /// Turns true when the node stops.
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 
     /// The policy in force now.

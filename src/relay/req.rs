@@ -126,7 +126,13 @@ impl Conn {
         let task = tokio::spawn(async move {
             let _permit = permit;
             let started = Instant::now();
-            let result = state.store.query(&stored_filters).await;
+            let (result, asked_l2) = state.node.tiered.query_routed(&stored_filters).await;
+            state
+                .node
+                .tiered
+                .stats()
+                .latency
+                .req(!asked_l2, crate::latency::since(started));
             let m = &state.metrics;
             m.query_micros
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);

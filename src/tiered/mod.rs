@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use eventstore::{
-    Capabilities, Change, Event, EventId, EventStore, Filter, Ruled, Rulings, SaveOutcome,
+    Capabilities, Change, Event, EventId, EventStore, Filter, Purge, Ruled, Rulings, SaveOutcome,
     StoreError,
 };
 use layer1::RedbStore;
@@ -443,7 +443,13 @@ impl EventStore for Tiered {
         }
         // L2 is the arbiter of duplicates, replacement and deletion; while it cannot
         // be reached, the outbox takes the write (`degraded.rs`).
-        let outcome = match self.l2_call(self.l2.save(event)).await {
+        let started = Instant::now();
+        let saved = self.l2_call(self.l2.save(event)).await;
+        self.stats
+            .latency
+            .l2_write
+            .observe(crate::latency::since(started));
+        let outcome = match saved {
             Ok(o) => o,
             Err(e @ StoreError::Unavailable(_)) => return self.save_degraded(event, e).await,
             Err(e) => return Err(e),
@@ -536,6 +542,10 @@ impl EventStore for Tiered {
 
     async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {
         self.rule_in_l2(change).await
+    }
+
+    async fn purge(&self, what: &Purge, max: usize) -> Result<Vec<EventId>, StoreError> {
+        self.purge_in_l2(what, max).await
     }
 }
 

@@ -88,10 +88,12 @@ pub(super) async fn run(
         };
         // Behind the breaker: a poll that hangs on an unresponsive L2 is abandoned when
         // the breaker opens (and makes it check).
+        let started = std::time::Instant::now();
         let polled = t
             .breaker
             .call(poll_once(&t, feed.as_ref(), from, page, persist))
             .await;
+        t.stats.latency.poll.observe(crate::latency::since(started));
         match polled {
             Ok((next, reached)) => {
                 if persist {
@@ -145,11 +147,14 @@ async fn poll_once(
     // The next cursor is the horizon before reading: whatever commits after this read
     // began has its rows at or after it.
     let next = feed.now().await?;
+    // The database clock at `next`, carried forward by this node's: delivery lag is
+    // then measured on one clock, whatever the skew between the machines.
+    let clock = (next, std::time::Instant::now());
     loop {
         // One bounded page at a time: a node catching up after an outage never holds
         // more than a page.
         let p = feed.page(from, page, &|id| t.seen.contains_key(id)).await?;
-        apply(t, p.changes).await?;
+        apply(t, p.changes, clock).await?;
         from = p.next;
         if p.complete {
             break;
@@ -162,15 +167,22 @@ async fn poll_once(
     Ok((next, from))
 }
 
-async fn apply(t: &Tiered, changes: layer2::Changes) -> Result<(), eventstore::StoreError> {
-    let fresh: Vec<_> = changes
+async fn apply(
+    t: &Tiered,
+    changes: layer2::Changes,
+    clock: (i64, std::time::Instant),
+) -> Result<(), eventstore::StoreError> {
+    let mut at = changes.events_at.iter().copied();
+    let (fresh, fresh_at): (Vec<_>, Vec<_>) = changes
         .events
         .into_iter()
-        .filter(|e| !t.seen.contains_key(&e.id()))
-        .collect();
+        .map(|e| (e, at.next().unwrap_or(clock.0)))
+        .filter(|(e, _)| !t.seen.contains_key(&e.id()))
+        .unzip();
     if !fresh.is_empty() {
         let outcomes = t.l1.save_many(&fresh).await?;
-        for (e, o) in fresh.iter().zip(outcomes) {
+        let now_us = clock.0 + clock.1.elapsed().as_micros() as i64;
+        for ((e, o), inserted) in fresh.iter().zip(outcomes).zip(fresh_at) {
             t.seen.insert(e.id(), ());
             t.missing.invalidate(&e.id());
             // L1 refusing it means L1 already holds something newer (or a tombstone):
@@ -180,6 +192,8 @@ async fn apply(t: &Tiered, changes: layer2::Changes) -> Result<(), eventstore::S
             }
             if t.broadcast(e) {
                 t.stats.poll_broadcast.fetch_add(1, Ordering::Relaxed);
+                let lag = now_us.saturating_sub(inserted).max(0) as f64 / 1e6;
+                t.stats.latency.delivery_lag.observe(lag);
             }
         }
     }

@@ -13,7 +13,23 @@ use eventstore::{Event, EventId, EventStore, Filter, StoreError, Timestamp};
 use super::Tiered;
 use super::stats::Shape;
 
+tokio::task_local! {
+    /// Set when a query asked L2 ([`Tiered::query_routed`]).
+    static ASKED_L2: std::cell::Cell<bool>;
+}
+
 impl Tiered {
+    /// [`EventStore::query`], and whether any of it asked L2 (for the REQ latency by
+    /// route).
+    pub async fn query_routed(&self, filters: &[Filter]) -> (Result<Vec<Event>, StoreError>, bool) {
+        ASKED_L2
+            .scope(std::cell::Cell::new(false), async {
+                let r = EventStore::query(self, filters).await;
+                (r, ASKED_L2.with(std::cell::Cell::get))
+            })
+            .await
+    }
+
     pub(super) async fn query_one(&self, f: &Filter) -> Result<Vec<Event>, StoreError> {
         if f.is_empty_result() {
             return Ok(Vec::new());
@@ -94,7 +110,14 @@ impl Tiered {
     /// covers; that is recorded with the promoted events.
     async fn ask_l2(&self, f: &Filter, joins: Option<Timestamp>) -> Result<Vec<Event>, StoreError> {
         self.stats.l2_queries.fetch_add(1, Ordering::Relaxed);
-        let r = self.l2_call(self.l2.query(std::slice::from_ref(f))).await?;
+        let _ = ASKED_L2.try_with(|a| a.set(true));
+        let started = std::time::Instant::now();
+        let r = self.l2_call(self.l2.query(std::slice::from_ref(f))).await;
+        self.stats
+            .latency
+            .l2_query
+            .observe(crate::latency::since(started));
+        let r = r?;
         let learn = joins.map(|joins| layer1::Learn {
             filter: Filter {
                 since: None,

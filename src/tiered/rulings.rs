@@ -1,7 +1,7 @@
-//! The operator's rulings through the tiered store: L2 keeps and enforces them (it is
-//! the authority every node shares); L1 only follows what a ban removed.
+//! The operator's rulings and purges through the tiered store: L2 keeps and enforces
+//! them (it is the authority every node shares); L1 only follows what they removed.
 
-use eventstore::{Change, EventStore, Ruled, Rulings, StoreError};
+use eventstore::{Change, EventId, EventStore, Purge, Ruled, Rulings, StoreError};
 
 use super::Tiered;
 
@@ -25,18 +25,45 @@ impl Tiered {
             return self.l1.rule(change).await;
         }
         let ruled = self.l2_call(self.l2.rule(change)).await?;
-        if !ruled.removed.is_empty() {
-            // Recorded first, so a promotion still queued leaves them out (`promote.rs`).
-            for id in &ruled.removed {
-                self.dropped.insert(*id, ());
-            }
-            if let Err(e) = self.l1.forget(&ruled.removed).await {
-                self.stats
-                    .l1_write_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(error = %e, "L1 could not drop what a ban removed from L2");
-            }
-        }
+        self.forget_removed(&ruled.removed).await;
         Ok(ruled)
+    }
+
+    /// One step of a purge in L2; what it removed leaves this node's L1 at once (other
+    /// nodes' L1s follow L2's `removed` log).
+    pub(super) async fn purge_in_l2(
+        &self,
+        what: &Purge,
+        max: usize,
+    ) -> Result<Vec<EventId>, StoreError> {
+        let ids = if self.single {
+            self.l1.purge(what, max).await?
+        } else {
+            let ids = self.l2_call(self.l2.purge(what, max)).await?;
+            self.forget_removed(&ids).await;
+            ids
+        };
+        self.stats
+            .purged
+            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(ids)
+    }
+
+    /// Drops from L1 what L2 removed without a tombstone. A failure is counted and left
+    /// to the poller, which reads the same removals from the log.
+    async fn forget_removed(&self, ids: &[EventId]) {
+        if ids.is_empty() {
+            return;
+        }
+        // Recorded first, so a promotion still queued leaves them out (`promote.rs`).
+        for id in ids {
+            self.dropped.insert(*id, ());
+        }
+        if let Err(e) = self.l1.forget(ids).await {
+            self.stats
+                .l1_write_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(error = %e, "L1 could not drop what L2 removed");
+        }
     }
 }

@@ -82,6 +82,12 @@ pub struct TieredStats {
     pub poll_tombstones: AtomicU64,
     /// Database time minus the poller's cursor at the last successful poll.
     pub poll_lag_ms: AtomicU64,
+    /// Starts at which L1 was emptied: its cursor was older than the removal log keeps.
+    pub l1_resets: AtomicU64,
+    /// Events purged through this node (retention, expiry, `delete --filter`).
+    pub purged: AtomicU64,
+    /// Latency histograms (relay and tiers alike).
+    pub latency: crate::latency::Latencies,
     /// Reads answered by L1 alone because L2 was unreachable.
     pub degraded_reads: AtomicU64,
     /// Events written to the outbox while L2 was unreachable.

@@ -1,7 +1,7 @@
 //! Warm-up: a fresh L1 loads the newest events from L2 and sets its window watermark
 //! `W`; a restarted L1 keeps its data and its poller resumes from the saved cursor.
 
-use eventstore::{Event, Filter, StoreError, Timestamp};
+use eventstore::{Event, EventStore, Filter, StoreError, Timestamp};
 
 use super::Tiered;
 
@@ -9,9 +9,14 @@ use super::Tiered;
 pub(super) async fn warm_up(t: &Tiered) -> Result<i64, StoreError> {
     if let Some(bytes) = t.l1.cursor().await? {
         if let Ok(b) = <[u8; 8]>::try_from(bytes.as_slice()) {
+            let cursor = i64::from_be_bytes(b);
             // A restart: L1 is what it was; the poller catches up from here (the feed
-            // carries every insert and tombstone since, however long ago).
-            return Ok(i64::from_be_bytes(b));
+            // carries every insert and tombstone since, and removals as far back as
+            // maintenance keeps them).
+            if log_reaches(t, cursor).await? {
+                return Ok(cursor);
+            }
+            forget_everything(t).await?;
         }
     }
     // Fresh L1. Take the feed's clock before reading, so nothing committed during the
@@ -46,4 +51,44 @@ pub(super) async fn warm_up(t: &Tiered) -> Result<i64, StoreError> {
     }
     tracing::info!(events = recent.len(), window = w.0, "L1 warmed from L2");
     Ok(cursor)
+}
+
+/// Whether the change feed still holds every row a poll from `cursor` needs. Events
+/// and tombstones are never pruned, but removals (replaced versions, purges, bans)
+/// older than the removal log's horizon are, and a wipe (`nuke --all`) takes
+/// everything: were one of those gone, L1 would keep serving an event L2 no longer has.
+async fn log_reaches(t: &Tiered, cursor: i64) -> Result<bool, StoreError> {
+    let Some(feed) = &t.feed else {
+        return Ok(true);
+    };
+    let from = cursor.saturating_sub(t.config.lookback().as_micros() as i64);
+    feed.resumable(from).await
+}
+
+/// Empties L1 of events (a cursor too old to catch up from): it then warms as a fresh
+/// L1, and the window and every floor are set anew. Tombstones stay (they only refuse).
+async fn forget_everything(t: &Tiered) -> Result<(), StoreError> {
+    let mut forgotten = 0u64;
+    loop {
+        let held = t.l1.query(&[Filter::new().limit(5_000)]).await?;
+        if held.is_empty() {
+            break;
+        }
+        let ids: Vec<_> = held.iter().map(Event::id).collect();
+        let n = t.l1.forget(&ids).await?;
+        if n == 0 {
+            return Err(StoreError::Backend(
+                "L1 served events it would not forget".into(),
+            ));
+        }
+        forgotten += n;
+    }
+    tracing::warn!(
+        forgotten,
+        "L1's cursor is older than L2's change feed still covers (pruned or wiped since); L1 starts afresh"
+    );
+    t.stats
+        .l1_resets
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }

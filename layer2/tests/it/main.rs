@@ -1,9 +1,10 @@
 //! layer2 against a real PostgreSQL (see `layer2::testsupport`): conformance, the
 //! property test against `MemoryStore`, multi-writer races, concurrent migrations and
-//! the change feed.
+//! the change feed, cluster maintenance.
 
 mod concurrency;
 mod feed;
+mod maintenance;
 
 use std::sync::Arc;
 

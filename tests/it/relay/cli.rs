@@ -1,4 +1,5 @@
-//! The `layer2-relay` binary: the zero-setup default, import, export and stats.
+//! The `layer2-relay` binary: the zero-setup default, import, export, stats, rulings and
+//! delete.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -237,4 +238,243 @@ fn ban_allow_and_rulings_from_the_command_line() {
     run_json(dir.path(), &["--data-dir", "d", "unban", "pubkey", &pk]);
     let summary = import(dir.path(), &input);
     assert!(summary.contains("\"stored\": 3"), "{summary}");
+}
+
+#[test]
+fn delete_by_filter_counts_first_and_removes_only_what_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bot, person) = (Keys::from_seed(21), Keys::from_seed(22));
+    let mut lines = Vec::new();
+    for i in 0..1_500u64 {
+        let e = EventBuilder::text_note(format!("flood {i}"))
+            .created_at(Timestamp(1_700_000_000 + i))
+            .sign(&bot);
+        lines.push(e.as_json().to_string());
+    }
+    for i in 0..5u64 {
+        let e = EventBuilder::text_note(format!("keep {i}"))
+            .created_at(Timestamp(1_700_000_000 + i))
+            .sign(&person);
+        lines.push(e.as_json().to_string());
+    }
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    import(dir.path(), &input);
+    let filter = format!(r#"{{"authors":["{}"],"kinds":[1]}}"#, bot.public_key());
+    let args = ["--data-dir", "d", "delete", "--filter", filter.as_str()];
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let v = run_json(dir.path(), &dry);
+    assert_eq!(
+        (v["matched"].as_u64(), v["deleted"].as_u64()),
+        (Some(1_500), Some(0)),
+        "{v}"
+    );
+    let v = run_json(dir.path(), &args);
+    assert_eq!(
+        (v["matched"].as_u64(), v["deleted"].as_u64()),
+        (Some(1_500), Some(1_500)),
+        "{v}"
+    );
+    let out = relay_cmd(dir.path())
+        .args(["--data-dir", "d", "export"])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(left.lines().count(), 5, "{left}");
+    assert!(left.lines().all(|l| l.contains("keep")), "{left}");
+    // A filter that names nothing, or has a limit, is refused with the reason.
+    for bad in [r#"{}"#, r#"{"kinds":[1],"limit":3}"#] {
+        let out = relay_cmd(dir.path())
+            .args(["--data-dir", "d", "delete", "--filter", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--filter"), "{bad}: {err}");
+    }
+}
+
+/// Runs the binary with `args` in `dir`: (success, stdout as JSON or null, stderr).
+fn run_any(dir: &std::path::Path, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = relay_cmd(dir).args(args).output().unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.success(),
+        json,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_a_planted_inconsistency_and_nuke_wipes_the_cluster() {
+    use layer2_relay::config::Config;
+
+    let db = layer2::testsupport::test_database().await;
+    let (node_dir, cli_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = Config {
+        data_dir: node_dir.path().to_path_buf(),
+        database_url: Some(db.url.clone()),
+        l1_max_bytes: 8 << 20,
+        l1_durable: Some(false),
+        poll_frequency: Duration::from_millis(100),
+        pg_max_connections: 4,
+        ..Config::default()
+    };
+    let node = super::client::TestRelay::start(config.clone()).await;
+    let keys = Keys::generate().unwrap();
+    let mut client = node.client().await;
+    for i in 0..3 {
+        let e = super::client::event(&keys, 1, &format!("n{i}"), &[&["t", "x"]]);
+        assert!(client.publish(&e).await.0);
+    }
+    let url = db.url.clone();
+    let base = ["--data-dir", "d", "--database-url", url.as_str()];
+    let cli = cli_dir.path().to_path_buf();
+    let run = move |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        run_any(&cli, &args)
+    };
+    let (ok, v, err) = run(&["check"]);
+    assert!(ok, "a consistent cluster fails the check: {v} {err}");
+    assert_eq!(v["problems"], 0, "{v}");
+    // Plant two inconsistencies behind the store's back.
+    let layer2_relay::node::L2::Postgres(pg) = &node.state.node.l2 else {
+        unreachable!()
+    };
+    sqlx::query("INSERT INTO deleted_ids (id, pubkey) SELECT id, pubkey FROM events LIMIT 1")
+        .execute(pg.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE tags SET created_at = created_at + 1 \
+         WHERE event_id = (SELECT event_id FROM tags LIMIT 1)",
+    )
+    .execute(pg.pool())
+    .await
+    .unwrap();
+    let (ok, v, _) = run(&["check"]);
+    assert!(!ok, "the check passed a broken cluster: {v}");
+    let names: Vec<&str> = v["postgresql"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"stored_and_tombstoned"), "{v}");
+    assert!(names.contains(&"tag_time_mismatch"), "{v}");
+    // A wipe while a node is connected is refused, unless forced.
+    let (ok, _, err) = run(&["nuke", "--all", "--yes-really"]);
+    assert!(!ok && err.contains("other sessions"), "{err}");
+    let (ok, _, err) = run(&["nuke", "--all"]);
+    assert!(!ok, "nuke --all without --yes-really ran: {err}");
+    drop(client);
+    node.close().await;
+    // The node's sessions end a moment after its pool closes.
+    let mut tries = 0;
+    let (ok, v, err) = loop {
+        let r = run(&["nuke", "--all", "--yes-really"]);
+        tries += 1;
+        if r.0 || tries == 50 {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(ok, "{err}");
+    assert_eq!(v["postgresql_events_removed"], 3, "{v}");
+    // The node comes back with nothing: its L1 does not trust a cursor from before.
+    let node = super::client::TestRelay::start(config).await;
+    let tiered = &node.state.node.tiered;
+    assert_eq!(
+        tiered
+            .stats()
+            .l1_resets
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let mut client = node.client().await;
+    let left = client.req("all", &[serde_json::json!({})]).await;
+    assert!(left.is_empty(), "{left:?}");
+    drop(client);
+    node.close().await;
+    let (ok, v, err) = run(&["check"]);
+    assert!(ok, "{v} {err}");
+}
+
+#[test]
+fn compact_and_nuke_of_an_embedded_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::from_seed(41);
+    let lines: Vec<String> = (0..5_000u64)
+        .map(|i| {
+            EventBuilder::text_note(format!("churn {i} {}", "x".repeat(800)))
+                .created_at(Timestamp(1_700_000_000 + i))
+                .sign(&keys)
+                .as_json()
+                .to_string()
+        })
+        .collect();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    import(dir.path(), &input);
+    let filter = format!(r#"{{"authors":["{}"]}}"#, keys.public_key());
+    run_json(
+        dir.path(),
+        &["--data-dir", "d", "delete", "--filter", &filter],
+    );
+    let v = run_json(dir.path(), &["--data-dir", "d", "compact"]);
+    let (before, after) = (
+        v["l2.redb"]["bytes_before"].as_u64().unwrap(),
+        v["l2.redb"]["bytes_after"].as_u64().unwrap(),
+    );
+    assert!(after < before, "compaction gave nothing back: {v}");
+    let v = run_json(dir.path(), &["--data-dir", "d", "check"]);
+    assert_eq!(v["problems"], 0, "{v}");
+    // One file is both tiers: there is no separate L1 to wipe.
+    let (ok, _, err) = run_any(dir.path(), &["--data-dir", "d", "nuke", "--l1"]);
+    assert!(!ok && err.contains("both tiers"), "{err}");
+    let v = run_json(
+        dir.path(),
+        &["--data-dir", "d", "nuke", "--all", "--yes-really"],
+    );
+    assert_eq!(v["l2_removed"], true, "{v}");
+    assert!(!dir.path().join("d/l2.redb").exists());
+}
+
+#[test]
+fn maintain_applies_the_retention_rules_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::from_seed(51);
+    let lines: Vec<String> = (0..40u64)
+        .map(|i| {
+            let kind = if i < 30 { 7 } else { 1 };
+            EventBuilder::new(eventstore::Kind(kind), format!("old {i}"))
+                .created_at(Timestamp(1_700_000_000 + i))
+                .sign(&keys)
+                .as_json()
+                .to_string()
+        })
+        .collect();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    import(dir.path(), &input);
+    let config = dir.path().join("layer2.toml");
+    std::fs::write(
+        &config,
+        "[[retention]]\nkinds = [7]\nolder_than = \"30d\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let v = run_json(
+        dir.path(),
+        &["--config", config, "--data-dir", "d", "maintain"],
+    );
+    assert_eq!(v["retention"]["kinds=7,older_than=2592000s"], 30, "{v}");
+    let out = relay_cmd(dir.path())
+        .args(["--data-dir", "d", "export"])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(left.lines().count(), 10, "{left}");
+    assert!(left.lines().all(|l| l.contains("\"kind\":1")), "{left}");
 }

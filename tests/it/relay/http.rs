@@ -118,6 +118,64 @@ async fn metrics_and_health_report_what_happened() {
     ] {
         metric(&text, name);
     }
+    // The latency histograms saw the two EVENTs and the REQ.
+    assert_eq!(metric(&text, "layer2_event_ok_seconds_count"), 2.0);
+    assert_eq!(metric(&text, "layer2_req_seconds_count{route=\"l1\"}"), 1.0);
+    assert_eq!(
+        metric(&text, "layer2_req_seconds_bucket{le=\"+Inf\",route=\"l2\"}"),
+        0.0
+    );
+}
+
+/// The metric names a PromQL expression uses.
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|t| t.starts_with("layer2_") || t.starts_with("process_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn exprs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("expr" | "query", Value::String(e)) => out.push(e.clone()),
+                    _ => exprs(v, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_grafana_dashboard_uses_is_exported() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/layer2.json");
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("the dashboard")).unwrap();
+    let mut all = Vec::new();
+    exprs(&dashboard, &mut all);
+    let mut names: Vec<String> = all.iter().flat_map(|e| metric_names(e)).collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 20, "{names:?}");
+    let (relay, _, _client) = relay_with(Limits::default()).await;
+    let (_, _, text) = relay.get("/metrics", "*/*").await;
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !exported.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard uses metrics no node exports: {missing:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

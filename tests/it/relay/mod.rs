@@ -11,3 +11,4 @@ pub mod http;
 mod manage;
 mod outage;
 mod protocol;
+mod retention;

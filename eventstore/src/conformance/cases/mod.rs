@@ -64,6 +64,7 @@ macro_rules! for_each_conformance_case {
         $m!(rulings_are_kept_and_versioned, $($args)*);
         $m!(a_banned_author_is_removed_and_refused, $($args)*);
         $m!(a_banned_event_is_removed_and_refused, $($args)*);
+        $m!(purge_removes_what_it_names_in_steps, $($args)*);
         $m!(many_authors_and_kinds_merge_in_order, $($args)*);
     };
 }

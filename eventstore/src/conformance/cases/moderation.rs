@@ -86,3 +86,78 @@ pub async fn a_banned_event_is_removed_and_refused(s: Store) {
     let unknown = rule(&s, Change::add(Ruling::BanEvent(EventId([7; 32])), "")).await;
     assert!(unknown.removed.is_empty());
 }
+
+async fn purge(s: &Store, what: crate::store::Purge, max: usize) -> Vec<EventId> {
+    match s.purge(&what, max).await {
+        Ok(mut ids) => {
+            ids.sort();
+            ids
+        }
+        Err(e) => panic!("purge {what:?} failed: {e}"),
+    }
+}
+
+pub async fn purge_removes_what_it_names_in_steps(s: Store) {
+    use crate::store::Purge;
+    let (a, b) = (keys(1), keys(2));
+    let notes: Vec<_> = (0..5).map(|i| note(&a, T0 + i, &format!("n{i}"))).collect();
+    let reactions: Vec<_> = (0..3)
+        .map(|i| event(&a, 7, T0 + i, &[&["e", &notes[0].id().to_hex()]], "+"))
+        .collect();
+    let other = note(&b, T0, "other");
+    save_all(&s, &notes).await;
+    save_all(&s, &reactions).await;
+    save_all(&s, std::slice::from_ref(&other)).await;
+    // Retention: reactions older than T0 + 2 (inclusive `until`, as in a filter).
+    let old = Filter::new()
+        .kind(crate::types::Kind(7))
+        .until(crate::types::Timestamp(T0 + 1));
+    let mut expected = ids(&reactions[..2]);
+    expected.sort();
+    assert_eq!(
+        purge(&s, Purge::Matching(old.clone()), 1_000).await,
+        expected
+    );
+    assert!(purge(&s, Purge::Matching(old), 1_000).await.is_empty());
+    // Bounded steps: at most `max` each, until none is left; the filter's limit is ignored.
+    let mine = Filter::new()
+        .author(a.public_key())
+        .kind(crate::types::Kind(1))
+        .limit(1);
+    let mut gone = Vec::new();
+    for want in [2, 2, 1, 0] {
+        let step = purge(&s, Purge::Matching(mine.clone()), 2).await;
+        assert_eq!(step.len(), want, "{step:?}");
+        gone.extend(step);
+    }
+    gone.sort();
+    let mut all = ids(&notes);
+    all.sort();
+    assert_eq!(gone, all);
+    let mut left = vec![reactions[2].id(), other.id()];
+    left.sort();
+    let mut held = query_ids(&s, &[Filter::new()]).await;
+    held.sort();
+    assert_eq!(held, left);
+    // No tombstone: a purged event may come back.
+    assert_eq!(save(&s, &notes[0]).await, SaveOutcome::Stored);
+    // Nothing named, nothing removed.
+    let none = Filter {
+        ids: Some(Default::default()),
+        ..Filter::default()
+    };
+    assert!(purge(&s, Purge::Matching(none), 10).await.is_empty());
+    // Expiry: an event is purged once the given time reaches its expiration.
+    let exp = crate::types::Timestamp::now().0 + 3_600;
+    let soon = event(&b, 1, T0, &[&["expiration", &exp.to_string()]], "soon");
+    assert_eq!(save(&s, &soon).await, SaveOutcome::Stored);
+    let before = crate::types::Timestamp(exp - 1);
+    assert!(purge(&s, Purge::ExpiredBy(before), 10).await.is_empty());
+    let at = crate::types::Timestamp(exp);
+    assert_eq!(purge(&s, Purge::ExpiredBy(at), 10).await, vec![soon.id()]);
+    assert!(
+        query_ids(&s, &[Filter::new().id(soon.id())])
+            .await
+            .is_empty()
+    );
+}

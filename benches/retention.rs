@@ -1,0 +1,162 @@
+//! Retention over N events in PostgreSQL (default 1,000,000): a rule that names about
+//! half of them (every event older than the middle of the data's time range). Reports
+//! the run's duration, the tables' and indexes' sizes before and after `VACUUM`, and the
+//! p50/p99 of profile reads (one author, `limit 20`) through a node, from 4 concurrent
+//! readers, during the run against the same reads without it.
+//!
+//! `cargo bench -p layer2-relay --bench retention` (a throw-away PostgreSQL is started;
+//! `DATABASE_URL` uses yours). `LAYER2_BENCH_EVENTS` sets N.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use eventstore::conformance::workload::{self as wl, Rng};
+use eventstore::{EventStore, Filter, Timestamp};
+use layer2::{PgConfig, PgStore};
+use layer2_relay::config::{Config, Retention, retention::Rule};
+use layer2_relay::{Node, maintenance};
+
+/// Table, index and log sizes in MiB.
+async fn sizes(pg: &PgStore) -> String {
+    let row: (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events), pg_table_size('events'), \
+         pg_indexes_size('events'), pg_total_relation_size('tags'), \
+         pg_total_relation_size('removed')",
+    )
+    .fetch_one(pg.pool())
+    .await
+    .unwrap();
+    let mib = |b: i64| b as f64 / (1 << 20) as f64;
+    format!(
+        "{} events; events table {:.0} MiB, its indexes {:.0} MiB, tags (with indexes) {:.0} MiB, removed log {:.1} MiB",
+        row.0,
+        mib(row.1),
+        mib(row.2),
+        mib(row.3),
+        mib(row.4)
+    )
+}
+
+/// Profile reads from 4 readers until `stop` (or for `at_most`): their latencies.
+async fn reads(node: Arc<Node>, stop: Arc<AtomicBool>, at_most: Duration) -> Vec<Duration> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for r in 0..4u64 {
+        let (node, stop) = (node.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x5eed + r);
+            let mut times = Vec::new();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < at_most {
+                let f = Filter::new()
+                    .author(wl::author(rng.zipf(wl::AUTHORS)))
+                    .limit(20);
+                let t = Instant::now();
+                node.tiered.query(&[f]).await.unwrap();
+                times.push(t.elapsed());
+            }
+            times
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+fn main() {
+    let (test_mode, n) = wl::bench_size("LAYER2_BENCH_EVENTS", 3_000, 1_000_000);
+    let rt = eventstore::conformance::runtime();
+    rt.block_on(async move {
+        let db = layer2::testsupport::test_database().await;
+        let pg = Arc::new(
+            PgStore::connect(PgConfig::new(db.url.clone()))
+                .await
+                .unwrap(),
+        );
+        let events = Arc::new(wl::events(n));
+        let load = Instant::now();
+        wl::ingest_concurrently(pg.clone(), events.clone(), 8, 64).await;
+        sqlx::query("VACUUM ANALYZE")
+            .execute(pg.pool())
+            .await
+            .unwrap();
+        println!("loaded {n} events in {:.0}s", load.elapsed().as_secs_f64());
+        println!("before: {}", sizes(&pg).await);
+
+        // The workload's created_at runs from 1,600,000,000 up by 2 s per event: the
+        // middle of that range splits the events in two.
+        let middle = 1_600_000_000 + n;
+        let rule = Rule {
+            kinds: None,
+            older_than: Duration::from_secs(Timestamp::now().0 - middle),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(db.url.clone()),
+            l1_max_bytes: if test_mode { 4 << 20 } else { 100 << 20 },
+            warm_events: if test_mode { 1_000 } else { 100_000 },
+            retention: Retention {
+                rules: vec![rule],
+                interval: Duration::from_secs(3_600),
+                ..Retention::default()
+            },
+            ..Config::default()
+        };
+        let node = Arc::new(Node::open(config).await.unwrap());
+        let quiet_for = if test_mode {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(20)
+        };
+        let mut quiet = reads(node.clone(), Arc::new(AtomicBool::new(false)), quiet_for).await;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers = tokio::spawn(reads(node.clone(), stop.clone(), Duration::MAX));
+        let run = Instant::now();
+        let report = maintenance::run_if_due(&node)
+            .await
+            .unwrap()
+            .expect("the turn");
+        let took = run.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let mut busy = readers.await.unwrap();
+        println!(
+            "retention run: {} events purged in {:.1}s ({:.0} events/s)",
+            report.purged(),
+            took.as_secs_f64(),
+            report.purged() as f64 / took.as_secs_f64().max(1e-9)
+        );
+        println!(
+            "profile reads alone:      {} reads, p50 {:.2} ms, p99 {:.2} ms",
+            quiet.len(),
+            wl::percentile_ms(&mut quiet, 0.5),
+            wl::percentile_ms(&mut quiet, 0.99)
+        );
+        println!(
+            "profile reads during run: {} reads, p50 {:.2} ms, p99 {:.2} ms",
+            busy.len(),
+            wl::percentile_ms(&mut busy, 0.5),
+            wl::percentile_ms(&mut busy, 0.99)
+        );
+        println!("after, before VACUUM: {}", sizes(&pg).await);
+        sqlx::query("VACUUM ANALYZE")
+            .execute(pg.pool())
+            .await
+            .unwrap();
+        println!("after VACUUM: {}", sizes(&pg).await);
+        assert!(report.purged() > 0, "the rule purged nothing");
+        let left = pg.count(&[Filter::new()]).await.unwrap();
+        assert!(left > 0 && left < n, "{left} of {n} left");
+        tiered_close(node).await;
+    });
+}
+
+async fn tiered_close(node: Arc<Node>) {
+    match Arc::try_unwrap(node) {
+        Ok(n) => n.close().await,
+        Err(n) => n.tiered.shutdown(),
+    }
+}

@@ -1,0 +1,170 @@
+//! Retention and the removal log across a cluster: a run on one node empties every
+//! node's L1 of what it purged, only one node runs it per interval, and a node away for
+//! longer than the log keeps starts with an empty L1 rather than trusting a pruned log.
+
+use std::time::{Duration, Instant};
+
+use eventstore::{Event, EventBuilder, EventId, Keys, Kind, Timestamp};
+use layer2::testsupport::test_database;
+use layer2_relay::config::{Config, Retention, retention::Rule};
+use layer2_relay::maintenance::run_if_due;
+use layer2_relay::node::L2;
+use serde_json::json;
+
+use super::client::TestRelay;
+
+fn config(dir: &std::path::Path, url: &str, retention: Retention) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        database_url: Some(url.to_string()),
+        l1_max_bytes: 8 << 20,
+        l1_durable: Some(false),
+        poll_frequency: Duration::from_millis(100),
+        pg_max_connections: 4,
+        retention,
+        ..Config::default()
+    }
+}
+
+fn aged(keys: &Keys, kind: u16, age: Duration, content: &str) -> Event {
+    EventBuilder::new(Kind(kind), content)
+        .created_at(Timestamp(Timestamp::now().0 - age.as_secs()))
+        .sign(keys)
+}
+
+fn ids(events: &[Event]) -> Vec<EventId> {
+    events.iter().map(Event::id).collect()
+}
+
+/// Waits until `relay`'s L1 holds (`want`) or lacks (`!want`) every one of `ids`.
+async fn until_l1(relay: &TestRelay, ids: &[EventId], want: bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let held = relay.state.node.tiered.l1().contains(ids).await.unwrap();
+        if held.iter().all(|h| *h == want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {held:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_run_on_one_node_empties_every_l1_of_what_it_purged() {
+    let db = test_database().await;
+    let day = Duration::from_secs(86_400);
+    let retention = Retention {
+        rules: vec![Rule {
+            kinds: Some([Kind(7)].into_iter().collect()),
+            older_than: day,
+        }],
+        // Runs only when the test asks (the first offer would come after 5 min).
+        interval: Duration::from_secs(3_600),
+        ..Retention::default()
+    };
+    let (da, db_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestRelay::start(config(da.path(), &db.url, retention.clone())).await;
+    let b = TestRelay::start(config(db_dir.path(), &db.url, retention)).await;
+    let k = Keys::generate().unwrap();
+    let old: Vec<_> = (0..20)
+        .map(|i| aged(&k, 7, 2 * day, &format!("old {i}")))
+        .collect();
+    let fresh: Vec<_> = (0..5)
+        .map(|i| aged(&k, 7, Duration::ZERO, &format!("new {i}")))
+        .collect();
+    let notes: Vec<_> = (0..5)
+        .map(|i| aged(&k, 1, 2 * day, &format!("note {i}")))
+        .collect();
+    let mut on_a = a.client().await;
+    for e in old.iter().chain(&fresh).chain(&notes) {
+        let (ok, msg) = on_a.publish(e).await;
+        assert!(ok, "{msg}");
+    }
+    let kept: Vec<_> = ids(&fresh).into_iter().chain(ids(&notes)).collect();
+    until_l1(
+        &b,
+        &ids(&old),
+        true,
+        "B's poller never brought the old reactions",
+    )
+    .await;
+    until_l1(&b, &kept, true, "B's poller never brought the rest").await;
+
+    let report = run_if_due(&a.state.node).await.unwrap().expect("A's turn");
+    assert_eq!(report.retention.values().sum::<u64>(), 20, "{report:?}");
+    // The purging node's L1 forgets at once; another node's within a poll.
+    let held = a.state.node.tiered.l1().contains(&ids(&old)).await.unwrap();
+    assert!(held.iter().all(|h| !h), "A's L1 still holds purged events");
+    until_l1(&b, &ids(&old), false, "B's L1 still holds purged events").await;
+    until_l1(&b, &kept, true, "B lost what retention keeps").await;
+    let mut on_b = b.client().await;
+    let served = on_b.req("r", &[json!({"kinds": [7]})]).await;
+    assert_eq!(served.len(), 5, "{served:?}");
+    // A ran within the interval: nobody else runs now.
+    assert!(run_if_due(&b.state.node).await.unwrap().is_none());
+    assert!(run_if_due(&a.state.node).await.unwrap().is_none());
+    drop((on_a, on_b));
+    b.close().await;
+    a.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_away_longer_than_the_removal_log_keeps_starts_with_an_empty_l1() {
+    let db = test_database().await;
+    let (da, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestRelay::start(config(da.path(), &db.url, Retention::default())).await;
+    let b = TestRelay::start(config(dir_b.path(), &db.url, Retention::default())).await;
+    let k = Keys::generate().unwrap();
+    let (spam, kept) = (
+        aged(&k, 1, Duration::ZERO, "spam"),
+        aged(&k, 1, Duration::ZERO, "ok"),
+    );
+    let mut on_a = a.client().await;
+    for e in [&spam, &kept] {
+        assert!(on_a.publish(e).await.0);
+    }
+    until_l1(&b, &[spam.id(), kept.id()], true, "B never got the events").await;
+    b.close().await;
+    // While B is away: the spam is purged (into the removal log) and the log pruned.
+    let purged = a
+        .state
+        .node
+        .store()
+        .purge(
+            &eventstore::Purge::Matching(eventstore::Filter::new().id(spam.id())),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(purged, vec![spam.id()]);
+    let L2::Postgres(pg) = &a.state.node.l2 else {
+        unreachable!()
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        pg.prune_removed(Duration::from_millis(50), 1_000)
+            .await
+            .unwrap()
+            >= 1
+    );
+    // B comes back: its cursor is older than half the horizon, so it trusts nothing.
+    let b = TestRelay::start(config(dir_b.path(), &db.url, Retention::default())).await;
+    let tiered = &b.state.node.tiered;
+    assert_eq!(
+        tiered
+            .stats()
+            .l1_resets
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let held = tiered.l1().contains(&[spam.id()]).await.unwrap();
+    assert_eq!(held, vec![false], "B's L1 kept an event L2 purged");
+    let mut on_b = b.client().await;
+    let served = on_b
+        .req("s", &[json!({"authors": [k.public_key().to_string()]})])
+        .await;
+    assert_eq!(served, vec![kept.id().to_string()]);
+    drop((on_a, on_b));
+    b.close().await;
+    a.close().await;
+}
