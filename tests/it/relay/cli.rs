@@ -478,3 +478,109 @@ fn maintain_applies_the_retention_rules_now() {
     assert_eq!(left.lines().count(), 10, "{left}");
     assert!(left.lines().all(|l| l.contains("\"kind\":1")), "{left}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_of_ten_thousand_events_while_a_client_publishes_loses_nothing_else() {
+    use eventstore::EventStore;
+    use layer2_relay::config::Config;
+
+    let db = layer2::testsupport::test_database().await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes = Vec::new();
+    for d in &dirs {
+        let config = Config {
+            data_dir: d.path().to_path_buf(),
+            database_url: Some(db.url.clone()),
+            l1_max_bytes: 32 << 20,
+            l1_durable: Some(false),
+            poll_frequency: Duration::from_millis(100),
+            pg_max_connections: 4,
+            ..Config::default()
+        };
+        nodes.push(super::client::TestRelay::start(config).await);
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // The flood, stored through node A (in batches, as many connections would).
+    let spammer = Keys::from_seed(61);
+    let store = a.state.node.store();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..10_000u64 {
+        let e = EventBuilder::text_note(format!("flood {i}"))
+            .created_at(Timestamp(1_700_000_000 + i))
+            .sign(&spammer);
+        let s = store.clone();
+        set.spawn(async move { s.save(&e).await.unwrap() });
+        if set.len() >= 256 {
+            set.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    // A client publishes on both nodes while the flood is deleted.
+    let person = Keys::from_seed(62);
+    let (mut on_a, mut on_b) = (a.client().await, b.client().await);
+    let dir = tempfile::tempdir().unwrap();
+    let (path, url) = (dir.path().to_path_buf(), db.url.clone());
+    let filter = format!(r#"{{"authors":["{}"]}}"#, spammer.public_key());
+    let deleting = tokio::task::spawn_blocking(move || {
+        let args = [
+            "--database-url",
+            url.as_str(),
+            "delete",
+            "--filter",
+            filter.as_str(),
+        ];
+        run_any(&path, &args)
+    });
+    let mut published = Vec::new();
+    for i in 0..600 {
+        let e = EventBuilder::text_note(format!("keep {i}")).sign(&person);
+        let client = if i % 2 == 0 { &mut on_a } else { &mut on_b };
+        let (ok, msg) = client.publish(&e).await;
+        assert!(ok, "{msg}");
+        published.push(e.id().to_string());
+    }
+    let (ok, v, err) = deleting.await.unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(v["deleted"], 10_000, "{v}");
+    published.sort();
+    // Every published event is served by both nodes; none of the flood by either.
+    let pk = person.public_key().to_string();
+    let flood = spammer.public_key().to_string();
+    for (client, name) in [(&mut on_a, "A"), (&mut on_b, "B")] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut i = 0;
+        loop {
+            let mut got = client
+                .req(
+                    &format!("k{i}"),
+                    &[serde_json::json!({"authors": [pk], "limit": 1000})],
+                )
+                .await;
+            let spam = client
+                .req(
+                    &format!("s{i}"),
+                    &[serde_json::json!({"authors": [flood], "limit": 10})],
+                )
+                .await;
+            got.sort();
+            if got == published && spam.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: {} of {} kept, {} of the flood still served",
+                got.len(),
+                published.len(),
+                spam.len()
+            );
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    drop((on_a, on_b));
+    for n in nodes {
+        n.close().await;
+    }
+}
