@@ -118,6 +118,12 @@ pub(crate) fn check(db: &Database) -> Result<Report, StoreError> {
         }
     }
     let mut tomb = deleted_ids.len().map_err(backend)? * 64;
+    // A file from before tombstones were filed by age has no such table.
+    match txn.open_table(TOMBSTONE_AGE) {
+        Ok(aged) => tomb += aged.len().map_err(backend)? * TOMBSTONE_AGE_COST,
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(backend(e)),
+    }
     for entry in deleted_addresses.iter().map_err(backend)? {
         let (k, _) = entry.map_err(backend)?;
         tomb += k.value().len() as u64 + 8;

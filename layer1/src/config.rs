@@ -39,6 +39,10 @@ pub struct RedbConfig {
     /// Completeness floors kept at most (the least recently learned are forgotten,
     /// which is always safe). Default 100,000 (a few MiB).
     pub max_floors: u64,
+    /// How long a bounded store keeps an id tombstone it mirrors (unbounded stores keep
+    /// theirs for good: they are the deletion's memory). Default 24 h: far beyond any
+    /// promotion or poll still in flight; past it, L2's own tombstone refuses the event.
+    pub tombstone_ttl: std::time::Duration,
 }
 
 impl RedbConfig {
@@ -54,6 +58,7 @@ impl RedbConfig {
             max_batch: 2_000,
             queue: 8_192,
             max_floors: 100_000,
+            tombstone_ttl: std::time::Duration::from_secs(24 * 3_600),
         }
     }
 

@@ -12,6 +12,11 @@ pub(crate) const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("index
 pub(crate) const ADDRESSES: TableDefinition<&[u8], u64> = TableDefinition::new("addresses");
 /// NIP-09 id tombstones: `id | author`.
 pub(crate) const DELETED_IDS: TableDefinition<&[u8; 64], ()> = TableDefinition::new("deleted_ids");
+/// The id tombstones of a bounded store by age: `unix seconds (8 bytes, big-endian) |
+/// id | author`, so the oldest can be forgotten (`Tables::expire_tombstones`).
+pub(crate) const TOMBSTONE_AGE: TableDefinition<&[u8], ()> = TableDefinition::new("tombstone_age");
+/// Budget bytes an entry of `TOMBSTONE_AGE` counts for.
+pub(crate) const TOMBSTONE_AGE_COST: u64 = 72;
 /// NIP-09 address tombstones: address → deleted up to this `created_at`.
 pub(crate) const DELETED_ADDRESSES: TableDefinition<&[u8], u64> =
     TableDefinition::new("deleted_addresses");

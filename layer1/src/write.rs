@@ -26,6 +26,8 @@ pub(crate) struct Tables<'t> {
     pub index: Table<'t, &'static [u8], ()>,
     pub addresses: Table<'t, &'static [u8], u64>,
     pub deleted_ids: Table<'t, &'static [u8; 64], ()>,
+    /// Id tombstones by age (bounded stores only; see `schema::TOMBSTONE_AGE`).
+    pub tombstone_age: Table<'t, &'static [u8], ()>,
     pub deleted_addresses: Table<'t, &'static [u8], u64>,
     pub recency: Table<'t, u64, u64>,
     /// Promoted events by last use (bounded stores only; see `schema::LRU`).
@@ -82,6 +84,7 @@ impl<'t> Tables<'t> {
             index: txn.open_table(INDEX).map_err(backend)?,
             addresses: txn.open_table(ADDRESSES).map_err(backend)?,
             deleted_ids: txn.open_table(DELETED_IDS).map_err(backend)?,
+            tombstone_age: txn.open_table(TOMBSTONE_AGE).map_err(backend)?,
             deleted_addresses: txn.open_table(DELETED_ADDRESSES).map_err(backend)?,
             recency: txn.open_table(RECENCY).map_err(backend)?,
             lru: txn.open_table(LRU).map_err(backend)?,
@@ -308,12 +311,48 @@ impl<'t> Tables<'t> {
         Ok(removed)
     }
 
-    /// Records an id tombstone, counting its bytes only the first time.
+    /// Records an id tombstone, counting its bytes only the first time. A bounded store
+    /// also files it by age, to forget it once old (`expire_tombstones`).
     fn tombstone(&mut self, key: &[u8; 64]) -> Result<(), StoreError> {
         if self.deleted_ids.insert(key, ()).map_err(backend)?.is_none() {
             self.bytes += 64;
+            if self.bounded {
+                let mut aged = Timestamp::now().0.to_be_bytes().to_vec();
+                aged.extend_from_slice(key);
+                self.tombstone_age
+                    .insert(aged.as_slice(), ())
+                    .map_err(backend)?;
+                self.bytes += TOMBSTONE_AGE_COST;
+            }
         }
         Ok(())
+    }
+
+    /// Forgets up to `max` id tombstones recorded before `before` (unix seconds), in a
+    /// bounded store: an L1's tombstones only mirror L2's, which L2 keeps for good, and
+    /// they matter here only while a promotion or poll read from L2 before the deletion
+    /// may still arrive (milliseconds to seconds), or while L2 is unreachable and this
+    /// store answers alone. Returns how many went.
+    pub fn expire_tombstones(&mut self, before: u64, max: usize) -> Result<usize, StoreError> {
+        let hi = before.to_be_bytes();
+        let mut old = Vec::new();
+        for entry in self.tombstone_age.range(..hi.as_slice()).map_err(backend)? {
+            let (k, _) = entry.map_err(backend)?;
+            old.push(k.value().to_vec());
+            if old.len() >= max {
+                break;
+            }
+        }
+        for k in &old {
+            self.tombstone_age.remove(k.as_slice()).map_err(backend)?;
+            self.bytes = self.bytes.saturating_sub(TOMBSTONE_AGE_COST);
+            if let Ok(key) = <&[u8; 64]>::try_from(&k[8..]) {
+                if self.deleted_ids.remove(key).map_err(backend)?.is_some() {
+                    self.bytes = self.bytes.saturating_sub(64);
+                }
+            }
+        }
+        Ok(old.len())
     }
 
     /// Removes events without tombstoning them: what another node's replacement or

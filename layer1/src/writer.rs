@@ -327,6 +327,10 @@ impl Writer {
                 }
             }
             t.purge_expired(now, 1_000)?;
+            if t.bounded {
+                let before = now.0.saturating_sub(self.config.tombstone_ttl.as_secs());
+                t.expire_tombstones(before, 1_000)?;
+            }
             self.flush_access(&mut t, &pending)?;
             self.evict_step(&txn, &mut t)?;
             t.flush_index()?;

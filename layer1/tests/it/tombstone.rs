@@ -57,3 +57,47 @@ async fn a_tombstone_for_an_event_not_held_refuses_it_later() {
     );
     assert!(l1.check().await.unwrap().is_consistent());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_store_forgets_old_tombstones_and_an_unbounded_one_never_does() {
+    use layer1::{RedbConfig, RedbStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = RedbConfig::new(dir.path().join("l1.redb")).max_bytes(8 << 20);
+    config.tombstone_ttl = std::time::Duration::from_secs(1);
+    let l1 = RedbStore::open(config).unwrap();
+    let mut config = RedbConfig::new(dir.path().join("l2.redb"));
+    config.tombstone_ttl = std::time::Duration::from_secs(1);
+    let l2 = RedbStore::open(config).unwrap();
+    let author = Keys::from_seed(3);
+    let e = EventBuilder::text_note("deleted long ago").sign(&author);
+    let pair = [(e.id(), author.public_key())];
+    for s in [&l1, &l2] {
+        s.tombstone(&pair).await.unwrap();
+        assert_eq!(
+            s.save(&e).await.unwrap(),
+            SaveOutcome::Rejected(Reason::Deleted),
+            "a young tombstone refuses"
+        );
+    }
+    let bytes_with = l1.bytes_used();
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    // The next commit expires what is older than the time to live.
+    let other = EventBuilder::text_note("a later write").sign(&author);
+    l1.save(&other).await.unwrap();
+    l2.save(&other).await.unwrap();
+    assert!(l1.bytes_used() < bytes_with + other.json_len() as u64 + 512);
+    assert!(
+        l1.save(&e).await.unwrap().is_new(),
+        "the bounded store forgot it"
+    );
+    assert_eq!(
+        l2.save(&e).await.unwrap(),
+        SaveOutcome::Rejected(Reason::Deleted),
+        "the unbounded store (an authority) keeps its tombstones"
+    );
+    for s in [&l1, &l2] {
+        let r = s.check().await.unwrap();
+        assert!(r.is_consistent(), "{:?}", r.problems);
+    }
+}

@@ -308,19 +308,9 @@ fn run_any(dir: &std::path::Path, args: &[&str]) -> (bool, serde_json::Value, St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_finds_a_planted_inconsistency_and_nuke_wipes_the_cluster() {
-    use layer2_relay::config::Config;
-
     let db = layer2::testsupport::test_database().await;
     let (node_dir, cli_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config = Config {
-        data_dir: node_dir.path().to_path_buf(),
-        database_url: Some(db.url.clone()),
-        l1_max_bytes: 8 << 20,
-        l1_durable: Some(false),
-        poll_frequency: Duration::from_millis(100),
-        pg_max_connections: 4,
-        ..Config::default()
-    };
+    let config = super::retention::config(node_dir.path(), &db.url, Default::default());
     let node = super::client::TestRelay::start(config.clone()).await;
     let keys = Keys::generate().unwrap();
     let mut client = node.client().await;
@@ -489,13 +479,8 @@ async fn delete_of_ten_thousand_events_while_a_client_publishes_loses_nothing_el
     let mut nodes = Vec::new();
     for d in &dirs {
         let config = Config {
-            data_dir: d.path().to_path_buf(),
-            database_url: Some(db.url.clone()),
             l1_max_bytes: 32 << 20,
-            l1_durable: Some(false),
-            poll_frequency: Duration::from_millis(100),
-            pg_max_connections: 4,
-            ..Config::default()
+            ..super::retention::config(d.path(), &db.url, Default::default())
         };
         nodes.push(super::client::TestRelay::start(config).await);
     }

@@ -13,7 +13,8 @@ use serde_json::json;
 
 use super::client::TestRelay;
 
-fn config(dir: &std::path::Path, url: &str, retention: Retention) -> Config {
+/// A cluster node's configuration: PostgreSQL at `url`, fast polls, a small L1.
+pub(super) fn config(dir: &std::path::Path, url: &str, retention: Retention) -> Config {
     Config {
         data_dir: dir.to_path_buf(),
         database_url: Some(url.to_string()),
