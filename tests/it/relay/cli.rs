@@ -471,7 +471,6 @@ fn maintain_applies_the_retention_rules_now() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_of_ten_thousand_events_while_a_client_publishes_loses_nothing_else() {
-    use eventstore::EventStore;
     use layer2_relay::config::Config;
 
     let db = layer2::testsupport::test_database().await;
