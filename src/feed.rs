@@ -20,6 +20,13 @@ pub trait ChangeFeed: Send + Sync + std::fmt::Debug {
         known: &(dyn for<'k> Fn(&'k EventId) -> bool + Sync),
     ) -> Result<Page, StoreError>;
 
+    /// [`ChangeFeed::now`], and the store's clock when it was read (the horizon may be
+    /// held back behind it). Defaults to `now` twice.
+    async fn now_and_clock(&self) -> Result<(DbMicros, DbMicros), StoreError> {
+        let n = self.now().await?;
+        Ok((n, n))
+    }
+
     /// Whether the store answers at all, on a connection that no other call waits for
     /// (the breaker's check while calls wait). Defaults to [`ChangeFeed::now`].
     async fn ping(&self) -> Result<(), StoreError> {
@@ -32,10 +39,11 @@ pub trait ChangeFeed: Send + Sync + std::fmt::Debug {
         None
     }
 
-    /// Whether a reader may resume from `from`: every row it needs is still there (none
-    /// pruned by maintenance, no wipe since). Defaults to true.
-    async fn resumable(&self, from: DbMicros) -> Result<bool, StoreError> {
-        let _ = from;
+    /// Whether a reader may resume from `from`, its copy having been built from the
+    /// feed since `warmed`: every row it needs is still there (none pruned by
+    /// maintenance) and no wipe came after `warmed`. Defaults to true.
+    async fn resumable(&self, from: DbMicros, warmed: DbMicros) -> Result<bool, StoreError> {
+        let _ = (from, warmed);
         Ok(true)
     }
 }
@@ -48,6 +56,10 @@ impl ChangeFeed for PgStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         PgStore::ping(self).await.map(drop)
+    }
+
+    async fn now_and_clock(&self) -> Result<(DbMicros, DbMicros), StoreError> {
+        self.feed_horizon_and_clock().await
     }
 
     async fn page(
@@ -63,7 +75,7 @@ impl ChangeFeed for PgStore {
         Some(PgStore::notifications(self))
     }
 
-    async fn resumable(&self, from: DbMicros) -> Result<bool, StoreError> {
-        PgStore::resumable(self, from).await
+    async fn resumable(&self, from: DbMicros, warmed: DbMicros) -> Result<bool, StoreError> {
+        PgStore::resumable(self, from, warmed).await
     }
 }

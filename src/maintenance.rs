@@ -58,10 +58,13 @@ pub async fn purge_all(
 ) -> Result<u64, StoreError> {
     let mut total = 0u64;
     loop {
+        // Until a step finds nothing: one can come back short while more remain (rows
+        // a concurrent replacement took first, or the gap between an embedded store's
+        // snapshot and its removal).
         let n = store.purge(what, STEP).await?.len();
         total += n as u64;
         progress(total);
-        if n < STEP {
+        if n == 0 {
             return Ok(total);
         }
         tokio::time::sleep(PAUSE).await;
@@ -107,7 +110,8 @@ async fn take_turn(
     };
     let report = run(store, pg, retention).await;
     if let Some(t) = turn {
-        t.finish().await;
+        // A failed run is due again at once: the next offer, by any node, retries it.
+        t.finish(report.is_ok()).await;
     }
     report.map(Some)
 }
@@ -169,11 +173,9 @@ pub(crate) async fn task(state: std::sync::Weak<crate::relay::AppState>) {
         let (node, m): (Arc<Node>, Arc<Metrics>) = (s.node.clone(), s.metrics.clone());
         // Not held across the run: the node closes once the relay lets go of it.
         drop(s);
-        if matches!(node.l2, L2::Embedded(_)) {
-            if last_embedded.elapsed() < interval {
-                continue;
-            }
-            last_embedded = Instant::now();
+        let embedded = matches!(node.l2, L2::Embedded(_));
+        if embedded && last_embedded.elapsed() < interval {
+            continue;
         }
         // A stopping node abandons the run (each step is its own statement; the turn's
         // lock goes with its connection).
@@ -184,6 +186,9 @@ pub(crate) async fn task(state: std::sync::Weak<crate::relay::AppState>) {
         drop(node);
         match outcome {
             Ok(Some(r)) => {
+                if embedded {
+                    last_embedded = Instant::now();
+                }
                 m.maintenance_run(&r);
                 tracing::info!(
                     purged = r.purged(),

@@ -230,9 +230,12 @@ pub fn remove_file(path: &std::path::Path) -> Result<bool, StoreError> {
     if !path.exists() {
         return Ok(false);
     }
-    if let Err(e @ redb::DatabaseError::DatabaseAlreadyOpen) = Database::open(path) {
-        return Err(backend(e));
-    }
-    std::fs::remove_file(path).map_err(|e| StoreError::Backend(Box::new(e)))?;
-    Ok(true)
+    // Held open (its lock taken) until unlinked, so no node opens it in between.
+    let held = match Database::open(path) {
+        Err(e @ redb::DatabaseError::DatabaseAlreadyOpen) => return Err(backend(e)),
+        r => r.ok(),
+    };
+    let removed = std::fs::remove_file(path).map_err(|e| StoreError::Backend(Box::new(e)));
+    drop(held);
+    removed.map(|()| true)
 }

@@ -91,13 +91,20 @@ async fn check_json(pool: &PgPool) -> Result<Vec<Finding>, StoreError> {
     let (mut undecodable, mut columns, mut tags) = (0u64, 0u64, 0u64);
     let mut after: Vec<u8> = Vec::new();
     loop {
+        // Events and their tag rows from one snapshot: an event replaced or purged
+        // between two reads would otherwise look inconsistent while nodes write.
+        let mut tx = pool.begin().await.map_err(db)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         let rows = sqlx::query(
             "SELECT id, pubkey, created_at, kind, d_key, json FROM events \
              WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(&after)
         .bind(PAGE)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
         let Some(last) = rows.last() else { break };
@@ -112,7 +119,7 @@ async fn check_json(pool: &PgPool) -> Result<Vec<Finding>, StoreError> {
             "SELECT event_id, name::text AS name, value_key FROM tags WHERE event_id = ANY($1)",
         )
         .bind(&ids)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?
         {
@@ -124,6 +131,7 @@ async fn check_json(pool: &PgPool) -> Result<Vec<Finding>, StoreError> {
                     r.try_get("value_key").map_err(db)?,
                 ));
         }
+        tx.commit().await.map_err(db)?;
         for r in &rows {
             let id: Vec<u8> = r.try_get("id").map_err(db)?;
             let json: String = r.try_get("json").map_err(db)?;

@@ -103,7 +103,7 @@ pub(crate) async fn db_now(pool: &PgPool) -> Result<DbMicros, StoreError> {
         .map_err(db)
 }
 
-/// The feed's safe horizon: the database clock, held back to the start of the oldest
+/// The feed's safe horizon, and the database clock it was taken at: the clock, held back to the start of the oldest
 /// write transaction still open in this database. Such a transaction's rows are not
 /// visible yet, but their `inserted_at` (`clock_timestamp()` at insert) is at or after
 /// its start, so a poller that resumes below the horizon finds them once they commit,
@@ -115,7 +115,10 @@ pub(crate) async fn db_now(pool: &PgPool) -> Result<DbMicros, StoreError> {
 /// the window stopped being trusted). PostgreSQL shows `xact_start` only for the
 /// reader's own role (or with `pg_read_all_stats`): every node must connect as the same
 /// role, and other writers to this database need that grant to be seen.
-pub(crate) async fn horizon(pool: &PgPool, max_holdback_us: i64) -> Result<DbMicros, StoreError> {
+pub(crate) async fn horizon(
+    pool: &PgPool,
+    max_holdback_us: i64,
+) -> Result<(DbMicros, DbMicros), StoreError> {
     let row = sqlx::query(
         "SELECT (extract(epoch from clock_timestamp()) * 1000000)::int8 AS now, \
                 (extract(epoch from min(xact_start)) * 1000000)::int8 AS oldest \
@@ -128,7 +131,7 @@ pub(crate) async fn horizon(pool: &PgPool, max_holdback_us: i64) -> Result<DbMic
     .map_err(db)?;
     let now: i64 = row.try_get("now").map_err(db)?;
     let oldest: Option<i64> = row.try_get("oldest").map_err(db)?;
-    Ok(match oldest {
+    let h = match oldest {
         Some(o) if o < now - max_holdback_us => {
             tracing::warn!(
                 open_for_ms = (now - o) / 1_000,
@@ -139,7 +142,8 @@ pub(crate) async fn horizon(pool: &PgPool, max_holdback_us: i64) -> Result<DbMic
         }
         Some(o) if o < now => o,
         _ => now,
-    })
+    };
+    Ok((h, now))
 }
 
 /// One page: at most `limit` rows from each log, after `from`. Events `known` accepts

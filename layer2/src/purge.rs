@@ -101,16 +101,18 @@ pub(crate) async fn log_horizon(pool: &PgPool) -> Result<Option<Duration>, Store
     Ok(us.map(|u| Duration::from_micros(u.max(0) as u64)))
 }
 
-/// Whether a change-feed reader may resume from `from` (database microseconds): no
-/// wipe since, and well inside the removal log's horizon. Half the horizon is the
-/// margin for what a pruner may remove while the reader catches up.
-pub(crate) async fn resumable(pool: &PgPool, from: i64) -> Result<bool, StoreError> {
+/// Whether a change-feed reader may resume from `from` (database microseconds), its
+/// copy having been built from the feed since `warmed`: no wipe after `warmed`, and
+/// `from` well inside the removal log's horizon. Half the horizon is the margin for
+/// what a pruner may remove while the reader catches up.
+pub(crate) async fn resumable(pool: &PgPool, from: i64, warmed: i64) -> Result<bool, StoreError> {
     sqlx::query_scalar(
-        "SELECT (reset_at_us IS NULL OR $1 >= reset_at_us) AND (log_horizon_us IS NULL OR \
+        "SELECT (reset_at_us IS NULL OR $2 >= reset_at_us) AND (log_horizon_us IS NULL OR \
            $1 > (extract(epoch from clock_timestamp()) * 1000000)::int8 - log_horizon_us / 2) \
          FROM maintenance",
     )
     .bind(from)
+    .bind(warmed)
     .fetch_optional(pool)
     .await
     .map_err(db)
@@ -153,14 +155,23 @@ pub(crate) async fn take_turn(pool: &PgPool, every: Duration) -> Result<Option<T
     if due {
         Ok(Some(turn))
     } else {
-        turn.finish().await;
+        turn.finish(true).await;
         Ok(None)
     }
 }
 
 impl Turn {
-    /// Ends the turn: the lock is released with the connection.
-    pub async fn finish(self) {
+    /// Ends the turn: the lock is released with the connection. A run that failed
+    /// (`done` false) leaves maintenance due, so the next offer by any node retries.
+    pub async fn finish(mut self, done: bool) {
+        if !done {
+            let again = sqlx::query("UPDATE maintenance SET last_run = 'epoch'")
+                .execute(&mut self.conn)
+                .await;
+            if let Err(e) = again {
+                tracing::warn!(error = %e, "a failed maintenance run waits for the next interval");
+            }
+        }
         // Closing the session releases its advisory locks.
         let _ = self.conn.close().await;
     }

@@ -211,6 +211,11 @@ impl PgStore {
     /// Where a change-feed reader may safely resume next time: the database clock held
     /// back to the oldest open write transaction (see `feed::horizon`).
     pub async fn feed_horizon(&self) -> Result<DbMicros, StoreError> {
+        self.feed_horizon_and_clock().await.map(|(h, _)| h)
+    }
+
+    /// [`PgStore::feed_horizon`], and the database clock when it was read.
+    pub async fn feed_horizon_and_clock(&self) -> Result<(DbMicros, DbMicros), StoreError> {
         let cap = i64::try_from(self.config.feed_max_holdback.as_micros()).unwrap_or(i64::MAX);
         bounded(
             self.config.call_timeout,
@@ -235,12 +240,12 @@ impl PgStore {
         .await
     }
 
-    /// Whether a change-feed reader may resume from `from`: nothing it needs was pruned
-    /// or wiped (see `purge.rs`).
-    pub async fn resumable(&self, from: DbMicros) -> Result<bool, StoreError> {
+    /// Whether a change-feed reader may resume from `from`, its copy built from the feed
+    /// since `warmed`: nothing it needs was pruned, nothing wiped since (`purge.rs`).
+    pub async fn resumable(&self, from: DbMicros, warmed: DbMicros) -> Result<bool, StoreError> {
         bounded(
             self.config.call_timeout,
-            crate::purge::resumable(&self.pool, from),
+            crate::purge::resumable(&self.pool, from, warmed),
         )
         .await
     }

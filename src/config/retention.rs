@@ -123,8 +123,10 @@ impl Retention {
         if self.interval < Duration::from_secs(1) {
             return Err("maintenance.interval must be at least 1s".into());
         }
-        if self.log_horizon < Duration::from_secs(1) {
-            return Err("maintenance.log_horizon must be at least 1s".into());
+        // Far above any poll's look-back and the feed's hold-back (30 s), and any
+        // catch-up of a node that stays up: rows younger than this must never go.
+        if self.log_horizon < Duration::from_secs(3_600) {
+            return Err("maintenance.log_horizon must be at least 1h".into());
         }
         for (i, r) in self.rules.iter().enumerate() {
             if r.older_than < Duration::from_secs(1) {

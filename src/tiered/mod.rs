@@ -125,6 +125,8 @@ pub struct Tiered {
     stats: Arc<TieredStats>,
     /// One store is both tiers (`start_single`).
     single: bool,
+    /// When L1 was last warmed afresh, by the database clock (0: unknown; `warm.rs`).
+    warmed_at: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Tiered {
@@ -205,6 +207,7 @@ impl Tiered {
             started: Instant::now(),
             stats: Arc::new(TieredStats::default()),
             single,
+            warmed_at: std::sync::atomic::AtomicI64::new(0),
         });
         let cursor = if single {
             // Nothing to warm or recover: queries go straight to the one store (see
@@ -457,6 +460,8 @@ impl EventStore for Tiered {
         match &outcome {
             SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
                 self.note_dropped(&outcome);
+                // Back in L2 after a removal (a purged or banned event sent again).
+                self.dropped.invalidate(&event.id());
                 // Marked seen only once L1 holds it. A poll meanwhile writes it into L1
                 // itself (a duplicate, refused cheaply) rather than skipping it: were it
                 // skipped, the poll's cursor could commit in L1 before this mirror does,

@@ -45,6 +45,8 @@ pub(super) async fn run(
     let mut resume: Option<FeedPositions> = None;
     let mut full_at: Option<tokio::time::Instant> = None;
     let mut full_from = cursor;
+    // When the feed was last asked whether it still covers this node's cursor.
+    let mut checked: Option<tokio::time::Instant> = None;
     loop {
         let (frequency, lookback, page) = match tiered.upgrade() {
             Some(t) => (
@@ -88,14 +90,38 @@ pub(super) async fn run(
         };
         // Behind the breaker: a poll that hangs on an unresponsive L2 is abandoned when
         // the breaker opens (and makes it check).
+        let check = checked.is_none_or(|c| c.elapsed() >= COVER_CHECK);
+        if check {
+            checked = Some(tokio::time::Instant::now());
+        }
         let started = std::time::Instant::now();
         let polled = t
             .breaker
-            .call(poll_once(&t, feed.as_ref(), from, page, persist))
+            .call(poll_once(&t, feed.as_ref(), from, page, persist, check))
             .await;
         t.stats.latency.poll.observe(crate::latency::since(started));
         match polled {
-            Ok((next, reached)) => {
+            Ok(Polled::Uncovered) => {
+                // Nothing L1 holds can be trusted: queries go to L2 until L1 is warm
+                // again and a poll has succeeded.
+                t.last_poll_ok.store(0, Ordering::Relaxed);
+                match t.breaker.call(super::warm::rewarm(&t)).await {
+                    Ok(c) => {
+                        cursor = c;
+                        full_from = c;
+                        resume = None;
+                        full_at = None;
+                        persisted = Some(tokio::time::Instant::now());
+                    }
+                    Err(e) => {
+                        t.stats.poll_errors.fetch_add(1, Ordering::Relaxed);
+                        checked = None;
+                        backoff = (backoff * 2).max(frequency).min(Duration::from_secs(5));
+                        tracing::warn!(error = %e, "re-warming L1 failed; retrying");
+                    }
+                }
+            }
+            Ok(Polled::Read(next, reached)) => {
                 if persist {
                     persisted = Some(tokio::time::Instant::now());
                 }
@@ -135,21 +161,42 @@ fn resume_point(reached: FeedPositions, h: i64) -> FeedPositions {
     }
 }
 
-/// One poll from `from`: returns the horizon it started at (the next cursor) and the
-/// position it reached in each log.
+/// How often a poll asks the feed whether it still covers this node's position (a
+/// wipe of the cluster's data, or pruning past a node that fell far behind).
+const COVER_CHECK: Duration = Duration::from_secs(10);
+
+/// What one poll did.
+enum Polled {
+    /// Read up to the horizon it started at (the next cursor), reaching these positions.
+    Read(i64, FeedPositions),
+    /// The feed no longer covers this node's position: L1 must start afresh.
+    Uncovered,
+}
+
+/// One poll from `from`; with `check` (and whenever it starts more than a minute
+/// behind) it first asks the feed whether it still covers `from`.
 async fn poll_once(
     t: &Tiered,
     feed: &dyn ChangeFeed,
     mut from: FeedPositions,
     page: usize,
     persist: bool,
-) -> Result<(i64, FeedPositions), eventstore::StoreError> {
+    check: bool,
+) -> Result<Polled, eventstore::StoreError> {
     // The next cursor is the horizon before reading: whatever commits after this read
     // began has its rows at or after it.
-    let next = feed.now().await?;
-    // The database clock at `next`, carried forward by this node's: delivery lag is
-    // then measured on one clock, whatever the skew between the machines.
-    let clock = (next, std::time::Instant::now());
+    let (next, db_clock) = feed.now_and_clock().await?;
+    let behind = next.saturating_sub(from.events.0) > 60_000_000;
+    if (check || behind)
+        && !feed
+            .resumable(from.events.0, t.warmed_at.load(Ordering::Relaxed))
+            .await?
+    {
+        return Ok(Polled::Uncovered);
+    }
+    // The database clock, carried forward by this node's: delivery lag is then
+    // measured on one clock, whatever the skew between the machines.
+    let clock = (db_clock, std::time::Instant::now());
     loop {
         // One bounded page at a time: a node catching up after an outage never holds
         // more than a page.
@@ -162,9 +209,11 @@ async fn poll_once(
     }
     // Persist only after L1 has everything up to here: a crash re-reads, never skips.
     if persist {
-        t.l1.set_cursor(next.to_be_bytes().to_vec()).await?;
+        let warmed = t.warmed_at.load(Ordering::Relaxed);
+        t.l1.set_cursor(super::warm::encode_cursor(next, warmed))
+            .await?;
     }
-    Ok((next, from))
+    Ok(Polled::Read(next, from))
 }
 
 async fn apply(
@@ -185,6 +234,8 @@ async fn apply(
         for ((e, o), inserted) in fresh.iter().zip(outcomes).zip(fresh_at) {
             t.seen.insert(e.id(), ());
             t.missing.invalidate(&e.id());
+            // Back in L2 after a removal (a purged or banned event sent again).
+            t.dropped.invalidate(&e.id());
             // L1 refusing it means L1 already holds something newer (or a tombstone):
             // this event is not news.
             if matches!(o, SaveOutcome::Rejected(_)) {
@@ -205,12 +256,28 @@ async fn apply(
         t.stats.poll_tombstones.fetch_add(n, Ordering::Relaxed);
     }
     if !changes.removed.is_empty() {
-        // Versions L2 dropped without a tombstone (replaced, or deleted by address).
+        // Events L2 dropped without a tombstone (replaced versions, address deletions,
+        // bans, purges). A purged or banned event may have been sent again since, and
+        // the look-back reads its old removal again: only what L2 no longer holds is
+        // forgotten. An event stored again after this check comes as an insert, which
+        // is not skipped: it leaves `seen` here.
+        let ids: std::collections::BTreeSet<_> = changes.removed.iter().copied().collect();
+        let back: std::collections::HashSet<_> =
+            t.l2.query(&[eventstore::Filter {
+                ids: Some(ids.clone()),
+                ..eventstore::Filter::default()
+            }])
+            .await?
+            .iter()
+            .map(eventstore::Event::id)
+            .collect();
+        let gone: Vec<_> = ids.into_iter().filter(|id| !back.contains(id)).collect();
         // Recorded first, so a promotion still queued leaves them out (`promoter`).
-        for id in &changes.removed {
+        for id in &gone {
             t.dropped.insert(*id, ());
+            t.seen.invalidate(id);
         }
-        let n = t.l1.forget(&changes.removed).await?;
+        let n = t.l1.forget(&gone).await?;
         t.stats.poll_tombstones.fetch_add(n, Ordering::Relaxed);
     }
     Ok(())

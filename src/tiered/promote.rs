@@ -12,7 +12,8 @@ use super::{Promotion, TieredStats};
 /// Writes promotions into L1. Those queued together go to the writer at once, so it
 /// can group them into one transaction; completions are signalled in queue order.
 ///
-/// Versions L2 dropped since (`dropped`) are left out. The poller records a drop before
+/// Versions L2 dropped since (`dropped`) are left out, and then the promotion lowers no
+/// floor. The poller records a drop before
 /// it asks L1 to forget the version, so a drop this check missed is either forgotten by
 /// that later forget, or found recorded when the write is done and forgotten again here.
 pub(super) async fn promoter(
@@ -27,7 +28,13 @@ pub(super) async fn promoter(
         let mut written = Vec::new();
         let writes = batch.drain(..).filter_map(|mut p| {
             done.extend(p.done);
+            let asked = p.events.len();
             p.events.retain(|e| !dropped.contains_key(&e.id()));
+            if p.events.len() < asked {
+                // A version left out may be back in L2 by now (a purged event sent
+                // again): what the answer proved cannot be recorded without it.
+                p.learn = None;
+            }
             written.extend(p.events.iter().map(Event::id));
             (!p.events.is_empty() || p.learn.is_some()).then(|| l1.promote(p.events, p.learn))
         });

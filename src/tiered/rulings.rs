@@ -43,9 +43,6 @@ impl Tiered {
             self.forget_removed(&ids).await;
             ids
         };
-        self.stats
-            .purged
-            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(ids)
     }
 
@@ -58,6 +55,8 @@ impl Tiered {
         // Recorded first, so a promotion still queued leaves them out (`promote.rs`).
         for id in ids {
             self.dropped.insert(*id, ());
+            // Sent again later, it must not be skipped by the poller as known.
+            self.seen.invalidate(id);
         }
         if let Err(e) = self.l1.forget(ids).await {
             self.stats

@@ -84,8 +84,6 @@ pub struct TieredStats {
     pub poll_lag_ms: AtomicU64,
     /// Starts at which L1 was emptied: its cursor was older than the removal log keeps.
     pub l1_resets: AtomicU64,
-    /// Events purged through this node (retention, expiry, `delete --filter`).
-    pub purged: AtomicU64,
     /// Latency histograms (relay and tiers alike).
     pub latency: crate::latency::Latencies,
     /// Reads answered by L1 alone because L2 was unreachable.

@@ -20,7 +20,7 @@ async fn one_node_at_a_time_takes_maintenance_and_runs_space_out() {
     );
     // Held by A: B gets nothing, however due it thinks a run is.
     assert!(b.maintenance_turn(Duration::ZERO).await.unwrap().is_none());
-    turn.unwrap().finish().await;
+    turn.unwrap().finish(true).await;
     // Released, but A ran less than an hour ago: not due for anyone.
     assert!(b.maintenance_turn(hour).await.unwrap().is_none());
     assert!(a.maintenance_turn(hour).await.unwrap().is_none());
@@ -72,7 +72,7 @@ async fn purges_reach_the_removal_log_and_pruning_records_its_horizon() {
     assert_eq!(removed, ids);
     assert_eq!(store.log_horizon().await.unwrap(), None);
     assert!(
-        store.resumable(0).await.unwrap(),
+        store.resumable(0, 0).await.unwrap(),
         "nothing pruned: any cursor resumes"
     );
     // Rows younger than the horizon stay; the horizon is recorded either way.
@@ -94,11 +94,11 @@ async fn purges_reach_the_removal_log_and_pruning_records_its_horizon() {
     // The shortest horizon any pruner used is what a starting node must respect.
     assert_eq!(store.log_horizon().await.unwrap(), Some(short));
     assert!(
-        !store.resumable(start).await.unwrap(),
+        !store.resumable(start, start).await.unwrap(),
         "a cursor from before the pruning"
     );
     let now = store.db_now().await.unwrap();
-    assert!(store.resumable(now + 1_000_000).await.unwrap());
+    assert!(store.resumable(now + 1_000_000, start).await.unwrap());
     let page = store
         .changes(layer2::FeedPositions::start(start, Duration::ZERO), 1_000)
         .await

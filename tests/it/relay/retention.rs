@@ -1,6 +1,7 @@
 //! Retention and the removal log across a cluster: a run on one node empties every
-//! node's L1 of what it purged, only one node runs it per interval, and a node away for
-//! longer than the log keeps starts with an empty L1 rather than trusting a pruned log.
+//! node's L1 of what it purged, only one node runs it per interval, a purged event sent
+//! again is held again everywhere, and a node away for longer than the log keeps (or
+//! running through a wipe) starts with an empty L1 rather than trusting the log.
 
 use std::time::{Duration, Instant};
 
@@ -165,6 +166,73 @@ async fn a_node_away_longer_than_the_removal_log_keeps_starts_with_an_empty_l1()
         .req("s", &[json!({"authors": [k.public_key().to_string()]})])
         .await;
     assert_eq!(served, vec![kept.id().to_string()]);
+    drop((on_a, on_b));
+    b.close().await;
+    a.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_event_sent_again_is_held_and_served_by_every_node() {
+    let db = test_database().await;
+    let (da, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestRelay::start(config(da.path(), &db.url, Retention::default())).await;
+    let b = TestRelay::start(config(dir_b.path(), &db.url, Retention::default())).await;
+    let k = Keys::generate().unwrap();
+    let e = aged(&k, 1, Duration::ZERO, "purged, then sent again");
+    let mut on_a = a.client().await;
+    assert!(on_a.publish(&e).await.0);
+    until_l1(&b, &[e.id()], true, "B never got the event").await;
+    let what = eventstore::Purge::Matching(eventstore::Filter::new().id(e.id()));
+    let purged = a.state.node.store().purge(&what, 10).await.unwrap();
+    assert_eq!(purged, vec![e.id()]);
+    // Sent again at once: L2 stores it again (a purge leaves no tombstone), while the
+    // old removal is still in every poller's look-back.
+    let (ok, msg) = on_a.publish(&e).await;
+    assert!(ok && msg.is_empty(), "{msg}");
+    // Well past the look-back (4 x 100 ms) and a full re-read: still held everywhere.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for (relay, name) in [(&a, "A"), (&b, "B")] {
+        until_l1(
+            relay,
+            &[e.id()],
+            true,
+            &format!("{name} lost the event sent again"),
+        )
+        .await;
+        let mut c = relay.client().await;
+        let got = c.req("e", &[json!({"ids": [e.id().to_string()]})]).await;
+        assert_eq!(got, vec![e.id().to_string()], "{name}");
+    }
+    drop(on_a);
+    b.close().await;
+    a.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_finds_a_wipe_and_starts_its_l1_afresh() {
+    let db = test_database().await;
+    let (da, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestRelay::start(config(da.path(), &db.url, Retention::default())).await;
+    let b = TestRelay::start(config(dir_b.path(), &db.url, Retention::default())).await;
+    let k = Keys::generate().unwrap();
+    let e = aged(&k, 1, Duration::ZERO, "wiped while B runs");
+    let mut on_a = a.client().await;
+    assert!(on_a.publish(&e).await.0);
+    until_l1(&b, &[e.id()], true, "B never got the event").await;
+    let L2::Postgres(pg) = &a.state.node.l2 else {
+        unreachable!()
+    };
+    assert_eq!(pg.wipe().await.unwrap(), 1);
+    // B asks the feed whether it still covers its position every 10 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let resets = &b.state.node.tiered.stats().l1_resets;
+    while resets.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "B never noticed the wipe");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    until_l1(&b, &[e.id()], false, "B's L1 kept a wiped event").await;
+    let mut on_b = b.client().await;
+    assert!(on_b.req("all", &[json!({})]).await.is_empty());
     drop((on_a, on_b));
     b.close().await;
     a.close().await;
