@@ -78,11 +78,22 @@ impl TestRelay {
     /// Stops serving (if not yet) and closes the node, so another can open its files.
     pub async fn close(mut self) {
         self.stop().await;
-        let state = self.state.clone();
+        let mut state = self.state.clone();
         drop(self);
-        let node =
-            Arc::try_unwrap(Arc::try_unwrap(state).expect("sole state").node).expect("sole node");
-        node.close().await;
+        // Background tasks (the rulings follower, a query finishing) hold the state for
+        // a moment at a time: wait for them to let go.
+        for _ in 0..250 {
+            match Arc::try_unwrap(state) {
+                Ok(s) => {
+                    let node = Arc::try_unwrap(s.node).expect("sole node");
+                    node.close().await;
+                    return;
+                }
+                Err(s) => state = s,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the relay's state is still held 5 s after it stopped");
     }
 }
 
