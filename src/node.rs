@@ -230,7 +230,7 @@ impl Node {
         match l2 {
             L2::Embedded(s) => close_when_free(s, "embedded L2").await,
             L2::Postgres(pg) => {
-                for _ in 0..50 {
+                for _ in 0..500 {
                     if Arc::strong_count(&pg) == 1 {
                         break;
                     }
@@ -286,9 +286,10 @@ fn open_l1(config: &Config) -> anyhow::Result<Arc<RedbStore>> {
     Ok(l1)
 }
 
-/// Closes a redb store once background tasks have let go of it (they stop on shutdown).
+/// Closes a redb store once background tasks have let go of it (they stop on shutdown;
+/// a poll or promotion in flight finishes first, so this waits up to 10 s).
 async fn close_when_free(mut store: Arc<RedbStore>, what: &str) {
-    for _ in 0..50 {
+    for _ in 0..500 {
         match Arc::try_unwrap(store) {
             Ok(s) => {
                 if let Err(e) = s.close().await {

@@ -272,6 +272,13 @@ impl RedbStore {
                 h.join()
                     .map_err(|_| StoreError::Backend("L1 writer panicked".into()))?;
             }
+            // A read whose caller gave up still holds the database until it has run on
+            // the blocking pool; the file is closed (and its lock released) only then,
+            // so a store reopened right after this returns finds it free.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while Arc::strong_count(&db) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             drop(db);
             Ok(())
         })

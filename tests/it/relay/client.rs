@@ -85,7 +85,10 @@ impl TestRelay {
         for _ in 0..250 {
             match Arc::try_unwrap(state) {
                 Ok(s) => {
-                    let node = Arc::try_unwrap(s.node).expect("sole node");
+                    // The rest of the state (its handle on the store too) goes first.
+                    let node = s.node.clone();
+                    drop(s);
+                    let node = Arc::try_unwrap(node).expect("sole node");
                     node.close().await;
                     return;
                 }
