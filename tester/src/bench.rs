@@ -36,19 +36,39 @@ pub struct Plan {
 }
 
 /// The nodes' CPU seconds and resident bytes, summed over `relays`.
-pub async fn node_usage(relays: &[String]) -> anyhow::Result<(f64, f64)> {
-    let (mut cpu, mut rss) = (0.0, 0.0);
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub cpu: f64,
+    pub rss: f64,
+    /// The nodes' start times, summed: it changes when one restarted (its CPU counter
+    /// then began again from 0).
+    started: f64,
+}
+
+impl Usage {
+    /// CPU seconds spent since `before`, unless a node restarted in between.
+    pub fn cpu_since(&self, before: &Usage) -> Option<f64> {
+        (self.started == before.started).then_some(self.cpu - before.cpu)
+    }
+}
+
+/// Reads [`Usage`] from every relay's `/metrics`.
+pub async fn node_usage(relays: &[String]) -> anyhow::Result<Usage> {
+    let mut u = Usage {
+        cpu: 0.0,
+        rss: 0.0,
+        started: 0.0,
+    };
     for url in relays {
         let m = net::metrics(url).await?;
-        cpu += m.get("process_cpu_seconds_total").with_context(|| {
+        u.cpu += m.get("process_cpu_seconds_total").with_context(|| {
             format!("{url}: /metrics has no process_cpu_seconds_total (an older node?)")
         })?;
-        rss += m
-            .get("process_resident_memory_bytes")
-            .copied()
-            .unwrap_or(0.0);
+        let get = |name: &str| m.get(name).copied().unwrap_or(0.0);
+        u.rss += get("process_resident_memory_bytes");
+        u.started += get("process_start_time_seconds");
     }
-    Ok((cpu, rss))
+    Ok(u)
 }
 
 /// Microseconds of node CPU per unit of work, rounded.
@@ -82,7 +102,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     };
     let sent_at: SentAt = Default::default();
     let progress = bar(Some(plan.events as u64), plan.quiet, "publishing");
-    let (cpu0, _) = node_usage(&plan.relays).await?;
+    let cpu0 = node_usage(&plan.relays).await?.cpu;
     let started = Instant::now();
     let sources = per_conn
         .into_iter()
@@ -91,7 +111,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         .collect();
     let tally = workers::publish_all(sources, 1, &sent_at, &progress).await?;
     tally.report_into(&mut report, started.elapsed());
-    let (cpu1, rss) = node_usage(&plan.relays).await?;
+    let Usage { cpu: cpu1, rss, .. } = node_usage(&plan.relays).await?;
     let d = &mut report.details;
     d.insert("connections".into(), connections.into());
     d.insert("nodelay".into(), plan.nodelay.into());
@@ -117,7 +137,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             reads.extend(t.await.context("reader task")??);
         }
         let secs = started.elapsed().as_secs_f64();
-        let (cpu2, _) = node_usage(&plan.relays).await?;
+        let cpu2 = node_usage(&plan.relays).await?.cpu;
         let n = reads.summary().count;
         let d = &mut report.details;
         d.insert(
@@ -128,7 +148,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         report.req_latency_reads_only = reads.summary();
     }
 
-    let survivors = check::must_survive(&tally.acked);
+    let survivors = check::must_survive(&tally.acked, &tally.unanswered);
     report.missing_on_relay = check::missing_per_relay(&plan.relays, &survivors, plan.grace)
         .await
         .context("loss check")?;

@@ -90,7 +90,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let sources = per.into_iter().map(|evs| (url.clone(), evs)).collect();
     let tally = workers::publish_all(sources, 32, &sent_at, &progress).await?;
     tally.report_into(&mut report, started.elapsed());
-    let acked = tally.acked;
+    let (acked, unanswered) = (tally.acked, tally.unanswered);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = watcher.await;
     let after_write = metrics(&url).await?;
@@ -219,7 +219,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         .details
         .insert("l1_hit_ratio_by_shape".into(), by_shape(&before, &m_end));
 
-    let survivors = check::must_survive(&acked);
+    let survivors = check::must_survive(&acked, &unanswered);
     report.missing_on_relay =
         check::missing_per_relay(std::slice::from_ref(&url), &survivors, plan.grace).await?;
     report.conclude();

@@ -18,7 +18,7 @@ use eventstore::{Event, EventBuilder, Keys, Kind, Timestamp};
 use serde_json::json;
 use tokio::sync::{Semaphore, oneshot, watch};
 
-use crate::bench::{node_usage, per};
+use crate::bench::{Usage, node_usage, per};
 use crate::events::Rng;
 use crate::net::Conn;
 use crate::report::Report;
@@ -180,7 +180,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     progress.finish_and_clear();
 
     // Publish at the rate, one publisher per relay.
-    let (cpu0, _) = node_usage(&plan.relays).await?;
+    let cpu0 = node_usage(&plan.relays).await?.cpu;
     let publishing = bar(Some(total as u64), plan.quiet, "publishing");
     let began = Instant::now();
     let per_relay = plan.relays.len();
@@ -230,7 +230,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     }
     // Deliveries end at the last arrival (or the grace period).
     let delivered_for = began.elapsed();
-    let (cpu1, rss) = node_usage(&plan.relays).await?;
+    let Usage { cpu: cpu1, rss, .. } = node_usage(&plan.relays).await?;
     let _ = stop_tx.send(true);
     let mut got: Vec<Vec<u32>> = vec![Vec::new(); plan.subscriptions];
     let mut latency = Vec::new();

@@ -75,9 +75,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     }
     progress.finish_and_clear();
     tally.report_into(&mut report, started.elapsed());
-    let acked = tally.acked;
-
-    let (survivors, expect) = expect_survivors(&finish, &acked, plan.grace);
+    let expect = expect_survivors(&finish, &tally, plan.grace);
     let sent = sent_at.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut pairs: BTreeMap<String, Samples> = BTreeMap::new();
     let mut all = Samples::default();
@@ -99,8 +97,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     for (pair, s) in pairs {
         report.details.insert(pair, json!(s.summary()));
     }
-    report.missing_on_relay =
-        check::missing_per_relay(&plan.relays, &survivors, plan.grace).await?;
+    report.missing_on_relay = check::missing_per_relay(&plan.relays, &expect, plan.grace).await?;
     report.conclude();
     Ok(report)
 }

@@ -1,7 +1,6 @@
 //! `stress`: publishers and readers spread over the relays; throughput, OK, REQ and
 //! cross-node delivery latency; then the loss check.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -161,17 +160,17 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     }
     progress.finish_and_clear();
     tally.report_into(&mut report, started.elapsed());
-    if let (Some((cpu0, _)), Ok((cpu1, _))) = (cpu0, crate::bench::node_usage(&plan.relays).await) {
+    let cpu1 = crate::bench::node_usage(&plan.relays).await.ok();
+    // Not measured across a restart (a fault run): the node's counter began again.
+    if let Some(cpu) = cpu0.zip(cpu1).and_then(|(a, b)| b.cpu_since(&a)) {
         report.details.insert(
             "node_cpu_us_per_event".into(),
-            crate::bench::per(cpu1 - cpu0, tally.acked.len()).into(),
+            crate::bench::per(cpu, tally.acked.len()).into(),
         );
     }
     let ok_samples = tally.ok_samples().clone();
     let tally_ok = &ok_samples;
-    let acked = tally.acked;
-
-    let (survivors, expect) = expect_survivors(&finish, &acked, plan.grace);
+    let expect = expect_survivors(&finish, &tally, plan.grace);
     let (mut req, mut delivery) = (Samples::default(), Samples::default());
     let mut refused = 0;
     for r in readers {
@@ -183,8 +182,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     }
     report.req_latency = req.summary();
     report.delivery_latency = delivery.summary();
-    report.missing_on_relay =
-        check::missing_per_relay(&plan.relays, &survivors, plan.grace).await?;
+    report.missing_on_relay = check::missing_per_relay(&plan.relays, &expect, plan.grace).await?;
     let _ = stop_watching.send(true);
     let seen = watcher.await.context("outage watcher")?;
     crate::outage::report_phases(
@@ -223,25 +221,29 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Tells the subscribers which events must reach them (what survives of `acked`) and
-/// how long they may wait; returns those ids.
+/// Tells the subscribers which events must reach them (what survives of the tally's
+/// acknowledged events) and how long they may wait; returns those.
 pub fn expect_survivors(
     finish: &watch::Sender<Finish>,
-    acked: &[eventstore::Event],
+    tally: &Tally,
     grace: Duration,
-) -> (Vec<String>, Arc<HashSet<String>>) {
-    let survivors = check::must_survive(acked);
-    let expect: Arc<HashSet<String>> = Arc::new(survivors.iter().cloned().collect());
+) -> Arc<Vec<check::Survivor>> {
+    let expect = Arc::new(check::must_survive(&tally.acked, &tally.unanswered));
     let _ = finish.send(Finish {
         expect: Some(expect.clone()),
         deadline: Some(Instant::now() + grace),
     });
-    (survivors, expect)
+    expect
 }
 
 /// Records what a live subscriber missed or got twice. Events sent while it had no
 /// live subscription (a lost connection, opened again) are excused, and counted.
-pub fn live_verdict(report: &mut Report, r: &Received, expect: &HashSet<String>, sent_at: &SentAt) {
+pub fn live_verdict(
+    report: &mut Report,
+    r: &Received,
+    expect: &[check::Survivor],
+    sent_at: &SentAt,
+) {
     let sent = sent_at.lock().unwrap_or_else(|p| p.into_inner());
     let in_gap = |id: &String| {
         sent.get(id)
@@ -250,7 +252,8 @@ pub fn live_verdict(report: &mut Report, r: &Received, expect: &HashSet<String>,
     let mut excused = 0usize;
     let mut missing: Vec<String> = expect
         .iter()
-        .filter(|id| !r.delivered.contains_key(*id))
+        .filter(|s| !s.held(|id| r.delivered.contains_key(id)))
+        .map(|s| &s.id)
         .filter(|id| {
             let gap = in_gap(id);
             excused += usize::from(gap);

@@ -26,8 +26,9 @@ pub struct Published {
     pub rejected: HashMap<String, usize>,
     pub ok_latency: Samples,
     pub sent: usize,
-    /// Sent but never answered: the connection was lost first.
-    pub unanswered: usize,
+    /// Sent but never answered: the connection was lost first. Their fate is unknown;
+    /// the loss check needs them (one may have replaced an acknowledged version).
+    pub unanswered: Vec<Event>,
     /// Connections opened again after one was lost.
     pub reconnects: usize,
 }
@@ -39,14 +40,14 @@ pub struct Tally {
     ok_latency: Samples,
     sent: usize,
     rejected: HashMap<String, usize>,
-    unanswered: usize,
+    pub unanswered: Vec<Event>,
     reconnects: usize,
 }
 
 impl Tally {
     pub fn add(&mut self, p: Published) {
         self.sent += p.sent;
-        self.unanswered += p.unanswered;
+        self.unanswered.extend(p.unanswered);
         self.reconnects += p.reconnects;
         self.acked.extend(p.acked);
         self.ok_latency.extend(p.ok_latency);
@@ -63,11 +64,11 @@ impl Tally {
     /// Writes the publishing figures of a run that took `elapsed` into `r`.
     pub fn report_into(&self, r: &mut crate::report::Report, elapsed: Duration) {
         r.events_sent += self.sent;
-        if self.reconnects > 0 || self.unanswered > 0 {
+        if self.reconnects > 0 || !self.unanswered.is_empty() {
             r.details
                 .insert("publisher_reconnects".into(), self.reconnects.into());
             r.details
-                .insert("unanswered_events".into(), self.unanswered.into());
+                .insert("unanswered_events".into(), self.unanswered.len().into());
         }
         for (k, v) in &self.rejected {
             *r.rejected.entry(k.clone()).or_default() += v;
@@ -132,8 +133,7 @@ pub async fn publish(
             // reconnecting or not.
             Ok(Step::Silent) => bail!("{url}: no OK for {} events within 30 s", waiting.len()),
             Err(e) if crate::net::reconnecting() => {
-                out.unanswered += waiting.len();
-                waiting.clear();
+                out.unanswered.extend(waiting.drain().map(|(_, (_, e))| e));
                 out.reconnects += 1;
                 tracing_note(&url, &e);
                 conn = Conn::reopen(&url).await?;
@@ -272,7 +272,7 @@ pub struct Received {
 /// When subscribers may stop: once they hold all of `expect`, or at `deadline`.
 #[derive(Debug, Clone, Default)]
 pub struct Finish {
-    pub expect: Option<Arc<HashSet<String>>>,
+    pub expect: Option<Arc<Vec<crate::check::Survivor>>>,
     pub deadline: Option<Instant>,
 }
 
@@ -355,7 +355,11 @@ pub async fn subscribe(
         }
         let f = finish.borrow().clone();
         if let Some(expect) = &f.expect {
-            if query.is_none() && expect.iter().all(|id| out.delivered.contains_key(id)) {
+            if query.is_none()
+                && expect
+                    .iter()
+                    .all(|s| s.held(|id| out.delivered.contains_key(id)))
+            {
                 // Everything expected is here; wait a moment for duplicates, then stop.
                 loop {
                     let v = or_reconnect!(conn.recv(Duration::from_millis(300)).await);
