@@ -165,7 +165,10 @@ mod tests {
             .created_at(Timestamp(40))
             .sign(&k);
         let lost_note = EventBuilder::text_note("unanswered note").sign(&k);
-        let got = must_survive(&[acked.clone()], &[older, newer.clone(), other, lost_note]);
+        let got = must_survive(
+            std::slice::from_ref(&acked),
+            &[older, newer.clone(), other, lost_note],
+        );
         assert_eq!(
             got,
             vec![Survivor {
