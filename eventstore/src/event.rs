@@ -109,6 +109,21 @@ impl Event {
         })
     }
 
+    /// Builds an event from fields a store kept itself (its own binary record): the
+    /// JSON is written afresh in the canonical form every stored event already has, so
+    /// it is byte for byte what was stored. Neither the id nor the signature is checked.
+    pub fn from_stored_parts(
+        id: EventId,
+        pubkey: PublicKey,
+        created_at: Timestamp,
+        kind: Kind,
+        tags: Vec<Vec<String>>,
+        content: String,
+        sig: Signature,
+    ) -> Event {
+        Event::assemble(id, pubkey, created_at, kind, tags, content, sig)
+    }
+
     pub(crate) fn assemble(
         id: EventId,
         pubkey: PublicKey,

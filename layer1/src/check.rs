@@ -56,7 +56,7 @@ pub(crate) fn check(db: &Database) -> Result<Report, StoreError> {
             }
         };
         let keys = index_keys(&e, serial);
-        cost += event_cost(&e, &keys);
+        cost += event_cost(&e, v.value().len(), &keys);
         if e.created_at().0 < window {
             below_window.insert(serial);
         }

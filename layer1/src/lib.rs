@@ -29,6 +29,7 @@ mod floors;
 mod keys;
 pub mod outbox;
 mod query;
+mod record;
 mod rulings;
 mod schema;
 pub mod stats;

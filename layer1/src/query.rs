@@ -90,21 +90,12 @@ impl Reader {
         })
     }
 
-    /// The id of the event at `serial`, read from the front of its stored JSON (which
-    /// this crate writes as `{"id":"<hex>",...`) without decoding the rest.
+    /// The id of the event at `serial`, read from the front of its record without
+    /// decoding the rest.
     fn id_of(&self, serial: u64) -> Result<Option<eventstore::EventId>, StoreError> {
-        let Some(v) = self.events.get(serial).map_err(backend)? else {
-            return Ok(None);
-        };
-        let bytes = v.value();
-        let fast = bytes
-            .get(..71)
-            .filter(|b| b.starts_with(b"{\"id\":\""))
-            .and_then(|b| std::str::from_utf8(&b[7..71]).ok())
-            .and_then(|h| eventstore::EventId::from_hex(h).ok());
-        match fast {
-            Some(id) => Ok(Some(id)),
-            None => decode(bytes).map(|e| Some(e.id())),
+        match self.events.get(serial).map_err(backend)? {
+            Some(v) => crate::record::id_of(v.value()).map(Some),
+            None => Ok(None),
         }
     }
 

@@ -47,7 +47,7 @@ pub(crate) fn storage(
     db: &redb::Database,
     path: &std::path::Path,
 ) -> Result<crate::stats::Storage, eventstore::StoreError> {
-    use redb::{ReadableDatabase, ReadableTableMetadata};
+    use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
     use crate::error::backend;
     use crate::stats::{Storage, TableUse};
@@ -81,8 +81,13 @@ pub(crate) fn storage(
         table_use("floors", &txn.open_table(FLOORS).map_err(backend)?)?,
     ];
     let n = events.len().map_err(backend)?;
+    // The JSON the records stand for (`record.rs`: a record is smaller than its JSON).
+    let mut json_bytes = 0u64;
+    for entry in events.iter().map_err(backend)? {
+        let (_, v) = entry.map_err(backend)?;
+        json_bytes += crate::record::decode(v.value())?.json_len() as u64;
+    }
     drop(events);
-    let json_bytes = tables[0].stored.saturating_sub(8 * n);
     // Allocated pages: from a write transaction's statistics (redb keeps them there).
     drop(txn);
     let allocated = {

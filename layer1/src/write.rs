@@ -11,12 +11,13 @@ use crate::error::{backend, corrupt};
 use crate::keys::{address_key, index_keys, tombstone_key};
 use crate::schema::*;
 
-/// Bytes an event costs in the budget: its JSON plus every key and value written for it.
-/// The budget compares this (scaled by a measured overhead ratio) with `max_bytes`.
-pub(crate) fn event_cost(e: &Event, index: &[Vec<u8>]) -> u64 {
+/// Bytes an event costs in the budget: its stored record (`stored` bytes: `record.rs`)
+/// plus every key and value written for it. The budget compares this (scaled by a
+/// measured overhead ratio) with `max_bytes`.
+pub(crate) fn event_cost(e: &Event, stored: usize, index: &[Vec<u8>]) -> u64 {
     let keys: usize = index.iter().map(Vec::len).sum();
     let addr = e.address().map_or(0, |a| 34 + a.d.len() + 8);
-    (e.json_len() + 8 + 40 + 16 + keys + addr) as u64
+    (stored + 8 + 40 + 16 + keys + addr) as u64
 }
 
 /// The open tables of one write transaction.
@@ -121,9 +122,14 @@ impl<'t> Tables<'t> {
     }
 
     pub fn load(&self, serial: u64) -> Result<Option<Event>, StoreError> {
+        Ok(self.load_sized(serial)?.map(|(e, _)| e))
+    }
+
+    /// The event at `serial` and the bytes its record takes.
+    fn load_sized(&self, serial: u64) -> Result<Option<(Event, usize)>, StoreError> {
         match self.events.get(serial).map_err(backend)? {
             None => Ok(None),
-            Some(v) => decode(v.value()).map(Some),
+            Some(v) => Ok(Some((decode(v.value())?, v.value().len()))),
         }
     }
 
@@ -188,11 +194,12 @@ impl<'t> Tables<'t> {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         let index = index_keys(e, serial);
+        let record = crate::record::encode(e);
         self.events
-            .insert(serial, e.as_json().as_bytes())
+            .insert(serial, record.as_slice())
             .map_err(backend)?;
         self.ids.insert(&e.id().0, serial).map_err(backend)?;
-        let cost = event_cost(e, &index);
+        let cost = event_cost(e, record.len(), &index);
         self.pending_index.extend(index);
         if let Some(addr) = e.address() {
             self.addresses
@@ -209,7 +216,7 @@ impl<'t> Tables<'t> {
 
     /// Removes the event at `serial` and every entry that points at it.
     pub fn remove_serial(&mut self, serial: u64) -> Result<Option<Event>, StoreError> {
-        let Some(e) = self.load(serial)? else {
+        let Some((e, stored)) = self.load_sized(serial)? else {
             return Ok(None);
         };
         let index = index_keys(&e, serial);
@@ -237,7 +244,7 @@ impl<'t> Tables<'t> {
                 .remove((tick.unwrap_or(serial), serial))
                 .map_err(backend)?;
         }
-        self.bytes = self.bytes.saturating_sub(event_cost(&e, &index));
+        self.bytes = self.bytes.saturating_sub(event_cost(&e, stored, &index));
         Ok(Some(e))
     }
 
@@ -407,7 +414,4 @@ impl<'t> Tables<'t> {
 }
 
 /// Decodes a stored event (this crate wrote it; no re-verification).
-pub(crate) fn decode(bytes: &[u8]) -> Result<Event, StoreError> {
-    let s = std::str::from_utf8(bytes).map_err(|e| corrupt(format!("event not UTF-8: {e}")))?;
-    Event::from_stored_json(s).map_err(|e| corrupt(format!("stored event: {e}")))
-}
+pub(crate) use crate::record::decode;
