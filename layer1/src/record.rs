@@ -62,8 +62,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Event, StoreError> {
     match bytes.first() {
         Some(&VERSION) => decode_record(bytes),
         Some(b'{') => {
-            let s = std::str::from_utf8(bytes)
-                .map_err(|e| corrupt(format!("event not UTF-8: {e}")))?;
+            let s =
+                std::str::from_utf8(bytes).map_err(|e| corrupt(format!("event not UTF-8: {e}")))?;
             Event::from_stored_json(s).map_err(|e| corrupt(format!("stored event: {e}")))
         }
         other => Err(corrupt(format!("unknown event record {other:?}"))),
@@ -201,7 +201,12 @@ mod tests {
         let e = EventBuilder::new(Kind(1), "héllo \"quoted\"\n\u{1}")
             .tags(vec![
                 vec!["p".into(), other.clone()],
-                vec!["e".into(), other.to_uppercase(), String::new(), "reply".into()],
+                vec![
+                    "e".into(),
+                    other.to_uppercase(),
+                    String::new(),
+                    "reply".into(),
+                ],
                 vec![],
                 vec!["t".into(), "x".repeat(300)],
             ])
