@@ -2,7 +2,8 @@
 
 use redb::TableDefinition;
 
-/// Event JSON by local serial (monotonic, so inserts append).
+/// Event records (`record.rs`; JSON in files written before) by local serial (monotonic,
+/// so inserts append).
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Event id → serial.
 pub(crate) const IDS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("ids");
