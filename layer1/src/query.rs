@@ -244,8 +244,8 @@ impl Reader {
                 }
                 // One timestamp at a time, newest first. Within a second canonical order
                 // is by id, and a busy second can hold thousands of candidates: when
-                // more than needed, they are ranked by id read straight from the stored
-                // JSON, and only the winners are decoded.
+                // more than needed, they are ranked by id read straight from the front
+                // of each record, and only the winners are decoded.
                 let mut seen = HashSet::new();
                 while found.len() < limit {
                     let Some(&(t, _, _)) = heap.peek() else { break };

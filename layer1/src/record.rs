@@ -237,29 +237,4 @@ mod tests {
         assert!(decode(&huge).is_err());
         assert!(decode(&[9, 9, 9]).is_err());
     }
-
-    #[test]
-    #[ignore = "set LAYER2_REAL_EVENTS to a JSON-lines corpus"]
-    fn real_events_round_trip_and_shrink() {
-        let path = std::env::var("LAYER2_REAL_EVENTS")
-            .expect("set LAYER2_REAL_EVENTS to a JSON-lines corpus of signed events");
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let (mut json, mut stored, mut n) = (0usize, 0usize, 0usize);
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let Ok(e) = Event::from_json(line) else {
-                continue;
-            };
-            let r = encode(&e);
-            let back = decode(&r).unwrap();
-            assert_eq!(back.as_json(), e.as_json());
-            json += e.json_len();
-            stored += r.len();
-            n += 1;
-        }
-        assert!(n > 1_000, "only {n} events read from {path}");
-        let ratio = stored as f64 / json as f64;
-        eprintln!("{n} real events: records are {ratio:.3} of their JSON");
-        // Measured on ../shared/data: about two thirds.
-        assert!(ratio < 0.8, "records are {ratio:.2} of the JSON");
-    }
 }

@@ -372,15 +372,15 @@ impl Writer {
         Ok(())
     }
 
-    /// The high-water mark in budget bytes. redb doubles its file while it is under
-    /// 4 GiB, so once one more doubling would pass 1.3 x the budget, the mark is also
-    /// held under the file already there (with room for pages freed but not yet reusable).
-    /// An eventual bounded store also syncs once this many request bytes were written
-    /// since the last synced commit. The pages its commits free are reused only after a
-    /// synced one, and copy-on-write frees several pages per event written: at a fast
-    /// write rate a second's worth outgrew the free room kept in the file, and redb
-    /// doubled the file (2.56 x a 100 MiB budget in `cargo bench -p layer1 --bench
-    /// density`, against the 1.3 bound). An eighth of that room keeps it well inside.
+    /// An eventual bounded store also syncs once this many request bytes (and bytes
+    /// evicted) were written since the last synced commit. The pages its commits free
+    /// are reused only after a synced one, and copy-on-write frees several pages per
+    /// event written: at a fast write rate a second's worth outgrew the free room kept
+    /// in the file, and redb doubled the file (2.56 x a 100 MiB budget in `cargo bench
+    /// -p layer1 --bench density`, against the 1.3 bound). A 32nd of that room keeps it
+    /// inside (1/8 did not at 16 MiB). Under a sustained full-speed load this syncs
+    /// about every full batch, so eventual then costs close to immediate; at lighter
+    /// loads the syncs stay rare.
     fn sync_every_bytes(&self) -> u64 {
         if self.config.max_bytes.is_none() {
             return u64::MAX;
@@ -389,6 +389,9 @@ impl Writer {
         ((file_headroom(file) / 32.0) as u64).max(64 * 1024)
     }
 
+    /// The high-water mark in budget bytes. redb doubles its file while it is under
+    /// 4 GiB, so once one more doubling would pass 1.3 x the budget, the mark is also
+    /// held under the file already there (with room for pages freed but not yet reusable).
     fn high_mark(&self, max: u64) -> f64 {
         let budget = max as f64;
         let mut alloc = self.config.high_water * budget;
@@ -426,7 +429,10 @@ impl Writer {
         let step = self.batch_bytes_cap() as u64 * 2;
         let target = low.max(t.bytes.saturating_sub(step));
         let before = t.evicted;
+        let held = t.bytes;
         evict_to(t, target)?;
+        // Removals churn pages as writes do (see `sync_every_bytes`).
+        self.written += held.saturating_sub(t.bytes);
         // Stop when nothing is left to evict (what remains is tombstones): going on would
         // spin on empty transactions.
         self.evicting = t.bytes > low && t.evicted > before;

@@ -4,6 +4,7 @@
 mod budget;
 mod crash;
 mod floors;
+mod records;
 mod support;
 mod tombstone;
 
