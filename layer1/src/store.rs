@@ -104,7 +104,6 @@ impl RedbStore {
             ratio: 2.0,
             written: 0,
             calibrated: None,
-            written_at_sync: 0,
             commits: 0,
             evicting: false,
             synced: std::time::Instant::now(),

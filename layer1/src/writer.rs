@@ -127,8 +127,6 @@ pub(crate) struct Writer {
     /// not measured since opening; the first check after opening always measures).
     pub written: u64,
     pub calibrated: Option<u64>,
-    /// `written` at the last synced commit.
-    pub written_at_sync: u64,
     /// Commits of a bounded store so far.
     pub commits: u64,
     /// Above the low-water mark after the last step: keep evicting.
@@ -242,9 +240,7 @@ impl Writer {
         // with the cursor it holds, so a crash still rolls back to one the poller
         // repairs from.
         let records_cursor = batch.iter().any(|r| matches!(r, Request::SetCursor(..)));
-        let sync = records_cursor
-            || self.synced.elapsed() >= SYNC_AT_LEAST_EVERY
-            || self.written.saturating_sub(self.written_at_sync) >= self.sync_every_bytes();
+        let sync = records_cursor || self.synced.elapsed() >= SYNC_AT_LEAST_EVERY;
         let durability = match self.config.durability {
             Durability::Eventual if !sync => redb::Durability::None,
             _ => redb::Durability::Immediate,
@@ -351,7 +347,6 @@ impl Writer {
         txn.commit().map_err(backend)?;
         if synced_commit {
             self.synced = std::time::Instant::now();
-            self.written_at_sync = self.written;
         }
         self.stats.floors.store(committed.3, Ordering::Relaxed);
         // The prefilter only grows between rebuilds (forgotten floors stay in it); keep
@@ -370,23 +365,6 @@ impl Writer {
             self.stats.eviction_runs.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
-    }
-
-    /// An eventual bounded store also syncs once this many request bytes (and bytes
-    /// evicted) were written since the last synced commit. The pages its commits free
-    /// are reused only after a synced one, and copy-on-write frees several pages per
-    /// event written: at a fast write rate a second's worth outgrew the free room kept
-    /// in the file, and redb doubled the file (2.56 x a 100 MiB budget in `cargo bench
-    /// -p layer1 --bench density`, against the 1.3 bound). A 32nd of that room keeps it
-    /// inside (1/8 did not at 16 MiB). Under a sustained full-speed load this syncs
-    /// about every full batch, so eventual then costs close to immediate; at lighter
-    /// loads the syncs stay rare.
-    fn sync_every_bytes(&self) -> u64 {
-        if self.config.max_bytes.is_none() {
-            return u64::MAX;
-        }
-        let file = std::fs::metadata(&self.config.path).map_or(0, |m| m.len()) as f64;
-        ((file_headroom(file) / 32.0) as u64).max(64 * 1024)
     }
 
     /// The high-water mark in budget bytes. redb doubles its file while it is under
@@ -429,10 +407,7 @@ impl Writer {
         let step = self.batch_bytes_cap() as u64 * 2;
         let target = low.max(t.bytes.saturating_sub(step));
         let before = t.evicted;
-        let held = t.bytes;
         evict_to(t, target)?;
-        // Removals churn pages as writes do (see `sync_every_bytes`).
-        self.written += held.saturating_sub(t.bytes);
         // Stop when nothing is left to evict (what remains is tombstones): going on would
         // spin on empty transactions.
         self.evicting = t.bytes > low && t.evicted > before;
