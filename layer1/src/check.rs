@@ -7,7 +7,7 @@ use eventstore::StoreError;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use crate::error::backend;
-use crate::keys::{IX_EXPIRES, address_key, index_keys, split_suffix};
+use crate::keys::{IX_EXPIRES, address_key, split_suffix};
 use crate::schema::*;
 use crate::write::{decode, event_cost, get_u64};
 
@@ -39,6 +39,14 @@ pub(crate) fn check(db: &Database) -> Result<Report, StoreError> {
     let deleted_addresses = txn.open_table(DELETED_ADDRESSES).map_err(backend)?;
     let meta = txn.open_table(META).map_err(backend)?;
     let mut r = Report::default();
+    let codec = match crate::reindex::read_codec(&meta) {
+        Ok(c) => c,
+        Err(e) => {
+            r.problems.push(e.to_string());
+            return Ok(r);
+        }
+    };
+    let mut keys_held = 0u64;
     let mut cost = 0u64;
     let mut serials = HashSet::new();
     let window = get_u64(&meta, META_WINDOW)?;
@@ -55,7 +63,8 @@ pub(crate) fn check(db: &Database) -> Result<Report, StoreError> {
                 continue;
             }
         };
-        let keys = index_keys(&e, serial);
+        let keys = codec.index_keys(&e, serial);
+        keys_held += keys.len() as u64;
         cost += event_cost(&e, v.value().len(), &keys);
         if e.created_at().0 < window {
             below_window.insert(serial);
@@ -107,6 +116,14 @@ pub(crate) fn check(db: &Database) -> Result<Report, StoreError> {
                 .problems
                 .push(format!("index key {key:?} points at no event")),
         }
+    }
+    // Every entry points at a held event (above); as many as the events' keys means
+    // none is stale (an entry of an older key format, or of a removed key).
+    if r.index_entries != keys_held {
+        r.problems.push(format!(
+            "{} index entries for {keys_held} index keys of the events",
+            r.index_entries
+        ));
     }
     for entry in addresses.iter().map_err(backend)? {
         let (_, v) = entry.map_err(backend)?;

@@ -30,6 +30,7 @@ mod keys;
 pub mod outbox;
 mod query;
 mod record;
+mod reindex;
 mod rulings;
 mod schema;
 pub mod stats;

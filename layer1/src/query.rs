@@ -26,7 +26,7 @@ pub(crate) enum Plan {
 /// Picks the index: ids, then author+kind, authors, a tag, kinds, and the time index.
 /// Authors are usually the most selective field in client filters; among tags the
 /// letter with the fewest values is taken.
-pub(crate) fn plan(f: &Filter) -> Plan {
+pub(crate) fn plan(f: &Filter, codec: &Codec) -> Plan {
     if f.ids.is_some() {
         return Plan::Ids;
     }
@@ -44,7 +44,12 @@ pub(crate) fn plan(f: &Filter) -> Plan {
         return Plan::Ranges(authors.iter().map(author_prefix).collect());
     }
     if let Some((letter, values)) = f.tags.iter().min_by_key(|(_, v)| v.len()) {
-        return Plan::Ranges(values.iter().map(|v| tag_prefix(*letter, v)).collect());
+        return Plan::Ranges(
+            values
+                .iter()
+                .map(|v| codec.tag_prefix(*letter, v))
+                .collect(),
+        );
     }
     if let Some(kinds) = &f.kinds {
         return Plan::Ranges(kinds.iter().map(|k| kind_prefix(*k)).collect());
@@ -58,6 +63,7 @@ pub(crate) struct Reader {
     ids: ReadOnlyTable<&'static [u8; 32], u64>,
     index: ReadOnlyTable<&'static [u8], ()>,
     floors: ReadOnlyTable<&'static [u8], (u64, u64)>,
+    codec: Codec,
 }
 
 type IndexRange = redb::Range<'static, &'static [u8], ()>;
@@ -81,8 +87,10 @@ impl Walk {
 
 impl Reader {
     pub fn new(txn: &ReadTransaction) -> Result<Reader, StoreError> {
+        let meta = txn.open_table(crate::schema::META).map_err(backend)?;
         Ok(Reader {
-            meta: txn.open_table(crate::schema::META).map_err(backend)?,
+            codec: crate::reindex::read_codec(&meta)?,
+            meta,
             events: txn.open_table(EVENTS).map_err(backend)?,
             ids: txn.open_table(IDS).map_err(backend)?,
             index: txn.open_table(INDEX).map_err(backend)?,
@@ -207,7 +215,7 @@ impl Reader {
     ) -> Result<(), StoreError> {
         let keep = |e: &Event| f.matches(e) && !e.is_expired(now);
         let mut found: Vec<(u64, Event)> = Vec::new();
-        match plan(f) {
+        match plan(f, &self.codec) {
             Plan::Ids => {
                 for id in f.ids.iter().flatten() {
                     let Some(serial) = self.ids.get(&id.0).map_err(backend)?.map(|v| v.value())

@@ -86,8 +86,11 @@ impl Tables<'_> {
             if !k.value().starts_with(&prefix) || serials.len() >= max {
                 break;
             }
+            // The author key holds the key's first bytes only (`keys.rs`).
             if let Some((_, serial)) = crate::keys::split_suffix(k.value()) {
-                serials.push(serial);
+                if self.load(serial)?.is_some_and(|e| e.pubkey() == *author) {
+                    serials.push(serial);
+                }
             }
         }
         let mut ids = Vec::with_capacity(serials.len());

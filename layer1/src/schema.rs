@@ -40,6 +40,10 @@ pub(crate) const META_BYTES: &str = "bytes";
 pub(crate) const META_WINDOW: &str = "window";
 pub(crate) const META_TICK: &str = "tick";
 pub(crate) const META_CURSOR: &str = "cursor";
+/// The index key format (`reindex.rs`); absent in files written before format 2.
+pub(crate) const META_INDEX_FORMAT: &str = "index_format";
+/// The secret of the tag-value hash in index keys (`keys::Codec`), 16 bytes.
+pub(crate) const META_INDEX_SECRET: &str = "index_secret";
 /// The rulings' version (bumped by every change).
 pub(crate) const META_RULINGS: &str = "rulings";
 

@@ -8,7 +8,7 @@ use eventstore::{
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::error::{backend, corrupt};
-use crate::keys::{address_key, index_keys, tombstone_key};
+use crate::keys::{Codec, address_key, tombstone_key};
 use crate::schema::*;
 
 /// Bytes an event costs in the budget: its stored record (`stored` bytes: `record.rs`)
@@ -53,6 +53,8 @@ pub(crate) struct Tables<'t> {
     pub clock: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Events removed in this transaction by eviction (for the counters).
     pub evicted: u64,
+    /// This file's index key codec.
+    pub codec: Codec,
 }
 
 pub(crate) fn get_u64(
@@ -79,6 +81,7 @@ impl<'t> Tables<'t> {
         let meta = txn.open_table(META).map_err(backend)?;
         let bytes = get_u64(&meta, META_BYTES)?;
         let window = Timestamp(get_u64(&meta, META_WINDOW)?);
+        let codec = crate::reindex::read_codec(&meta)?;
         Ok(Tables {
             events: txn.open_table(EVENTS).map_err(backend)?,
             ids: txn.open_table(IDS).map_err(backend)?,
@@ -101,6 +104,7 @@ impl<'t> Tables<'t> {
             window,
             clock,
             evicted: 0,
+            codec,
         })
     }
 
@@ -193,7 +197,7 @@ impl<'t> Tables<'t> {
             .clock
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        let index = index_keys(e, serial);
+        let index = self.codec.index_keys(e, serial);
         let record = crate::record::encode(e);
         self.events
             .insert(serial, record.as_slice())
@@ -219,7 +223,7 @@ impl<'t> Tables<'t> {
         let Some((e, stored)) = self.load_sized(serial)? else {
             return Ok(None);
         };
-        let index = index_keys(&e, serial);
+        let index = self.codec.index_keys(&e, serial);
         self.events.remove(serial).map_err(backend)?;
         self.ids.remove(&e.id().0).map_err(backend)?;
         for k in &index {

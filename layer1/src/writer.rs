@@ -500,6 +500,7 @@ pub(crate) fn open_db(config: &RedbConfig) -> Result<Database, StoreError> {
         .create(&config.path)
         .map_err(backend)?;
     let txn = db.begin_write().map_err(backend)?;
+    crate::reindex::ensure(&txn)?;
     drop(Tables::open(&txn, Default::default())?);
     txn.commit().map_err(backend)?;
     if let Some(max) = config.max_bytes {
