@@ -310,6 +310,12 @@ impl Metrics {
             get(&l1.stats().evictions),
         );
         t.one(
+            "layer2_l1_growth_syncs_total",
+            "counter",
+            "Unsynced L1 batches written again after a synced commit because they would have grown the file.",
+            get(&l1.stats().growth_syncs),
+        );
+        t.one(
             "layer2_l1_bytes",
             "gauge",
             "L1 budget bytes in use.",

@@ -59,7 +59,7 @@ async fn run(budget: u64) {
     let b = budget as f64;
     println!(
         "budget {:>5} MiB: wrote {:.0} MiB in {:.1}s; holds {} events, {:.1} MiB of JSON = {:.2} x budget; \
-         budget bytes {:.1} MiB; allocated {:.1} MiB; file {:.1} MiB = {:.2} x budget (peak {:.2})",
+         budget bytes {:.1} MiB; allocated {:.1} MiB; file {:.1} MiB = {:.2} x budget (peak {:.2}); {} growth syncs",
         budget >> 20,
         written as f64 / (1 << 20) as f64,
         start.elapsed().as_secs_f64(),
@@ -70,7 +70,11 @@ async fn run(budget: u64) {
         s.allocated as f64 / (1 << 20) as f64,
         s.file as f64 / (1 << 20) as f64,
         s.file as f64 / b,
-        peak_file as f64 / b
+        peak_file as f64 / b,
+        store
+            .stats()
+            .growth_syncs
+            .load(std::sync::atomic::Ordering::Relaxed)
     );
     for t in &s.tables {
         if t.entries > 0 {

@@ -31,6 +31,7 @@ pub mod outbox;
 mod query;
 mod record;
 mod reindex;
+mod room;
 mod rulings;
 mod schema;
 pub mod stats;

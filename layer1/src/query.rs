@@ -114,6 +114,63 @@ impl Reader {
         }
     }
 
+    /// Up to `max` authors with more than `keep` events of `kinds` (any: `None`): one
+    /// walk of the author+kind index, counting runs of equal author prefixes. Two
+    /// authors sharing a prefix count as one (the caller's query re-checks each
+    /// author), and the full key is read from one event of each run found over.
+    pub fn authors_over(
+        &self,
+        kinds: Option<&std::collections::BTreeSet<eventstore::Kind>>,
+        keep: u64,
+        max: usize,
+    ) -> Result<Vec<eventstore::PublicKey>, StoreError> {
+        use crate::keys::IX_AUTHOR_KIND;
+        let lo: &[u8] = &[IX_AUTHOR_KIND];
+        let hi: &[u8] = &[IX_AUTHOR_KIND + 1];
+        let mut out = Vec::new();
+        // The author prefix of the current run, its count, and one serial in it.
+        let mut run: Option<([u8; 8], u64, u64)> = None;
+        let close = |run: Option<([u8; 8], u64, u64)>, out: &mut Vec<_>| {
+            if let Some((_, _, serial)) = run.filter(|&(_, n, _)| n > keep) {
+                if let Some(e) = self.load(serial)? {
+                    out.push(e.pubkey());
+                }
+            }
+            Ok::<(), StoreError>(())
+        };
+        for entry in self.index.range(lo..hi).map_err(backend)? {
+            let (k, _) = entry.map_err(backend)?;
+            let k = k.value();
+            // IX_AUTHOR_KIND | prefix (8) | kind (2) | created_at | serial.
+            let (Some(Ok(prefix)), Some(kind), Some((_, serial))) = (
+                k.get(1..9).map(<[u8; 8]>::try_from),
+                k.get(9..11).map(|b| u16::from_be_bytes([b[0], b[1]])),
+                split_suffix(k),
+            ) else {
+                return Err(StoreError::Corrupt("short author+kind index key".into()));
+            };
+            if kinds.is_some_and(|ks| !ks.contains(&eventstore::Kind(kind))) {
+                continue;
+            }
+            match &mut run {
+                Some((p, n, s)) if *p == prefix => {
+                    *n += 1;
+                    *s = serial;
+                }
+                _ => {
+                    close(run.take(), &mut out)?;
+                    if out.len() >= max {
+                        return Ok(out);
+                    }
+                    run = Some((prefix, 1, serial));
+                }
+            }
+        }
+        close(run, &mut out)?;
+        out.truncate(max);
+        Ok(out)
+    }
+
     /// The window watermark `W` in this snapshot.
     pub fn window(&self) -> Result<Timestamp, StoreError> {
         crate::write::get_u64(&self.meta, crate::schema::META_WINDOW).map(Timestamp)

@@ -23,6 +23,9 @@ pub struct Stats {
     pub floors_forgotten: AtomicU64,
     /// Floors cleared because the window was reset.
     pub floors_cleared: AtomicU64,
+    /// Unsynced batches written again after a synced commit because they would have
+    /// grown the file (`writer.rs`).
+    pub growth_syncs: AtomicU64,
 }
 
 /// Where one table's bytes go (from redb's own accounting).

@@ -16,9 +16,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::RedbConfig;
 use crate::error::backend;
 use crate::query::Reader;
+use crate::room::open_db;
 use crate::stats::Stats;
 use crate::write::get_u64;
-use crate::writer::{Request, Writer, open_db};
+use crate::writer::{Request, Writer};
 
 /// L1's answer to one filter with what it can prove about it, from one snapshot
 /// ([`RedbStore::probe`]).
@@ -104,6 +105,12 @@ impl RedbStore {
             ratio: 2.0,
             written: 0,
             calibrated: None,
+            calibrated_commit: 0,
+            after_sync: true,
+            force_calibrate: false,
+            evict_deep: false,
+            quiet: false,
+            sync_every: crate::writer::SYNC_AT_LEAST_EVERY,
             commits: 0,
             evicting: false,
             synced: std::time::Instant::now(),
@@ -398,6 +405,17 @@ impl EventStore for RedbStore {
             }
             _ => Err(StoreError::Unsupported("this kind of purge")),
         }
+    }
+
+    async fn authors_over(
+        &self,
+        kinds: Option<&std::collections::BTreeSet<eventstore::Kind>>,
+        keep: u64,
+        max: usize,
+    ) -> Result<Vec<eventstore::PublicKey>, StoreError> {
+        let kinds = kinds.cloned();
+        self.read(move |r| r.authors_over(kinds.as_ref(), keep, max))
+            .await
     }
 
     async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {

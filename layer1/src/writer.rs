@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Durability, RedbConfig};
 use crate::error::backend;
-use crate::evict::{evict_to, raise_window};
+use crate::evict::raise_window;
 use crate::floors::Learn;
 use crate::stats::Stats;
 use crate::store::Promoted;
@@ -69,46 +69,55 @@ impl Request {
     }
 }
 
-enum Reply {
-    Save(
-        oneshot::Sender<Result<SaveOutcome, StoreError>>,
-        SaveOutcome,
-    ),
-    Delete(oneshot::Sender<Result<u64, StoreError>>, u64),
-    Unit(oneshot::Sender<Result<(), StoreError>>),
-    Promote(oneshot::Sender<Result<Promoted, StoreError>>, Promoted),
-    Rule(
-        oneshot::Sender<Result<eventstore::Ruled, StoreError>>,
-        eventstore::Ruled,
-    ),
-    Purged(
-        oneshot::Sender<Result<Vec<EventId>, StoreError>>,
-        Vec<EventId>,
-    ),
+/// What one request came to inside a transaction; answered only once it committed.
+enum Outcome {
+    Save(SaveOutcome),
+    Count(u64),
+    Unit,
+    Promoted(Promoted),
+    Ruled(eventstore::Ruled),
+    Ids(Vec<EventId>),
 }
 
-impl Reply {
-    fn send(self) {
+impl Request {
+    fn answer(self, out: Outcome) {
         // A saver that gave up waiting is not an error: the write is committed anyway.
-        match self {
-            Reply::Save(tx, o) => drop(tx.send(Ok(o))),
-            Reply::Delete(tx, n) => drop(tx.send(Ok(n))),
-            Reply::Unit(tx) => drop(tx.send(Ok(()))),
-            Reply::Promote(tx, p) => drop(tx.send(Ok(p))),
-            Reply::Rule(tx, r) => drop(tx.send(Ok(r))),
-            Reply::Purged(tx, ids) => drop(tx.send(Ok(ids))),
+        match (self, out) {
+            (Request::Save(_, tx), Outcome::Save(o)) => drop(tx.send(Ok(o))),
+            (
+                Request::Delete(_, tx) | Request::Forget(_, tx) | Request::Tombstone(_, tx),
+                Outcome::Count(n),
+            ) => drop(tx.send(Ok(n))),
+            (Request::SetWindow(_, tx) | Request::SetCursor(_, tx), Outcome::Unit) => {
+                drop(tx.send(Ok(())))
+            }
+            (Request::Promote(_, _, tx), Outcome::Promoted(p)) => drop(tx.send(Ok(p))),
+            (Request::Rule(_, tx), Outcome::Ruled(r)) => drop(tx.send(Ok(r))),
+            (
+                Request::PurgeAuthor(_, tx)
+                | Request::Purge(_, tx)
+                | Request::PurgeExpired(_, _, tx),
+                Outcome::Ids(ids),
+            ) => drop(tx.send(Ok(ids))),
+            (r, _) => r.fail(&StoreError::Backend(
+                "internal: an L1 write answered with the wrong outcome".into(),
+            )),
         }
     }
 
     fn fail(self, e: &StoreError) {
         let err = || StoreError::Backend(e.to_string().into());
         match self {
-            Reply::Save(tx, _) => drop(tx.send(Err(err()))),
-            Reply::Delete(tx, _) => drop(tx.send(Err(err()))),
-            Reply::Unit(tx) => drop(tx.send(Err(err()))),
-            Reply::Promote(tx, _) => drop(tx.send(Err(err()))),
-            Reply::Rule(tx, _) => drop(tx.send(Err(err()))),
-            Reply::Purged(tx, _) => drop(tx.send(Err(err()))),
+            Request::Save(_, tx) => drop(tx.send(Err(err()))),
+            Request::Delete(_, tx) | Request::Forget(_, tx) | Request::Tombstone(_, tx) => {
+                drop(tx.send(Err(err())))
+            }
+            Request::SetWindow(_, tx) | Request::SetCursor(_, tx) => drop(tx.send(Err(err()))),
+            Request::Promote(_, _, tx) => drop(tx.send(Err(err()))),
+            Request::Rule(_, tx) => drop(tx.send(Err(err()))),
+            Request::PurgeAuthor(_, tx)
+            | Request::Purge(_, tx)
+            | Request::PurgeExpired(_, _, tx) => drop(tx.send(Err(err()))),
         }
     }
 }
@@ -127,6 +136,18 @@ pub(crate) struct Writer {
     /// not measured since opening; the first check after opening always measures).
     pub written: u64,
     pub calibrated: Option<u64>,
+    /// The commit count at the last measurement.
+    pub calibrated_commit: u64,
+    /// The last commit was synced (`evict_step` measures the ratio after one).
+    pub after_sync: bool,
+    /// Measure the ratio in the next transaction, due or not.
+    pub force_calibrate: bool,
+    /// The next eviction step goes down to the low-water mark at once (`commit`).
+    pub evict_deep: bool,
+    /// Transactions write only what they are asked to: no purges, no eviction (`commit`).
+    pub quiet: bool,
+    /// How long an eventual store goes between synced commits (`commit`).
+    pub sync_every: std::time::Duration,
     /// Commits of a bounded store so far.
     pub commits: u64,
     /// Above the low-water mark after the last step: keep evicting.
@@ -138,32 +159,22 @@ pub(crate) struct Writer {
     pub floor_hint: HashSet<u64>,
 }
 
-/// Room kept free in the file once it may not grow again: copy-on-write needs free
-/// pages for every page a transaction touches (random index inserts touch many), and
-/// pages freed by one commit are reused only after it. A share of the file, more of a
-/// small one (up to [`FILE_HEADROOM_MIN`]). Measured with `cargo bench -p layer1
-/// --bench density`: 0.3 of the file wasted a third of a 100 MiB budget; 0.15 of a
-/// 17 MiB file let it double.
-const FILE_HEADROOM_SHARE: f64 = 0.15;
-const FILE_HEADROOM_SMALL_SHARE: f64 = 0.3;
-const FILE_HEADROOM_MIN: f64 = 6.0 * 1024.0 * 1024.0;
+/// An eventual store syncs a commit at least this often (see `commit`), and sooner
+/// while its batches would grow a bounded file, down to this.
+pub(crate) const SYNC_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const SYNC_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// The free room kept in a file of `file` bytes once it may not grow again.
-fn file_headroom(file: f64) -> f64 {
-    (FILE_HEADROOM_SHARE * file).max((FILE_HEADROOM_SMALL_SHARE * file).min(FILE_HEADROOM_MIN))
+/// Attempts at a batch that would grow the file before it is committed anyway.
+const GROWTH_ATTEMPTS: u32 = 2;
+
+/// What a committed transaction changed, published to the counters after the commit.
+struct Committed {
+    bytes: u64,
+    window: Timestamp,
+    evicted: u64,
+    floors: u64,
+    floor_changes: crate::floors::FloorChanges,
 }
-
-/// An eventual store syncs a commit at least this often (see `commit`).
-const SYNC_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Commits between measurements of the file-bytes-per-budget-byte ratio, at least.
-const CALIBRATE_EVERY: u64 = 32;
-/// And at least this share of the bytes held must have been written since the last
-/// one: a measurement walks every page of the file (redb's `stats`), so its cost grows
-/// with the file. Every 32 commits, a full 512 MiB L1 under a steady write load spent a
-/// third of the node's CPU walking it; once per eighth of the data written, the walk
-/// costs a fixed share of the writing.
-const CALIBRATE_SHARE: u64 = 8;
 
 impl Writer {
     pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
@@ -201,36 +212,40 @@ impl Writer {
             }
             self.written += bytes as u64;
             let n = batch.len();
-            let mut replies = Vec::with_capacity(n);
-            match self.commit(&mut batch, &mut replies) {
-                Ok(()) => replies.into_iter().for_each(Reply::send),
+            match self.commit(&batch) {
+                Ok(outcomes) => batch.drain(..).zip(outcomes).for_each(|(r, o)| r.answer(o)),
                 Err(e) => {
                     tracing::error!(error = %e, batch = n, "L1 write batch failed");
-                    replies.into_iter().for_each(|r| r.fail(&e));
+                    batch.drain(..).for_each(|r| r.fail(&e));
                     self.evicting = false;
                     self.reload_hint();
                 }
             }
-            batch.clear();
         }
     }
 
     /// Bytes of events one transaction may take. A copy-on-write B-tree rewrites every
     /// page a transaction touches, so with a budget the work per transaction is kept to
     /// a small share of it; unbounded, batches are limited by count only.
-    fn batch_bytes_cap(&self) -> usize {
+    pub(crate) fn batch_bytes_cap(&self) -> usize {
         match self.config.max_bytes {
             Some(max) => ((max / 64) as usize).max(16 * 1024),
             None => usize::MAX,
         }
     }
 
-    fn commit(
-        &mut self,
-        batch: &mut Vec<Request>,
-        replies: &mut Vec<Reply>,
-    ) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(backend)?;
+    /// Commits one batch and returns each request's outcome, in order.
+    ///
+    /// A bounded eventual store's commits never grow the file: redb reuses the pages a
+    /// commit frees only after a synced commit, so at a fast write rate the free room
+    /// runs out between the once-a-second syncs and redb doubles the file (2.01 x a
+    /// 16 MiB budget in the density bench; a synced commit right after unsynced ones
+    /// grew it too). So when a batch made the file longer, it is aborted (redb gives
+    /// back its pages and the length), quiet synced commits make the freed pages
+    /// reusable, syncs come twice as often for a while, and the batch is written
+    /// again. A file length is one `fstat`; the abort costs one batch's work, and only
+    /// when the file would otherwise have grown.
+    fn commit(&mut self, batch: &[Request]) -> Result<Vec<Outcome>, StoreError> {
         // The cursor is the point a crash rolls back to: its commit is always synced
         // (and with it every commit before it), or an eventual store could lose any
         // amount of history that its poller would then not read again. At least one
@@ -240,178 +255,220 @@ impl Writer {
         // with the cursor it holds, so a crash still rolls back to one the poller
         // repairs from.
         let records_cursor = batch.iter().any(|r| matches!(r, Request::SetCursor(..)));
-        let sync = records_cursor || self.synced.elapsed() >= SYNC_AT_LEAST_EVERY;
-        let durability = match self.config.durability {
-            Durability::Eventual if !sync => redb::Durability::None,
-            _ => redb::Durability::Immediate,
-        };
-        let synced_commit = !matches!(durability, redb::Durability::None);
-        txn.set_durability(durability).map_err(backend)?;
+        let sync = records_cursor || self.synced.elapsed() >= self.sync_every;
+        let unsynced = self.config.durability == Durability::Eventual && !sync;
         let pending = std::mem::take(&mut *self.access.lock().unwrap_or_else(|p| p.into_inner()));
+        // Synced or not: a synced commit does not yet reuse what the unsynced ones
+        // before it freed either. Only growth past the file bound counts: a file under
+        // it (a budget too small to presize for) grows as redb needs, and one already
+        // past it (a budget under redb's smallest file) cannot be held there anyway.
+        let bound = self.config.max_bytes.map_or(0, crate::room::file_bound);
+        let before = self.file_len();
+        let guard = self.config.durability == Durability::Eventual && before <= bound;
+        let mut attempt = 0;
+        loop {
+            let (txn, outcomes, committed) = self.apply(batch, &pending, unsynced)?;
+            let grew = guard && self.file_len() > bound;
+            if !grew || attempt == GROWTH_ATTEMPTS {
+                if grew {
+                    tracing::warn!(
+                        file = self.file_len(),
+                        "L1 file grew: a batch found no room even after syncs and an eviction"
+                    );
+                }
+                self.finish(txn, committed, unsynced)?;
+                return Ok(outcomes);
+            }
+            // Aborted, the batch gives back every page it took (and the file length).
+            txn.abort().map_err(backend)?;
+            // The aborted batch may have added floor hints, or cleared them.
+            self.reload_hint();
+            // Syncs come sooner from now on (and drift back to once a second while
+            // batches find room, in `finish`).
+            self.sync_every = (self.sync_every / 2).max(SYNC_AT_MOST_EVERY);
+            // Then two synced commits that write next to nothing (no eviction, no
+            // purges: the pages the aborted batch gave back are all the room there
+            // is), which make the pages unsynced commits freed reusable (pages a
+            // commit frees are reused only once a later one is synced too); the ratio
+            // of pages per budget byte is measured right after them, when it is
+            // closest to the live pages. If the batch still finds no room, the live
+            // pages themselves are too many: the next time, eviction goes down to the
+            // low-water mark first, in a synced commit of its own.
+            self.quiet = true;
+            for _ in 0..2 {
+                self.force_calibrate = true;
+                let (txn, _, committed) = self.apply(&[], &HashMap::new(), false)?;
+                self.finish(txn, committed, false)?;
+            }
+            self.quiet = false;
+            if attempt > 0 {
+                self.evict_deep = true;
+                let (txn, _, committed) = self.apply(&[], &HashMap::new(), false)?;
+                self.finish(txn, committed, false)?;
+            }
+            self.stats.growth_syncs.fetch_add(1, Ordering::Relaxed);
+            attempt += 1;
+        }
+    }
+
+    /// Commits a transaction `apply` wrote, and publishes what it changed.
+    fn finish(
+        &mut self,
+        txn: redb::WriteTransaction,
+        committed: Committed,
+        unsynced: bool,
+    ) -> Result<(), StoreError> {
+        txn.commit().map_err(backend)?;
+        self.after_sync = !unsynced;
+        if !unsynced {
+            self.synced = std::time::Instant::now();
+            self.sync_every = self.sync_every.mul_f64(1.02).min(SYNC_AT_LEAST_EVERY);
+        }
+        self.stats.floors.store(committed.floors, Ordering::Relaxed);
+        // The prefilter only grows between rebuilds (forgotten floors stay in it); keep
+        // it near the floors' own size.
+        if self.floor_hint.len() as u64 > 2 * committed.floors + 1_024 {
+            self.reload_hint();
+        }
+        committed.floor_changes.publish(&self.stats);
+        // Published only once committed, so readers never see counters ahead of data.
+        self.stats.bytes.store(committed.bytes, Ordering::Relaxed);
+        self.stats
+            .window
+            .store(committed.window.0, Ordering::Relaxed);
+        if committed.evicted > 0 {
+            self.stats
+                .evictions
+                .fetch_add(committed.evicted, Ordering::Relaxed);
+            self.stats.eviction_runs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn file_len(&self) -> u64 {
+        std::fs::metadata(&self.config.path).map_or(0, |m| m.len())
+    }
+
+    /// Writes one batch into a new transaction, which the caller commits or aborts.
+    fn apply(
+        &mut self,
+        batch: &[Request],
+        pending: &HashMap<u64, u64>,
+        unsynced: bool,
+    ) -> Result<(redb::WriteTransaction, Vec<Outcome>, Committed), StoreError> {
+        let mut txn = self.db.begin_write().map_err(backend)?;
+        let durability = if unsynced {
+            redb::Durability::None
+        } else {
+            redb::Durability::Immediate
+        };
+        txn.set_durability(durability).map_err(backend)?;
+        let mut outcomes = Vec::with_capacity(batch.len());
         let committed;
         {
             let mut t = Tables::open(&txn, self.clock.clone())?;
             t.bounded = self.config.max_bytes.is_some();
             t.floor_hint = std::mem::take(&mut self.floor_hint);
             let now = Timestamp::now();
-            for req in batch.drain(..) {
-                match req {
-                    Request::Save(e, tx) => {
-                        let o = t.save(&e, now)?;
-                        replies.push(Reply::Save(tx, o));
-                    }
-                    Request::Delete(ids, tx) => {
-                        let mut n = 0;
-                        for id in &ids {
-                            n += u64::from(t.delete(id)?);
-                        }
-                        replies.push(Reply::Delete(tx, n));
-                    }
-                    Request::Forget(ids, tx) => {
-                        let mut n = 0;
-                        for id in &ids {
-                            n += u64::from(t.forget(id)?);
-                        }
-                        replies.push(Reply::Delete(tx, n));
-                    }
-                    Request::Tombstone(pairs, tx) => {
-                        let mut n = 0;
-                        for (id, author) in &pairs {
-                            n += u64::from(t.tombstone_pair(id, author)?);
-                        }
-                        replies.push(Reply::Delete(tx, n));
-                    }
-                    Request::SetWindow(w, tx) => {
-                        // Only ever raised: eviction may already have raised it past
-                        // `w`, and lowering it would claim events no longer held. A
-                        // window set by decree means L1 may lack events of any age, so
-                        // no floor below it can stand either.
-                        t.flush_index()?;
-                        raise_window(&mut t, w)?;
-                        t.clear_floors()?;
-                        replies.push(Reply::Unit(tx));
-                    }
-                    Request::Promote(events, learn, tx) => {
-                        let mut p = Promoted::default();
-                        for e in &events {
-                            p.stored += u64::from(t.save(e, now)?.is_new());
-                        }
-                        if let Some(l) = learn {
-                            p.floors_lowered = t.learn(&l, self.config.max_floors)?;
-                        }
-                        replies.push(Reply::Promote(tx, p));
-                    }
-                    Request::Rule(change, tx) => {
-                        let (version, removed) = t.rule(&change)?;
-                        let ruled = eventstore::Ruled { version, removed };
-                        replies.push(Reply::Rule(tx, ruled));
-                    }
-                    Request::PurgeAuthor(pk, tx) => {
-                        let ids = t.purge_author(&pk, crate::rulings::PURGE_BATCH)?;
-                        replies.push(Reply::Purged(tx, ids));
-                    }
-                    Request::Purge(ids, tx) => {
-                        let mut held = Vec::with_capacity(ids.len());
-                        for id in ids {
-                            if t.forget(&id)? {
-                                held.push(id);
-                            }
-                        }
-                        replies.push(Reply::Purged(tx, held));
-                    }
-                    Request::PurgeExpired(by, max, tx) => {
-                        let ids = t.purge_expired(by, max)?;
-                        replies.push(Reply::Purged(tx, ids));
-                    }
-                    Request::SetCursor(c, tx) => {
-                        t.meta
-                            .insert(crate::schema::META_CURSOR, c.as_slice())
-                            .map_err(backend)?;
-                        replies.push(Reply::Unit(tx));
-                    }
-                }
+            for req in batch {
+                outcomes.push(self.apply_one(&mut t, req, now)?);
             }
-            t.purge_expired(now, 1_000)?;
-            if t.bounded {
+            if !self.quiet {
+                t.purge_expired(now, 1_000)?;
+            }
+            if t.bounded && !self.quiet {
                 let before = now.0.saturating_sub(self.config.tombstone_ttl.as_secs());
                 t.expire_tombstones(before, 1_000)?;
             }
-            self.flush_access(&mut t, &pending)?;
+            self.flush_access(&mut t, pending)?;
             self.evict_step(&txn, &mut t)?;
             t.flush_index()?;
             t.store_meta()?;
-            let floors = t.floors.len().map_err(backend)?;
-            committed = (t.bytes, t.window, t.evicted, floors, t.floor_changes);
+            committed = Committed {
+                bytes: t.bytes,
+                window: t.window,
+                evicted: t.evicted,
+                floors: t.floors.len().map_err(backend)?,
+                floor_changes: std::mem::take(&mut t.floor_changes),
+            };
             self.floor_hint = std::mem::take(&mut t.floor_hint);
         }
-        txn.commit().map_err(backend)?;
-        if synced_commit {
-            self.synced = std::time::Instant::now();
-        }
-        self.stats.floors.store(committed.3, Ordering::Relaxed);
-        // The prefilter only grows between rebuilds (forgotten floors stay in it); keep
-        // it near the floors' own size.
-        if self.floor_hint.len() as u64 > 2 * committed.3 + 1_024 {
-            self.reload_hint();
-        }
-        committed.4.publish(&self.stats);
-        // Published only once committed, so readers never see counters ahead of data.
-        self.stats.bytes.store(committed.0, Ordering::Relaxed);
-        self.stats.window.store(committed.1.0, Ordering::Relaxed);
-        if committed.2 > 0 {
-            self.stats
-                .evictions
-                .fetch_add(committed.2, Ordering::Relaxed);
-            self.stats.eviction_runs.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+        Ok((txn, outcomes, committed))
     }
 
-    /// The high-water mark in budget bytes. redb doubles its file while it is under
-    /// 4 GiB, so once one more doubling would pass 1.3 x the budget, the mark is also
-    /// held under the file already there (with room for pages freed but not yet reusable).
-    fn high_mark(&self, max: u64) -> f64 {
-        let budget = max as f64;
-        let mut alloc = self.config.high_water * budget;
-        let file = std::fs::metadata(&self.config.path).map_or(0, |m| m.len()) as f64;
-        if 2.0 * file > 1.3 * budget {
-            alloc = alloc.min(file - file_headroom(file));
-        }
-        alloc / self.ratio
-    }
-
-    /// One bounded step of eviction: starts above the high-water mark, and goes on in
-    /// later transactions until the low-water mark is reached.
-    fn evict_step(
-        &mut self,
-        txn: &redb::WriteTransaction,
+    fn apply_one(
+        &self,
         t: &mut Tables<'_>,
-    ) -> Result<(), StoreError> {
-        let Some(max) = self.config.max_bytes else {
-            return Ok(());
-        };
-        self.commits += 1;
-        let due = (t.bytes / CALIBRATE_SHARE).max(64 * 1024);
-        let due = self
-            .calibrated
-            .is_none_or(|at| self.written.saturating_sub(at) >= due);
-        if self.commits % CALIBRATE_EVERY == 0 && due {
-            self.calibrated = Some(self.written);
-            self.calibrate(txn, t.bytes);
-        }
-        if !self.evicting && (t.bytes as f64) <= self.high_mark(max) {
-            return Ok(());
-        }
-        let high = self.high_mark(max);
-        let low = (high * self.config.low_water / self.config.high_water) as u64;
-        let step = self.batch_bytes_cap() as u64 * 2;
-        let target = low.max(t.bytes.saturating_sub(step));
-        let before = t.evicted;
-        evict_to(t, target)?;
-        // Stop when nothing is left to evict (what remains is tombstones): going on would
-        // spin on empty transactions.
-        self.evicting = t.bytes > low && t.evicted > before;
-        Ok(())
+        req: &Request,
+        now: Timestamp,
+    ) -> Result<Outcome, StoreError> {
+        Ok(match req {
+            Request::Save(e, _) => Outcome::Save(t.save(e, now)?),
+            Request::Delete(ids, _) => {
+                let mut n = 0;
+                for id in ids {
+                    n += u64::from(t.delete(id)?);
+                }
+                Outcome::Count(n)
+            }
+            Request::Forget(ids, _) => {
+                let mut n = 0;
+                for id in ids {
+                    n += u64::from(t.forget(id)?);
+                }
+                Outcome::Count(n)
+            }
+            Request::Tombstone(pairs, _) => {
+                let mut n = 0;
+                for (id, author) in pairs {
+                    n += u64::from(t.tombstone_pair(id, author)?);
+                }
+                Outcome::Count(n)
+            }
+            Request::SetWindow(w, _) => {
+                // Only ever raised: eviction may already have raised it past `w`, and
+                // lowering it would claim events no longer held. A window set by decree
+                // means L1 may lack events of any age, so no floor below it can stand
+                // either.
+                t.flush_index()?;
+                raise_window(t, *w)?;
+                t.clear_floors()?;
+                Outcome::Unit
+            }
+            Request::Promote(events, learn, _) => {
+                let mut p = Promoted::default();
+                for e in events {
+                    p.stored += u64::from(t.save(e, now)?.is_new());
+                }
+                if let Some(l) = learn {
+                    p.floors_lowered = t.learn(l, self.config.max_floors)?;
+                }
+                Outcome::Promoted(p)
+            }
+            Request::Rule(change, _) => {
+                let (version, removed) = t.rule(change)?;
+                Outcome::Ruled(eventstore::Ruled { version, removed })
+            }
+            Request::PurgeAuthor(pk, _) => {
+                Outcome::Ids(t.purge_author(pk, crate::rulings::PURGE_BATCH)?)
+            }
+            Request::Purge(ids, _) => {
+                let mut held = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if t.forget(id)? {
+                        held.push(*id);
+                    }
+                }
+                Outcome::Ids(held)
+            }
+            Request::PurgeExpired(by, max, _) => Outcome::Ids(t.purge_expired(*by, *max)?),
+            Request::SetCursor(c, _) => {
+                t.meta
+                    .insert(crate::schema::META_CURSOR, c.as_slice())
+                    .map_err(backend)?;
+                Outcome::Unit
+            }
+        })
     }
 
     fn flush_access(
@@ -472,81 +529,4 @@ impl Writer {
             tracing::error!(error = %e, "cannot clear L1 floors");
         }
     }
-
-    /// Measures how many file bytes the store uses per budget byte.
-    fn calibrate(&mut self, txn: &redb::WriteTransaction, bytes: u64) {
-        if bytes < 64 * 1024 {
-            return;
-        }
-        if let Ok(s) = txn.stats() {
-            let allocated = s.allocated_pages() as f64 * s.page_size() as f64;
-            let r = allocated / bytes as f64;
-            if r.is_finite() && r > 0.5 {
-                self.ratio = r.clamp(1.0, 4.0);
-            }
-        }
-    }
-}
-
-/// Opens the file and makes sure every table exists, so readers never meet a missing one.
-pub(crate) fn open_db(config: &RedbConfig) -> Result<Database, StoreError> {
-    if let Some(parent) = config.path.parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Backend(Box::new(e)))?;
-        }
-    }
-    let db = Database::builder()
-        .set_cache_size(config.cache_bytes)
-        .create(&config.path)
-        .map_err(backend)?;
-    let txn = db.begin_write().map_err(backend)?;
-    crate::reindex::ensure(&txn)?;
-    drop(Tables::open(&txn, Default::default())?);
-    txn.commit().map_err(backend)?;
-    if let Some(max) = config.max_bytes {
-        presize(&db, &config.path, max)?;
-    }
-    // A read to surface a broken file at open time, not at the first query.
-    drop(db.begin_read().map_err(backend)?);
-    Ok(db)
-}
-
-/// The file size a bounded store may reach: the 1.3 x budget bound.
-const PRESIZE_SHARE: f64 = 1.3;
-
-/// Grows a fresh bounded store's file close to its budget at once. redb doubles a file
-/// under 4 GiB each time it runs out of pages, so left alone a file settles at the last
-/// power of two under 1.3 x the budget: 68 MiB for 100 MiB, which eviction must then
-/// stay within. One value of `R` bytes makes redb grow the file to about twice that at
-/// once, so a value of at most (1.3 x budget - file) / 2 (rounded down to redb's
-/// power-of-two allocation orders) sizes the file near the budget; removing it again
-/// leaves that room free for events. Done with durable commits, so the freed pages are
-/// reusable at once; a file that is already large is left as it is.
-fn presize(db: &Database, path: &std::path::Path, max: u64) -> Result<(), StoreError> {
-    const SCRATCH: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("presize");
-    let target = (PRESIZE_SHARE * max as f64) as u64;
-    let file = std::fs::metadata(path).map_or(0, |m| m.len());
-    if file >= target / 2 || max > (2 << 30) {
-        return Ok(());
-    }
-    // The largest power of two with file + 2 x value <= target.
-    let room = (target - file) / 2;
-    if room < (1 << 20) {
-        return Ok(());
-    }
-    let value = 1u64 << (63 - room.leading_zeros());
-    // Less the page header redb adds, so the allocation stays in that order.
-    let len = usize::try_from(value - 4096).map_err(|e| StoreError::Backend(Box::new(e)))?;
-    // Reserved, not copied in: redb's own write buffer for the page is the only
-    // transient memory this costs (at most half the budget, once, at creation).
-    let txn = db.begin_write().map_err(backend)?;
-    {
-        let mut t = txn.open_table(SCRATCH).map_err(backend)?;
-        drop(t.insert_reserve(0, len).map_err(backend)?);
-    }
-    txn.commit().map_err(backend)?;
-    let txn = db.begin_write().map_err(backend)?;
-    txn.delete_table(SCRATCH).map_err(backend)?;
-    txn.commit().map_err(backend)?;
-    Ok(())
 }
