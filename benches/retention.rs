@@ -91,7 +91,8 @@ fn main() {
         let middle = 1_600_000_000 + n;
         let rule = Rule {
             kinds: None,
-            older_than: Duration::from_secs(Timestamp::now().0 - middle),
+            older_than: Some(Duration::from_secs(Timestamp::now().0 - middle)),
+            max_per_author: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let config = Config {

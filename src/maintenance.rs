@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventstore::{EventStore, Purge, StoreError, Timestamp};
+use eventstore::{EventStore, Filter, Kind, Purge, StoreError, Timestamp};
 use serde::Serialize;
 
 use crate::config::Retention;
@@ -27,6 +27,8 @@ use crate::node::{L2, Node};
 pub const STEP: usize = 1_000;
 /// Rows of the removal log pruned per step.
 const PRUNE_STEP: usize = 10_000;
+/// Authors trimmed per rule and run by `max_per_author` (the rest wait for the next).
+const TRIM_AUTHORS: usize = 1_000;
 /// Between steps: room for the writes.
 const PAUSE: Duration = Duration::from_millis(5);
 
@@ -126,8 +128,13 @@ async fn run(
     let now = Timestamp::now();
     let mut report = Report::default();
     for rule in &retention.rules {
-        let what = Purge::Matching(rule.filter(now));
-        let n = purge_all(store, &what, |_| {}).await?;
+        let mut n = 0;
+        if let Some(f) = rule.filter(now) {
+            n += purge_all(store, &Purge::Matching(f), |_| {}).await?;
+        }
+        if let Some(keep) = rule.max_per_author {
+            n += trim_authors(store, rule.kinds.as_ref(), keep).await?;
+        }
         if n > 0 {
             tracing::info!(rule = %rule.label(), purged = n, "retention");
         }
@@ -146,6 +153,48 @@ async fn run(
     }
     report.millis = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// The rule `max_per_author`: every author over `keep` events of `kinds` (up to
+/// [`TRIM_AUTHORS`] of them per run) keeps its newest `keep`. The cut is a time: what is
+/// older than the second of the `keep`-th newest event goes, so events sharing that
+/// second stay (a filter cannot split a second). Purged as any retention rule's
+/// events, through the removal log every L1 follows.
+async fn trim_authors(
+    store: &dyn EventStore,
+    kinds: Option<&std::collections::BTreeSet<Kind>>,
+    keep: u64,
+) -> Result<u64, StoreError> {
+    let mut total = 0;
+    let Ok(limit) = usize::try_from(keep) else {
+        return Ok(0);
+    };
+    for author in store.authors_over(kinds, keep, TRIM_AUTHORS).await? {
+        let of_author = Filter {
+            authors: Some([author].into_iter().collect()),
+            kinds: kinds.cloned(),
+            ..Filter::default()
+        };
+        let newest = store
+            .query(&[Filter {
+                limit: Some(limit),
+                ..of_author.clone()
+            }])
+            .await?;
+        // Fewer served than counted (expired ones not yet purged): nothing to cut.
+        if newest.len() < limit {
+            continue;
+        }
+        let Some(cut) = newest.last().and_then(|e| e.created_at().0.checked_sub(1)) else {
+            continue;
+        };
+        let older = Filter {
+            until: Some(Timestamp(cut)),
+            ..of_author
+        };
+        total += purge_all(store, &Purge::Matching(older), |_| {}).await?;
+    }
+    Ok(total)
 }
 
 /// How often a node offers to run maintenance: a quarter of the interval, between 1 s

@@ -264,4 +264,25 @@ impl EventStore for MemoryStore {
     async fn purge(&self, what: &Purge, max: usize) -> Result<Vec<EventId>, StoreError> {
         Ok(self.lock().purge(what, max, Timestamp::now()))
     }
+
+    async fn authors_over(
+        &self,
+        kinds: Option<&std::collections::BTreeSet<crate::types::Kind>>,
+        keep: u64,
+        max: usize,
+    ) -> Result<Vec<PublicKey>, StoreError> {
+        let st = self.lock();
+        let mut counts: HashMap<PublicKey, u64> = HashMap::new();
+        for e in st.events.values() {
+            if kinds.is_none_or(|k| k.contains(&e.kind())) {
+                *counts.entry(e.pubkey()).or_default() += 1;
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .filter(|&(_, n)| n > keep)
+            .map(|(pk, _)| pk)
+            .take(max)
+            .collect())
+    }
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use crate::event::Event;
 use crate::filter::Filter;
 use crate::moderation::{Change, Ruled, Rulings};
-use crate::types::{EventId, Timestamp};
+use crate::types::{EventId, Kind, PublicKey, Timestamp};
 
 /// Why a store refused an event. A normal answer, not a failure.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -166,5 +166,20 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     async fn purge(&self, what: &Purge, max: usize) -> Result<Vec<EventId>, StoreError> {
         let _ = (what, max);
         Err(StoreError::Unsupported("purge"))
+    }
+
+    /// Up to `max` authors holding more than `keep` stored events of `kinds` (of any
+    /// kind: `None`), in no particular order: the candidates of the retention rule
+    /// `max_per_author`, which keeps each author's newest `keep`. A store may count
+    /// events it no longer serves (expired, not yet purged), so callers check each
+    /// author's events with a query before removing any.
+    async fn authors_over(
+        &self,
+        kinds: Option<&std::collections::BTreeSet<Kind>>,
+        keep: u64,
+        max: usize,
+    ) -> Result<Vec<PublicKey>, StoreError> {
+        let _ = (kinds, keep, max);
+        Err(StoreError::Unsupported("authors_over"))
     }
 }

@@ -62,6 +62,32 @@ pub(crate) async fn step(
     Ok(ids_of(rows))
 }
 
+/// Up to `max` authors with more than `keep` events of `kinds` (any: `None`): one pass
+/// over the pubkey index (`events_pubkey`, or `events_pubkey_kind` with kinds), once per
+/// maintenance run and rule.
+pub(crate) async fn authors_over(
+    pool: &PgPool,
+    kinds: Option<&std::collections::BTreeSet<eventstore::Kind>>,
+    keep: u64,
+    max: usize,
+) -> Result<Vec<eventstore::PublicKey>, StoreError> {
+    let kinds: Option<Vec<i32>> = kinds.map(|k| k.iter().map(|k| i32::from(k.0)).collect());
+    let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT pubkey FROM events WHERE ($1::integer[] IS NULL OR kind = ANY($1)) \
+         GROUP BY pubkey HAVING count(*) > $2 LIMIT $3",
+    )
+    .bind(kinds)
+    .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+    .bind(i64::try_from(max).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|v| <[u8; 32]>::try_from(v).ok().map(eventstore::PublicKey))
+        .collect())
+}
+
 /// Removes up to `max` rows of the `removed` log older than `horizon`, and records the
 /// horizon for starting nodes to compare their cursor with. Returns how many went.
 pub(crate) async fn prune_removed(

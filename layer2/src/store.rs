@@ -456,6 +456,16 @@ impl EventStore for PgStore {
         Ok(ids)
     }
 
+    async fn authors_over(
+        &self,
+        kinds: Option<&std::collections::BTreeSet<eventstore::Kind>>,
+        keep: u64,
+        max: usize,
+    ) -> Result<Vec<eventstore::PublicKey>, StoreError> {
+        let q = crate::purge::authors_over(&self.pool, kinds, keep, max);
+        bounded(self.config.call_timeout, q).await
+    }
+
     async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {
         let ruled = crate::rulings::rule(&self.pool, change, self.config.call_timeout).await?;
         // Other nodes' pollers read the removals at once, not at their next tick.

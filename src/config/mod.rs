@@ -560,7 +560,8 @@ mod tests {
         let f = write(
             "[maintenance]\ninterval = \"10m\"\nlog_horizon = \"3d\"\n\
              [[retention]]\nkinds = [7]\nolder_than = \"30d\"\n\
-             [[retention]]\nolder_than = \"365d\"\n",
+             [[retention]]\nolder_than = \"365d\"\n\
+             [[retention]]\nkinds = [1]\nmax_per_author = 500\n",
         );
         let o = Options {
             config: Some(f.path().to_path_buf()),
@@ -569,13 +570,33 @@ mod tests {
         let c = o.resolve().unwrap();
         assert_eq!(c.retention.interval, Duration::from_secs(600));
         assert_eq!(c.retention.log_horizon, Duration::from_secs(3 * 86_400));
-        assert_eq!(c.retention.rules.len(), 2);
+        assert_eq!(c.retention.rules.len(), 3);
         assert_eq!(c.retention.rules[1].kinds, None);
+        assert_eq!(c.retention.rules[2].max_per_author, Some(500));
+        assert_eq!(c.retention.rules[2].older_than, None);
         let bad = write("[[retention]]\nkinds = []\nolder_than = \"1d\"\n");
         let o = Options {
             config: Some(bad.path().to_path_buf()),
             ..Options::default()
         };
         assert!(o.resolve().unwrap_err().contains("retention[0].kinds"));
+        for (text, says) in [
+            (
+                "[[retention]]\nkinds = [7]\n",
+                "needs older_than, max_per_author",
+            ),
+            (
+                "[[retention]]\nmax_per_author = 0\n",
+                "max_per_author must be at least 1",
+            ),
+        ] {
+            let bad = write(text);
+            let o = Options {
+                config: Some(bad.path().to_path_buf()),
+                ..Options::default()
+            };
+            let e = o.resolve().unwrap_err();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
     }
 }

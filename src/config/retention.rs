@@ -10,26 +10,32 @@ use serde::Deserialize;
 
 use super::file::Span;
 
-/// One retention rule: events (of these kinds, or of any kind) whose `created_at` is
-/// older than `older_than` are purged.
+/// One retention rule over events of these kinds (or of any kind): those whose
+/// `created_at` is older than `older_than` are purged, and each author keeps only the
+/// newest `max_per_author` (events in the same second as the last one kept stay too: a
+/// second is the finest order a filter can name). A rule has one limit or both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// The kinds it applies to; `None`: every kind.
     pub kinds: Option<BTreeSet<Kind>>,
-    pub older_than: Duration,
+    pub older_than: Option<Duration>,
+    pub max_per_author: Option<u64>,
 }
 
 impl Rule {
-    /// The events this rule purges at `now`: `created_at` at or before `now - older_than`.
-    pub fn filter(&self, now: Timestamp) -> Filter {
-        Filter {
+    /// The events this rule's age limit purges at `now`: `created_at` at or before
+    /// `now - older_than`.
+    pub fn filter(&self, now: Timestamp) -> Option<Filter> {
+        let age = self.older_than?;
+        Some(Filter {
             kinds: self.kinds.clone(),
-            until: Some(Timestamp(now.0.saturating_sub(self.older_than.as_secs()))),
+            until: Some(Timestamp(now.0.saturating_sub(age.as_secs()))),
             ..Filter::default()
-        }
+        })
     }
 
-    /// A short name for logs and metrics: `kinds=7,older_than=2592000s`.
+    /// A short name for logs and metrics: `kinds=7,older_than=2592000s`,
+    /// `kinds=all,max_per_author=10000`.
     pub fn label(&self) -> String {
         let kinds = match &self.kinds {
             Some(k) => k
@@ -39,7 +45,14 @@ impl Rule {
                 .join("+"),
             None => "all".into(),
         };
-        format!("kinds={kinds},older_than={}s", self.older_than.as_secs())
+        let mut label = format!("kinds={kinds}");
+        if let Some(age) = self.older_than {
+            label += &format!(",older_than={}s", age.as_secs());
+        }
+        if let Some(n) = self.max_per_author {
+            label += &format!(",max_per_author={n}");
+        }
+        label
     }
 }
 
@@ -81,7 +94,8 @@ pub struct MaintenanceFile {
 #[serde(deny_unknown_fields)]
 pub struct RuleFile {
     pub kinds: Option<Vec<u16>>,
-    pub older_than: Span,
+    pub older_than: Option<Span>,
+    pub max_per_author: Option<u64>,
 }
 
 /// Applies what the file sets over `r`.
@@ -108,8 +122,11 @@ pub fn apply(r: &mut Retention, m: &MaintenanceFile, rules: &[RuleFile]) -> Resu
                         .map(|k| k.iter().copied().map(Kind).collect()),
                     older_than: f
                         .older_than
-                        .resolve()
+                        .as_ref()
+                        .map(|s| s.resolve())
+                        .transpose()
                         .map_err(|e| format!("retention[{i}].older_than: {e}"))?,
+                    max_per_author: f.max_per_author,
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -129,8 +146,19 @@ impl Retention {
             return Err("maintenance.log_horizon must be at least 1h".into());
         }
         for (i, r) in self.rules.iter().enumerate() {
-            if r.older_than < Duration::from_secs(1) {
+            if r.older_than.is_none() && r.max_per_author.is_none() {
+                return Err(format!(
+                    "retention[{i}] needs older_than, max_per_author, or both"
+                ));
+            }
+            if r.older_than.is_some_and(|a| a < Duration::from_secs(1)) {
                 return Err(format!("retention[{i}].older_than must be at least 1s"));
+            }
+            if r.max_per_author == Some(0) {
+                return Err(format!(
+                    "retention[{i}].max_per_author must be at least 1 (to purge every \
+                     event of these kinds, use delete --filter)"
+                ));
             }
             if r.kinds.as_ref().is_some_and(BTreeSet::is_empty) {
                 return Err(format!(
@@ -150,17 +178,26 @@ mod tests {
     fn rules_become_filters_and_labels() {
         let r = Rule {
             kinds: Some([Kind(7)].into_iter().collect()),
-            older_than: Duration::from_secs(30 * 86_400),
+            older_than: Some(Duration::from_secs(30 * 86_400)),
+            max_per_author: None,
         };
-        let f = r.filter(Timestamp(10_000_000));
+        let f = r.filter(Timestamp(10_000_000)).unwrap();
         assert_eq!(f.until, Some(Timestamp(10_000_000 - 2_592_000)));
         assert_eq!(f.kinds, r.kinds);
         assert_eq!(r.label(), "kinds=7,older_than=2592000s");
         let all = Rule {
             kinds: None,
-            older_than: Duration::from_secs(5),
+            older_than: Some(Duration::from_secs(5)),
+            max_per_author: None,
         };
-        assert_eq!(all.filter(Timestamp(3)).until, Some(Timestamp(0)));
+        assert_eq!(all.filter(Timestamp(3)).unwrap().until, Some(Timestamp(0)));
         assert!(all.label().starts_with("kinds=all"));
+        let capped = Rule {
+            kinds: Some([Kind(1), Kind(30023)].into_iter().collect()),
+            older_than: None,
+            max_per_author: Some(10_000),
+        };
+        assert_eq!(capped.filter(Timestamp(3)), None, "no age limit");
+        assert_eq!(capped.label(), "kinds=1+30023,max_per_author=10000");
     }
 }

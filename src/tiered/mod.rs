@@ -552,6 +552,20 @@ impl EventStore for Tiered {
     async fn purge(&self, what: &Purge, max: usize) -> Result<Vec<EventId>, StoreError> {
         self.purge_in_l2(what, max).await
     }
+
+    /// L2 is the authority on what each author has (a single node's one store: L1).
+    async fn authors_over(
+        &self,
+        kinds: Option<&std::collections::BTreeSet<eventstore::Kind>>,
+        keep: u64,
+        max: usize,
+    ) -> Result<Vec<eventstore::PublicKey>, StoreError> {
+        if self.single {
+            self.l1.authors_over(kinds, keep, max).await
+        } else {
+            self.l2_call(self.l2.authors_over(kinds, keep, max)).await
+        }
+    }
 }
 
 #[cfg(test)]

@@ -58,7 +58,8 @@ async fn a_retention_run_on_one_node_empties_every_l1_of_what_it_purged() {
     let retention = Retention {
         rules: vec![Rule {
             kinds: Some([Kind(7)].into_iter().collect()),
-            older_than: day,
+            older_than: Some(day),
+            max_per_author: None,
         }],
         // Runs only when the test asks (the first offer would come after 5 min).
         interval: Duration::from_secs(3_600),
@@ -236,4 +237,115 @@ async fn a_running_node_finds_a_wipe_and_starts_its_l1_afresh() {
     drop((on_a, on_b));
     b.close().await;
     a.close().await;
+}
+
+/// `max_per_author`: each author keeps its newest N events of the rule's kinds (and
+/// those sharing the second of the N-th: a filter cannot split a second); the rest
+/// leave L2 and every node's L1, and other kinds and other authors are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_per_author_keeps_each_authors_newest_on_every_node() {
+    let db = test_database().await;
+    let retention = Retention {
+        rules: vec![Rule {
+            kinds: Some([Kind(1)].into_iter().collect()),
+            older_than: None,
+            max_per_author: Some(5),
+        }],
+        interval: Duration::from_secs(3_600),
+        ..Retention::default()
+    };
+    let (da, db_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestRelay::start(config(da.path(), &db.url, retention.clone())).await;
+    let b = TestRelay::start(config(db_dir.path(), &db.url, retention)).await;
+    let minute = Duration::from_secs(60);
+    let (heavy, light, tied) = (
+        Keys::generate().unwrap(),
+        Keys::generate().unwrap(),
+        Keys::generate().unwrap(),
+    );
+    // Newest first: heavy has 12 notes a minute apart, and reactions (another kind).
+    let heavy_notes: Vec<_> = (1..=12)
+        .map(|i| aged(&heavy, 1, minute * i, &format!("heavy {i}")))
+        .collect();
+    let reactions: Vec<_> = (1..=8)
+        .map(|i| aged(&heavy, 7, minute * i, &format!("+{i}")))
+        .collect();
+    let light_notes: Vec<_> = (1..=3)
+        .map(|i| aged(&light, 1, minute * i, &format!("light {i}")))
+        .collect();
+    // The 5th and 6th newest share a second: both stay, the 7th goes.
+    let tied_notes: Vec<_> = [1, 2, 3, 4, 5, 5, 6]
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| aged(&tied, 1, minute * i, &format!("tied {n}")))
+        .collect();
+    let mut on_a = a.client().await;
+    let all: Vec<&Event> = heavy_notes
+        .iter()
+        .chain(&reactions)
+        .chain(&light_notes)
+        .chain(&tied_notes)
+        .collect();
+    for e in &all {
+        let (ok, msg) = on_a.publish(e).await;
+        assert!(ok, "{msg}");
+    }
+    let all_ids: Vec<EventId> = all.iter().map(|e| e.id()).collect();
+    until_l1(&b, &all_ids, true, "B's poller never brought the events").await;
+
+    let report = run_if_due(&a.state.node).await.unwrap().expect("A's turn");
+    assert_eq!(
+        report.retention.get("kinds=1,max_per_author=5"),
+        Some(&8),
+        "{report:?}"
+    );
+    let gone: Vec<EventId> = ids(&heavy_notes[5..])
+        .into_iter()
+        .chain([tied_notes[6].id()])
+        .collect();
+    let kept: Vec<EventId> = ids(&heavy_notes[..5])
+        .into_iter()
+        .chain(ids(&reactions))
+        .chain(ids(&light_notes))
+        .chain(ids(&tied_notes[..6]))
+        .collect();
+    until_l1(&b, &gone, false, "B's L1 still holds trimmed notes").await;
+    until_l1(&b, &kept, true, "B lost what the rule keeps").await;
+    let mut on_b = b.client().await;
+    let served = on_b
+        .req(
+            "r",
+            &[json!({"authors": [heavy.public_key().to_hex()], "kinds": [1]})],
+        )
+        .await;
+    let mut served = served;
+    served.sort();
+    let mut want: Vec<String> = ids(&heavy_notes[..5]).iter().map(EventId::to_hex).collect();
+    want.sort();
+    assert_eq!(served, want);
+    // A second run finds nothing more to trim.
+    let again = retention_again(&a).await;
+    assert_eq!(again, 0);
+    drop((on_a, on_b));
+    b.close().await;
+    a.close().await;
+}
+
+/// Runs the cluster's maintenance on `relay` now, whenever the last run was, and
+/// returns how many events its rules purged.
+async fn retention_again(relay: &TestRelay) -> u64 {
+    let node = &relay.state.node;
+    let L2::Postgres(pg) = &node.l2 else {
+        panic!("a PostgreSQL node")
+    };
+    let store = node.store();
+    let report = layer2_relay::maintenance::run_now(
+        store.as_ref(),
+        Some(pg.as_ref()),
+        &node.config.retention,
+    )
+    .await
+    .unwrap()
+    .expect("nobody else runs");
+    report.retention.values().sum()
 }

@@ -65,6 +65,7 @@ macro_rules! for_each_conformance_case {
         $m!(a_banned_author_is_removed_and_refused, $($args)*);
         $m!(a_banned_event_is_removed_and_refused, $($args)*);
         $m!(purge_removes_what_it_names_in_steps, $($args)*);
+        $m!(authors_over_counts_each_authors_events, $($args)*);
         $m!(many_authors_and_kinds_merge_in_order, $($args)*);
     };
 }

@@ -161,3 +161,47 @@ pub async fn purge_removes_what_it_names_in_steps(s: Store) {
             .is_empty()
     );
 }
+
+async fn over(s: &Store, kinds: &[u16], keep: u64, max: usize) -> Vec<crate::types::PublicKey> {
+    let kinds: Option<std::collections::BTreeSet<Kind>> =
+        (!kinds.is_empty()).then(|| kinds.iter().copied().map(Kind).collect());
+    match s.authors_over(kinds.as_ref(), keep, max).await {
+        Ok(mut pks) => {
+            pks.sort();
+            pks
+        }
+        Err(e) => panic!("authors_over {kinds:?} {keep} failed: {e}"),
+    }
+}
+
+/// The candidates of the retention rule `max_per_author`: authors with more than
+/// `keep` events, of the given kinds or of any.
+pub async fn authors_over_counts_each_authors_events(s: Store) {
+    let (a, b, c) = (keys(1), keys(2), keys(3));
+    let mut events: Vec<_> = (0..5).map(|i| note(&a, T0 + i, &format!("a{i}"))).collect();
+    events.extend((0..2).map(|i| event(&a, 7, T0 + i, &[], &format!("+{i}"))));
+    events.extend((0..2).map(|i| note(&b, T0 + i, &format!("b{i}"))));
+    events.extend((0..4).map(|i| event(&c, 7, T0 + i, &[], &format!("-{i}"))));
+    save_all(&s, &events).await;
+    let (pa, pb, pc) = (a.public_key(), b.public_key(), c.public_key());
+    let sorted = |mut v: Vec<crate::types::PublicKey>| {
+        v.sort();
+        v
+    };
+    assert_eq!(over(&s, &[], 4, 100).await, vec![pa], "a has 7, c 4, b 2");
+    assert_eq!(over(&s, &[], 1, 100).await, sorted(vec![pa, pb, pc]));
+    assert_eq!(over(&s, &[], 1, 2).await.len(), 2, "at most max");
+    assert_eq!(
+        over(&s, &[1], 2, 100).await,
+        vec![pa],
+        "b has exactly 2 notes"
+    );
+    assert_eq!(over(&s, &[7], 3, 100).await, vec![pc]);
+    assert_eq!(over(&s, &[7], 1, 100).await, sorted(vec![pa, pc]));
+    assert_eq!(over(&s, &[1, 7], 6, 100).await, vec![pa]);
+    assert!(over(&s, &[1, 7], 7, 100).await.is_empty());
+    assert!(
+        over(&s, &[30023], 0, 100).await.is_empty(),
+        "nobody has one"
+    );
+}
