@@ -462,8 +462,10 @@ impl EventStore for PgStore {
         keep: u64,
         max: usize,
     ) -> Result<Vec<eventstore::PublicKey>, StoreError> {
+        // One pass over the pubkey index: on a large table far longer than a request,
+        // and off every request path (maintenance only).
         let q = crate::purge::authors_over(&self.pool, kinds, keep, max);
-        bounded(self.config.call_timeout, q).await
+        bounded(self.config.call_timeout * 30, q).await
     }
 
     async fn rule(&self, change: &Change) -> Result<Ruled, StoreError> {
