@@ -2,8 +2,9 @@
 //! half of them (every event older than the middle of the data's time range). Reports
 //! the run's duration, the tables' and indexes' sizes before and after `VACUUM` (and
 //! `VACUUM FULL`), and the
-//! p50/p99 of profile reads (one author, `limit 20`) through a node, from 4 concurrent
-//! readers, during the run against the same reads without it.
+//! p50/p99 of profile reads (one author, `limit 20`) from 4 WebSocket clients of the
+//! node (REQ, EOSE, CLOSE in a closed loop), during the run against the same reads
+//! without it.
 //!
 //! `cargo bench -p layer2-relay --bench retention` (a throw-away PostgreSQL is started;
 //! `DATABASE_URL` uses yours). `LAYER2_BENCH_EVENTS` sets N.
@@ -16,7 +17,7 @@ use eventstore::conformance::workload::{self as wl, Rng};
 use eventstore::{EventStore, Filter, Timestamp};
 use layer2::{PgConfig, PgStore};
 use layer2_relay::config::{Config, Retention, retention::Rule};
-use layer2_relay::{Node, maintenance};
+use layer2_relay::{Node, maintenance, relay};
 
 /// Table, index and log sizes in MiB.
 async fn sizes(pg: &PgStore) -> String {
@@ -39,22 +40,41 @@ async fn sizes(pg: &PgStore) -> String {
     )
 }
 
-/// Profile reads from 4 readers until `stop` (or for `at_most`): their latencies.
-async fn reads(node: Arc<Node>, stop: Arc<AtomicBool>, at_most: Duration) -> Vec<Duration> {
+/// Profile reads from 4 WebSocket clients until `stop` (or for `at_most`), each a
+/// closed loop as a client reading profiles runs it: `REQ`, the events, `EOSE`, then
+/// `CLOSE`, then the next `REQ`. Their REQ→EOSE latencies.
+async fn reads(url: String, stop: Arc<AtomicBool>, at_most: Duration) -> Vec<Duration> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
     let started = Instant::now();
     let mut tasks = Vec::new();
     for r in 0..4u64 {
-        let (node, stop) = (node.clone(), stop.clone());
+        let (url, stop) = (url.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .expect("connect to the bench's relay");
             let mut rng = Rng(0x5eed + r);
             let mut times = Vec::new();
             while !stop.load(Ordering::Relaxed) && started.elapsed() < at_most {
-                let f = Filter::new()
-                    .author(wl::author(rng.zipf(wl::AUTHORS)))
-                    .limit(20);
+                let author = wl::author(rng.zipf(wl::AUTHORS));
+                let req = serde_json::json!(["REQ", "p", { "authors": [author.to_string()], "limit": 20 }]);
                 let t = Instant::now();
-                node.tiered.query(&[f]).await.unwrap();
+                ws.send(Message::Text(req.to_string().into())).await.unwrap();
+                loop {
+                    let m = ws.next().await.expect("the relay hung up").unwrap();
+                    let Message::Text(text) = m else { continue };
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    match v[0].as_str() {
+                        Some("EOSE") => break,
+                        Some("EVENT") | Some("AUTH") => {}
+                        _ => panic!("the relay answered a profile read with {v}"),
+                    }
+                }
                 times.push(t.elapsed());
+                let close = serde_json::json!(["CLOSE", "p"]);
+                ws.send(Message::Text(close.to_string().into())).await.unwrap();
             }
             times
         }));
@@ -107,16 +127,22 @@ fn main() {
             },
             ..Config::default()
         };
-        let node = Arc::new(Node::open(config).await.unwrap());
+        let mut config = config;
+        // The readers ask as fast as they are answered.
+        config.limits.reqs_per_second = 1_000_000;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut relay =
+            relay::spawn(Node::open(config).await.unwrap(), listener).expect("serve the node");
+        let node = relay.state.node.clone();
         let quiet_for = if test_mode {
             Duration::from_secs(1)
         } else {
             Duration::from_secs(20)
         };
-        let mut quiet = reads(node.clone(), Arc::new(AtomicBool::new(false)), quiet_for).await;
+        let mut quiet = reads(relay.url(), Arc::new(AtomicBool::new(false)), quiet_for).await;
 
         let stop = Arc::new(AtomicBool::new(false));
-        let readers = tokio::spawn(reads(node.clone(), stop.clone(), Duration::MAX));
+        let readers = tokio::spawn(reads(relay.url(), stop.clone(), Duration::MAX));
         let run = Instant::now();
         let report = maintenance::run_if_due(&node)
             .await
@@ -156,13 +182,11 @@ fn main() {
         assert!(report.purged() > 0, "the rule purged nothing");
         let left = pg.count(&[Filter::new()]).await.unwrap();
         assert!(left > 0 && left < n, "{left} of {n} left");
-        tiered_close(node).await;
+        assert!(
+            !quiet.is_empty() && !busy.is_empty(),
+            "no read was answered"
+        );
+        relay.stop().await.unwrap();
+        node.tiered.shutdown();
     });
-}
-
-async fn tiered_close(node: Arc<Node>) {
-    match Arc::try_unwrap(node) {
-        Ok(n) => n.close().await,
-        Err(n) => n.tiered.shutdown(),
-    }
 }

@@ -217,6 +217,9 @@ impl Node {
     /// acknowledged write is already durable; this lets queued ones finish.
     pub async fn close(self) {
         let Node { tiered, l2, .. } = self;
+        if let Err(e) = tiered.keep_routes_now().await {
+            tracing::warn!(error = %e, "query route counts not kept in L1");
+        }
         tiered.shutdown();
         let l1 = tiered.l1().clone();
         let single = tiered.single();

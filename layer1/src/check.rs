@@ -29,7 +29,16 @@ impl Report {
     }
 }
 
+/// Records walked between two progress reports.
+const PROGRESS_EVERY: u64 = 4_096;
+
 pub(crate) fn check(db: &Database) -> Result<Report, StoreError> {
+    check_with(db, &mut |_, _| {})
+}
+
+/// [`check`], reporting `(records walked, records to walk)` as it goes: the events, then
+/// the index entries (the two long walks).
+fn check_with(db: &Database, progress: &mut dyn FnMut(u64, u64)) -> Result<Report, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
     let events = txn.open_table(EVENTS).map_err(backend)?;
     let ids = txn.open_table(IDS).map_err(backend)?;
@@ -51,11 +60,20 @@ pub(crate) fn check(db: &Database) -> Result<Report, StoreError> {
     let mut serials = HashSet::new();
     let window = get_u64(&meta, META_WINDOW)?;
     let mut below_window = HashSet::new();
+    let total = events.len().map_err(backend)? + index.len().map_err(backend)?;
+    let mut walked = 0u64;
+    let mut step = |walked: &mut u64| {
+        *walked += 1;
+        if *walked % PROGRESS_EVERY == 0 {
+            progress(*walked, total);
+        }
+    };
     for entry in events.iter().map_err(backend)? {
         let (k, v) = entry.map_err(backend)?;
         let serial = k.value();
         serials.insert(serial);
         r.events += 1;
+        step(&mut walked);
         let e = match decode(v.value()) {
             Ok(e) => e,
             Err(err) => {
@@ -106,6 +124,7 @@ pub(crate) fn check(db: &Database) -> Result<Report, StoreError> {
     for entry in index.iter().map_err(backend)? {
         let (k, _) = entry.map_err(backend)?;
         r.index_entries += 1;
+        step(&mut walked);
         let key = k.value();
         match split_suffix(key) {
             Some((_, serial)) if serials.contains(&serial) => {}
@@ -154,6 +173,7 @@ pub(crate) fn check(db: &Database) -> Result<Report, StoreError> {
         ));
     }
     check_order(&txn, &floors, &mut r, &below_window)?;
+    progress(total, total);
     Ok(r)
 }
 
@@ -217,8 +237,17 @@ fn check_order(
 
 /// Checks the redb store at `path`, which no process may have open (a stopped node's).
 pub fn check_file(path: &std::path::Path) -> Result<Report, StoreError> {
+    check_file_with(path, &mut |_, _| {})
+}
+
+/// [`check_file`], calling `progress(walked, total)` every few thousand records walked
+/// (events and index entries) and once at the end with `walked == total`.
+pub fn check_file_with(
+    path: &std::path::Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Report, StoreError> {
     let db = Database::open(path).map_err(backend)?;
-    check(&db)
+    check_with(&db, progress)
 }
 
 /// Compacts the redb store at `path`, which no process may have open: freed pages are

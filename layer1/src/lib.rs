@@ -39,7 +39,7 @@ pub mod store;
 mod write;
 mod writer;
 
-pub use check::{Report, check_file, compact_file, remove_file};
+pub use check::{Report, check_file, check_file_with, compact_file, remove_file};
 pub use config::{Durability, RedbConfig};
 pub use floors::Learn;
 pub use outbox::Outbox;

@@ -44,6 +44,8 @@ pub(crate) const META_CURSOR: &str = "cursor";
 pub(crate) const META_INDEX_FORMAT: &str = "index_format";
 /// The secret of the tag-value hash in index keys (`keys::Codec`), 16 bytes.
 pub(crate) const META_INDEX_SECRET: &str = "index_secret";
+/// Prefix of the callers' own META values (`RedbStore::annotation`), apart from ours.
+pub(crate) const META_ANNOTATION: &str = "note.";
 /// The rulings' version (bumped by every change).
 pub(crate) const META_RULINGS: &str = "rulings";
 

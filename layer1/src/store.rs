@@ -267,6 +267,31 @@ impl RedbStore {
         self.request(|tx| Request::SetCursor(cursor, tx)).await
     }
 
+    /// A value the caller keeps in this file under `name` (see [`Self::set_annotation`]).
+    pub async fn annotation(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let db = self.db.clone();
+        let key = format!("{}{name}", crate::schema::META_ANNOTATION);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(backend)?;
+            let meta = txn.open_table(crate::schema::META).map_err(backend)?;
+            Ok(meta
+                .get(key.as_str())
+                .map_err(backend)?
+                .map(|v| v.value().to_vec()))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
+    /// Keeps `value` under `name` in this file, apart from the store's own records: the
+    /// caller's counters that should outlive a restart. It commits in the writer's order
+    /// and is as durable as the store's other writes (an eventual store may lose the
+    /// last second of them in a crash). Not counted in the budget: a few small values.
+    pub async fn set_annotation(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let key = format!("{}{name}", crate::schema::META_ANNOTATION);
+        self.request(|tx| Request::Annotate(key, value, tx)).await
+    }
+
     /// Finishes queued writes, stops the writer and closes the file. Savers still
     /// holding the store get [`StoreError::Closed`] afterwards.
     pub async fn close(self) -> Result<(), StoreError> {

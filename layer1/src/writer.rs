@@ -28,6 +28,8 @@ pub(crate) enum Request {
     ),
     SetWindow(Timestamp, oneshot::Sender<Result<(), StoreError>>),
     SetCursor(Vec<u8>, oneshot::Sender<Result<(), StoreError>>),
+    /// A caller's own value in META (`RedbStore::set_annotation`), under its full key.
+    Annotate(String, Vec<u8>, oneshot::Sender<Result<(), StoreError>>),
     /// A change to the operator's rulings (`rulings.rs`).
     Rule(
         eventstore::Change,
@@ -88,9 +90,10 @@ impl Request {
                 Request::Delete(_, tx) | Request::Forget(_, tx) | Request::Tombstone(_, tx),
                 Outcome::Count(n),
             ) => drop(tx.send(Ok(n))),
-            (Request::SetWindow(_, tx) | Request::SetCursor(_, tx), Outcome::Unit) => {
-                drop(tx.send(Ok(())))
-            }
+            (
+                Request::SetWindow(_, tx) | Request::SetCursor(_, tx) | Request::Annotate(_, _, tx),
+                Outcome::Unit,
+            ) => drop(tx.send(Ok(()))),
             (Request::Promote(_, _, tx), Outcome::Promoted(p)) => drop(tx.send(Ok(p))),
             (Request::Rule(_, tx), Outcome::Ruled(r)) => drop(tx.send(Ok(r))),
             (
@@ -112,7 +115,9 @@ impl Request {
             Request::Delete(_, tx) | Request::Forget(_, tx) | Request::Tombstone(_, tx) => {
                 drop(tx.send(Err(err())))
             }
-            Request::SetWindow(_, tx) | Request::SetCursor(_, tx) => drop(tx.send(Err(err()))),
+            Request::SetWindow(_, tx) | Request::SetCursor(_, tx) | Request::Annotate(_, _, tx) => {
+                drop(tx.send(Err(err())))
+            }
             Request::Promote(_, _, tx) => drop(tx.send(Err(err()))),
             Request::Rule(_, tx) => drop(tx.send(Err(err()))),
             Request::PurgeAuthor(_, tx)
@@ -466,6 +471,10 @@ impl Writer {
                 t.meta
                     .insert(crate::schema::META_CURSOR, c.as_slice())
                     .map_err(backend)?;
+                Outcome::Unit
+            }
+            Request::Annotate(key, v, _) => {
+                t.meta.insert(key.as_str(), v.as_slice()).map_err(backend)?;
                 Outcome::Unit
             }
         })

@@ -53,7 +53,16 @@ pub async fn check(config: &Config) -> anyhow::Result<(Value, usize)> {
     let mut problems = 0usize;
     for (name, path) in redb_files(config) {
         let p = path.clone();
-        let report = tokio::task::spawn_blocking(move || layer1::check_file(&p)).await?;
+        let bar = progress_bar(name);
+        let b = bar.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            layer1::check_file_with(&p, &mut |walked, total| {
+                b.set_length(total);
+                b.set_position(walked);
+            })
+        })
+        .await?;
+        bar.finish_and_clear();
         let v = match report {
             Ok(r) => {
                 problems += r.problems.len();
@@ -67,7 +76,12 @@ pub async fn check(config: &Config) -> anyhow::Result<(Value, usize)> {
         out.insert(name.to_string(), v);
     }
     if let Some(pg) = admin_pg(config).await? {
-        let findings = pg.check().await.context("checking PostgreSQL")?;
+        // Its queries each read a whole table: no count to show, only that it works.
+        let spinner = indicatif::ProgressBar::new_spinner().with_message("checking PostgreSQL");
+        spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+        let findings = pg.check().await.context("checking PostgreSQL");
+        spinner.finish_and_clear();
+        let findings = findings?;
         problems += findings.len();
         out.insert("postgresql".into(), json!({ "findings": findings }));
         pg.close().await;
@@ -80,6 +94,18 @@ pub async fn check(config: &Config) -> anyhow::Result<(Value, usize)> {
     }
     out.insert("problems".into(), json!(problems));
     Ok((Value::Object(out), problems))
+}
+
+/// A bar on stderr for a walk over `name`'s records (drawn only on a terminal, so the
+/// JSON summary on stdout stays clean either way).
+fn progress_bar(name: &str) -> indicatif::ProgressBar {
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} {bar:40} {pos}/{len} records {per_sec} eta {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    indicatif::ProgressBar::new(0)
+        .with_style(style)
+        .with_message(format!("checking {name}"))
 }
 
 /// Compacts the node's redb files (the node must be stopped).
@@ -151,8 +177,8 @@ pub async fn nuke(config: &Config, what: Nuke) -> anyhow::Result<Value> {
                     pg.close().await;
                     bail!(
                         "{others} other sessions are connected to the database (running \
-                         nodes?): stop them, or pass --force (their L1s then keep serving \
-                         what was wiped until they restart)"
+                         nodes?): stop them, or pass --force (running nodes may then serve \
+                         wiped events for up to 10 s, until their pollers see the wipe)"
                     );
                 }
                 let events = pg.wipe().await.context("wiping PostgreSQL")?;

@@ -247,6 +247,8 @@ pub async fn stats(node: &Node) -> anyhow::Result<serde_json::Value> {
             "window": l1.window().0,
             "evictions": l1.stats().evictions.load(std::sync::atomic::Ordering::Relaxed),
             "floors": l1.stats().floors.load(std::sync::atomic::Ordering::Relaxed),
+            // Every query the node answered since this L1 file began, by where.
+            "queries": node.tiered.routes().report(),
         },
     }))
 }

@@ -127,6 +127,8 @@ pub struct Tiered {
     single: bool,
     /// When L1 was last warmed afresh, by the database clock (0: unknown; `warm.rs`).
     warmed_at: std::sync::atomic::AtomicI64,
+    /// Query routes counted before this start, from the L1 file (`stats::Routes`).
+    routes_base: stats::Routes,
 }
 
 impl std::fmt::Debug for Tiered {
@@ -177,6 +179,7 @@ impl Tiered {
         let (promote_tx, promote_rx) = mpsc::channel(config.promote_queue.max(1));
         let (stop, _) = watch::channel(false);
         let seen_ttl = (config.lookback() * 20).max(Duration::from_secs(120));
+        let routes_base = stats::Routes::load(&l1).await;
         let t = Arc::new(Tiered {
             seen: moka::sync::Cache::builder()
                 .max_capacity(2_000_000)
@@ -208,6 +211,7 @@ impl Tiered {
             stats: Arc::new(TieredStats::default()),
             single,
             warmed_at: std::sync::atomic::AtomicI64::new(0),
+            routes_base,
         });
         let cursor = if single {
             // Nothing to warm or recover: queries go straight to the one store (see
@@ -224,6 +228,7 @@ impl Tiered {
             t.dropped.clone(),
         ));
         tokio::spawn(repair::run(Arc::downgrade(&t), t.stop.subscribe()));
+        tokio::spawn(stats::keep_routes(Arc::downgrade(&t), t.stop.subscribe()));
         if let Some(n) = t.feed.as_ref().and_then(|f| f.notifications()) {
             tokio::spawn(breaker::watch_listener(
                 Arc::downgrade(&t.breaker),

@@ -123,3 +123,57 @@ async fn check_finds_an_index_entry_that_is_no_key_of_its_event() {
         "{report:?}"
     );
 }
+
+#[tokio::test]
+async fn check_reports_its_progress_up_to_every_record_it_walks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let store = crate::support::open(&dir, None);
+    store.save_many(&workload::events(1_500)).await.unwrap();
+    store.close().await.unwrap();
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    let report =
+        layer1::check_file_with(&path, &mut |walked, total| seen.push((walked, total))).unwrap();
+    assert!(report.is_consistent(), "{report:?}");
+    let total = report.events + report.index_entries;
+    assert!(seen.len() >= 2, "one report per 4,096 records: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "progress goes forward: {seen:?}"
+    );
+    assert!(seen.iter().all(|&(_, t)| t == total), "{seen:?}");
+    assert_eq!(seen.last(), Some(&(total, total)), "it ends at the whole");
+}
+
+#[tokio::test]
+async fn an_annotation_outlives_a_reopen_and_stays_apart_from_the_stores_own_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::support::open(&dir, None);
+    assert_eq!(store.annotation("cursor").await.unwrap(), None);
+    store.save_many(&workload::events(20)).await.unwrap();
+    store.set_cursor(b"c1".to_vec()).await.unwrap();
+    store
+        .set_annotation("cursor", b"mine".to_vec())
+        .await
+        .unwrap();
+    let bytes = store.bytes_used();
+    store.close().await.unwrap();
+    let store = crate::support::open(&dir, None);
+    assert_eq!(
+        store.annotation("cursor").await.unwrap(),
+        Some(b"mine".to_vec())
+    );
+    assert_eq!(
+        store.cursor().await.unwrap(),
+        Some(b"c1".to_vec()),
+        "the store's own"
+    );
+    assert_eq!(
+        store.bytes_used(),
+        bytes,
+        "annotations are not budget bytes"
+    );
+    let report = store.check().await.unwrap();
+    assert!(report.is_consistent(), "{report:?}");
+    store.close().await.unwrap();
+}

@@ -568,3 +568,56 @@ async fn delete_of_ten_thousand_events_while_a_client_publishes_loses_nothing_el
         n.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_reports_the_l1_hit_ratio_counted_across_restarts() {
+    let db = layer2::testsupport::test_database().await;
+    let (node_dir, cli_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = super::retention::config(node_dir.path(), &db.url, Default::default());
+    let keys = Keys::generate().unwrap();
+    let profile = serde_json::json!({ "authors": [keys.public_key().to_string()], "limit": 10 });
+    let url = db.url.clone();
+    let data = node_dir.path().to_str().unwrap().to_string();
+    let stats = || {
+        let (ok, v, err) = run_any(
+            cli_dir.path(),
+            &["--data-dir", &data, "--database-url", &url, "stats"],
+        );
+        assert!(ok, "{err}");
+        let q = v["l1"]["queries"].clone();
+        let by = &q["by_shape"]["author"];
+        let (l1, l2) = (by["l1_answered"].as_u64(), by["l2_asked"].as_u64());
+        let (Some(l1), Some(l2)) = (l1, l2) else {
+            panic!("no author counts in {v}")
+        };
+        (l1 + l2, q)
+    };
+    let node = super::client::TestRelay::start(config.clone()).await;
+    let mut client = node.client().await;
+    for i in 0..3 {
+        let e = super::client::event(&keys, 1, &format!("n{i}"), &[]);
+        assert!(client.publish(&e).await.0);
+    }
+    for _ in 0..5 {
+        assert_eq!(client.req("p", &[profile.clone()]).await.len(), 3);
+    }
+    drop(client);
+    node.close().await;
+    let (first, q) = stats();
+    assert!(first >= 5, "five profile reads, {first} counted: {q}");
+    let ratio = q["hit_ratio"]
+        .as_f64()
+        .expect("a ratio once queries were counted");
+    assert!((0.0..=1.0).contains(&ratio), "{q}");
+
+    // Counted on from what the file kept, not from zero.
+    let node = super::client::TestRelay::start(config).await;
+    let mut client = node.client().await;
+    for _ in 0..2 {
+        assert_eq!(client.req("p", &[profile.clone()]).await.len(), 3);
+    }
+    drop(client);
+    node.close().await;
+    let (second, q) = stats();
+    assert!(second >= first + 2, "{first} then {second}: {q}");
+}
