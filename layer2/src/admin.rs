@@ -28,6 +28,11 @@ const SQL_CHECKS: &[(&str, &str, &str)] = &[
          WHERE t.created_at <> e.created_at",
     ),
     (
+        "orphan_tags",
+        "tag rows whose event is not stored",
+        "SELECT count(*) FROM tags t WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = t.event_id)",
+    ),
+    (
         "stored_and_tombstoned",
         "events stored although their author deleted them (NIP-09)",
         "SELECT count(*) FROM events e JOIN deleted_ids d ON d.id = e.id AND d.pubkey = e.pubkey",

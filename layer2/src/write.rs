@@ -411,7 +411,9 @@ fn row_addr(r: &sqlx::postgres::PgRow) -> Result<AddrKey, StoreError> {
     ))
 }
 
-/// Multi-row insert of events and their tags; returns the ids actually inserted.
+/// Multi-row insert of events and their tags in one statement (one round trip);
+/// returns the ids actually inserted. A tag row is written only for an event this
+/// statement inserted: never for a duplicate another writer stored first.
 async fn insert_events(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[Event],
@@ -430,7 +432,9 @@ async fn insert_events(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for &i in which {
+    // Tag rows by the event's place in the arrays above (1-based, as SQL counts).
+    let (mut t_of, mut t_names, mut t_vals) = (vec![], vec![], vec![]);
+    for (at, &i) in which.iter().enumerate() {
         let e = &batch[i];
         ids.push(e.id().0.to_vec());
         pks.push(e.pubkey().0.to_vec());
@@ -439,11 +443,24 @@ async fn insert_events(
         dks.push(e.address().map(|a| value_key(&a.d)));
         exps.push(e.expiration().map(ts));
         jsons.push(e.as_json().to_owned());
+        for (name, value) in tag_rows(e) {
+            t_of.push(at as i32 + 1);
+            t_names.push(name);
+            t_vals.push(value);
+        }
     }
     let rows: Vec<Vec<u8>> = sqlx::query_scalar(
-        "INSERT INTO events (id, pubkey, created_at, kind, d_key, expiration, json) \
-         SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int4[], $5::bytea[], $6::int8[], $7::text[]) \
-         ON CONFLICT (id) DO NOTHING RETURNING id",
+        "WITH ins AS (\
+           INSERT INTO events (id, pubkey, created_at, kind, d_key, expiration, json) \
+           SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int4[], $5::bytea[], $6::int8[], $7::text[]) \
+           ON CONFLICT (id) DO NOTHING RETURNING id, created_at), \
+         tagged AS (\
+           INSERT INTO tags (event_id, name, value_key, created_at) \
+           SELECT ins.id, t.n::\"char\", t.v, ins.created_at \
+           FROM unnest($8::int4[], $9::text[], $10::bytea[]) AS t(at, n, v) \
+           JOIN ins ON ins.id = ($1::bytea[])[t.at] \
+           ON CONFLICT DO NOTHING) \
+         SELECT id FROM ins",
     )
     .bind(&ids)
     .bind(&pks)
@@ -452,39 +469,13 @@ async fn insert_events(
     .bind(&dks)
     .bind(&exps)
     .bind(&jsons)
+    .bind(&t_of)
+    .bind(&t_names)
+    .bind(&t_vals)
     .fetch_all(&mut **tx)
     .await
     .map_err(db)?;
-    let inserted: HashSet<Vec<u8>> = rows.into_iter().collect();
-
-    let (mut t_ids, mut t_names, mut t_vals, mut t_cats) = (vec![], vec![], vec![], vec![]);
-    for &i in which {
-        let e = &batch[i];
-        if !inserted.contains(e.id().0.as_slice()) {
-            continue;
-        }
-        for (name, value) in tag_rows(e) {
-            t_ids.push(e.id().0.to_vec());
-            t_names.push(name);
-            t_vals.push(value);
-            t_cats.push(ts(e.created_at()));
-        }
-    }
-    if !t_ids.is_empty() {
-        sqlx::query(
-            "INSERT INTO tags (event_id, name, value_key, created_at) \
-             SELECT e, n::\"char\", v, c FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::int8[]) AS t(e, n, v, c) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&t_ids)
-        .bind(&t_names)
-        .bind(&t_vals)
-        .bind(&t_cats)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-    }
-    Ok(inserted)
+    Ok(rows.into_iter().collect())
 }
 
 /// Tombstones and the deletes they imply. Idempotent: run again after commit.

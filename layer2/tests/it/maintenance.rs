@@ -105,3 +105,105 @@ async fn purges_reach_the_removal_log_and_pruning_records_its_horizon() {
         .unwrap();
     assert!(page.changes.removed.is_empty());
 }
+
+/// Tag rows of events no longer stored, and tag rows in all.
+async fn tag_rows(store: &layer2::PgStore) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tags t WHERE NOT EXISTS \
+           (SELECT 1 FROM events e WHERE e.id = t.event_id)), (SELECT count(*) FROM tags)",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_an_event_leaves_takes_its_tag_rows_along() {
+    let db = test_database().await;
+    let store = store_on(&db).await;
+    let k = Keys::from_seed(43);
+    let pk = k.public_key().to_string();
+    let now = Timestamp::now().0;
+    let at = |kind: u16, s: u64, tags: &[&[&str]]| {
+        let mut b = EventBuilder::new(Kind(kind), format!("{kind} at {s}"))
+            .created_at(Timestamp(now - 1_000 + s))
+            .tag(["t", "kept"]);
+        for t in tags {
+            b = b.tag(t.iter().copied());
+        }
+        b.sign(&k)
+    };
+    // Replaced, deleted by id (NIP-09), deleted by address, purged by filter, expired,
+    // removed by the operator: each leaves with its tag rows.
+    let profile = [at(0, 1, &[&["p", &pk]]), at(0, 2, &[&["p", &pk]])];
+    let note = at(1, 3, &[&["e", &"ab".repeat(32)]]);
+    let article = at(30023, 4, &[&["d", "a"]]);
+    let reactions: Vec<_> = (0..5).map(|i| at(7, 10 + i, &[])).collect();
+    let exp = (now + 3_600).to_string();
+    let expiring = at(1, 20, &[&["expiration", &exp]]);
+    let removed = at(1, 21, &[]);
+    let kept = at(1, 22, &[&["t", "other"]]);
+    let deletion = at(5, 30, &[&["e", &note.id().to_string()]]);
+    let by_address = at(5, 31, &[&["a", &format!("30023:{pk}:a")]]);
+    let mut all = vec![
+        note.clone(),
+        article.clone(),
+        expiring,
+        removed.clone(),
+        kept,
+    ];
+    all.extend(profile.iter().cloned());
+    all.extend(reactions);
+    for e in &all {
+        assert!(store.save(e).await.unwrap().is_new(), "{e:?}");
+    }
+    let (orphans, before) = tag_rows(&store).await;
+    assert_eq!(orphans, 0);
+    for d in [&deletion, &by_address] {
+        assert!(store.save(d).await.unwrap().is_new());
+    }
+    let reactions_filter = Filter::new().kind(Kind(7));
+    assert_eq!(
+        store
+            .purge(&Purge::Matching(reactions_filter), 100)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    let later = Timestamp(now + 7_200);
+    assert_eq!(
+        store
+            .purge(&Purge::ExpiredBy(later), 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.delete(&[removed.id()]).await.unwrap(), 1);
+
+    let (orphans, after) = tag_rows(&store).await;
+    assert_eq!(orphans, 0, "tag rows outlived their events");
+    // Before: the note (t, e), the article (t, d), the expiring, removed and kept notes
+    // (t; t; t kept, t other), the second profile (t, p: the first took its rows when
+    // it was replaced) and five reactions (t). After: the second profile, the kept
+    // note and the two deletions (t, e; t, a).
+    assert_eq!((before, after), (2 + 2 + 1 + 1 + 2 + 2 + 5, 2 + 2 + 2 + 2));
+    let findings = store.check().await.unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+    // `check` finds a tag row left behind.
+    sqlx::query(
+        "INSERT INTO tags (event_id, name, value_key, created_at) VALUES ($1, 't', 'x', 1)",
+    )
+    .bind(vec![7u8; 32])
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let findings = store.check().await.unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.name == "orphan_tags" && f.count == 1),
+        "{findings:?}"
+    );
+}
