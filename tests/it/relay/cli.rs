@@ -599,7 +599,10 @@ async fn stats_reports_the_l1_hit_ratio_counted_across_restarts() {
         assert!(client.publish(&e).await.0);
     }
     for _ in 0..5 {
-        assert_eq!(client.req("p", &[profile.clone()]).await.len(), 3);
+        assert_eq!(
+            client.req("p", std::slice::from_ref(&profile)).await.len(),
+            3
+        );
     }
     drop(client);
     node.close().await;
@@ -614,7 +617,10 @@ async fn stats_reports_the_l1_hit_ratio_counted_across_restarts() {
     let node = super::client::TestRelay::start(config).await;
     let mut client = node.client().await;
     for _ in 0..2 {
-        assert_eq!(client.req("p", &[profile.clone()]).await.len(), 3);
+        assert_eq!(
+            client.req("p", std::slice::from_ref(&profile)).await.len(),
+            3
+        );
     }
     drop(client);
     node.close().await;
