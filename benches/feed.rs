@@ -7,6 +7,11 @@
 //! `DATABASE_URL` uses yours). `LAYER2_BENCH_EVENTS` sets N; `LAYER2_BENCH_FLOORS=0`
 //! turns completeness floors off, for comparison. Besides feeds it runs repeat visits
 //! (Zipf-distributed) to profile pages, threads and reactions.
+//!
+//! Knobs for studying where misses come from: `LAYER2_BENCH_L1_MIB` (L1 budget, 100),
+//! `LAYER2_BENCH_WARM_VISITS` (warm-up visits per workload, 8,000),
+//! `LAYER2_BENCH_ONLY` (comma-separated workloads: feed, profile, pages, threads,
+//! reactions).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -42,7 +47,11 @@ fn main() {
         );
 
         let dir = tempfile::tempdir().unwrap();
-        let budget: u64 = if test_mode { 4 << 20 } else { 100 << 20 };
+        let budget: u64 = if test_mode {
+            4 << 20
+        } else {
+            env_u64("LAYER2_BENCH_L1_MIB").unwrap_or(100) << 20
+        };
         let mut l1c = RedbConfig::new(dir.path().join("l1.redb"))
             .max_bytes(budget)
             .durability(Durability::Eventual);
@@ -73,6 +82,7 @@ fn main() {
 
         run(
             &node,
+            "feed",
             "feed (50 Zipf-followed authors, kinds 1+6)",
             test_mode,
             |rng| {
@@ -86,6 +96,7 @@ fn main() {
         .await;
         run(
             &node,
+            "profile",
             "profile (one uniformly chosen author)",
             test_mode,
             |rng| {
@@ -98,6 +109,7 @@ fn main() {
         // again and again (DESIGN.md §5a).
         run(
             &node,
+            "pages",
             "profile pages (Zipf author, page 1 then page 2 by until)",
             test_mode,
             |rng| {
@@ -109,6 +121,7 @@ fn main() {
         .await;
         run(
             &node,
+            "threads",
             "threads (#e of a Zipf-chosen note)",
             test_mode,
             |rng| {
@@ -119,6 +132,7 @@ fn main() {
         .await;
         run(
             &node,
+            "reactions",
             "reactions (#e + kind 7 of a Zipf-chosen note)",
             test_mode,
             |rng| {
@@ -147,13 +161,33 @@ fn main() {
 /// pass with fresh draws from the same distribution. A workload returns the REQs of one
 /// visit; a page after the first is asked with `until` just below the previous page's
 /// last event, as clients page.
-async fn run(node: &Tiered, label: &str, test_mode: bool, make: impl Fn(&mut Rng) -> Vec<Filter>) {
+async fn run(
+    node: &Tiered,
+    name: &str,
+    label: &str,
+    test_mode: bool,
+    make: impl Fn(&mut Rng) -> Vec<Filter>,
+) {
+    if let Ok(only) = std::env::var("LAYER2_BENCH_ONLY")
+        && !only.split(',').any(|w| w.trim() == name)
+    {
+        return;
+    }
     let visits = if test_mode { 50 } else { 2_000 };
+    let warm_visits = env_u64("LAYER2_BENCH_WARM_VISITS").map_or(visits * 4, |v| v as usize);
     let mut rng = Rng(7);
     let mut seen = HashSet::new();
-    visit_all(node, &make, &mut rng, visits * 4, &mut seen).await;
+    // The warm-up in quarters, each with its share answered without L2: whether the
+    // share still climbs at the end tells if the measured pass is warm.
+    let mut climb = Vec::new();
+    for _ in 0..4 {
+        let w = visit_all(node, &make, &mut rng, warm_visits / 4, &mut seen).await;
+        climb.push(format!("{:.1}%", w.share()));
+    }
     node.settle().await;
+    let evicted = node.l1().stats().evictions.load(Relaxed);
     let v = visit_all(node, &make, &mut rng, visits, &mut seen).await;
+    let evicted = node.l1().stats().evictions.load(Relaxed) - evicted;
     let (mut l1_times, mut l2_times) = (v.l1_times, v.l2_times);
     let total = l1_times.len() + l2_times.len();
     let share = l1_times.len() as f64 / total as f64 * 100.0;
@@ -168,6 +202,11 @@ async fn run(node: &Tiered, label: &str, test_mode: bool, make: impl Fn(&mut Rng
         "  repeat visits: {:.1}% of REQs; of those, {:.1}% answered without L2",
         v.repeat as f64 / total as f64 * 100.0,
         v.repeat_l1 as f64 / v.repeat.max(1) as f64 * 100.0
+    );
+    println!(
+        "  warm-up by quarters ({warm_visits} visits): {}; L2-asked REQs of repeat visits by position in the visit: {:?}; events evicted in the measured pass: {evicted}",
+        climb.join(", "),
+        v.repeat_l2_at
     );
     println!(
         "  L1-answered: p50 {:.3} ms  p99 {:.3} ms  ({} queries)",
@@ -193,6 +232,21 @@ struct Visits {
     /// those L1 answered.
     repeat: usize,
     repeat_l1: usize,
+    /// L2-asked REQs of repeat visits, by their position in the visit (page 1, 2, ...).
+    repeat_l2_at: Vec<usize>,
+}
+
+impl Visits {
+    /// The share of REQs answered without L2, in percent.
+    fn share(&self) -> f64 {
+        let total = self.l1_times.len() + self.l2_times.len();
+        self.l1_times.len() as f64 * 100.0 / total.max(1) as f64
+    }
+}
+
+/// A whole-number setting from the environment.
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 /// Runs `visits` visits; `seen` holds the first REQ of every visit so far.
@@ -208,7 +262,7 @@ async fn visit_all(
         let mut last: Option<Timestamp> = None;
         let reqs = make(rng);
         let repeat = reqs.first().is_some_and(|f| !seen.insert(format!("{f:?}")));
-        for mut f in reqs {
+        for (at, mut f) in reqs.into_iter().enumerate() {
             if let Some(t) = last {
                 if t.0 == 0 {
                     break;
@@ -228,6 +282,12 @@ async fn visit_all(
             if repeat {
                 v.repeat += 1;
                 v.repeat_l1 += usize::from(from_l1);
+                if !from_l1 {
+                    if v.repeat_l2_at.len() <= at {
+                        v.repeat_l2_at.resize(at + 1, 0);
+                    }
+                    v.repeat_l2_at[at] += 1;
+                }
             }
             match r.last() {
                 Some(e) => last = Some(e.created_at()),
