@@ -50,6 +50,8 @@ fn evict_one(t: &mut Tables<'_>, serial: u64) -> Result<bool, StoreError> {
         Some(e) => {
             t.raise_floors(&e)?;
             t.evicted += 1;
+            t.evictions += 1;
+            t.evicted_log.push((t.evictions, e));
             Ok(true)
         }
         None => Ok(false),

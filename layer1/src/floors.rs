@@ -11,9 +11,16 @@
 //! The claim is kept true by these rules, each enforced where its function says:
 //! - **lowered** only by an L2 answer ([`Tables::learn`]), in the write transaction that
 //!   stores that answer's events, and only where the answer's range reaches up to the
-//!   key's served floor *as it is in that transaction*. An eviction between the L2 read
-//!   and this transaction raised the served floor (next rule) above the range, and the
-//!   lowering is then dropped: no eviction epoch is needed.
+//!   key's served floor *as it is in that transaction*. An eviction since the probe of
+//!   an event at or above the served floor raised it (next rule) past the range, and
+//!   the lowering is then dropped. That alone misses one race: an event that entered
+//!   this store after L2's read, *below* the served floor (a save or a poll of an old
+//!   `created_at`, so absent from the answer), and was evicted again before this
+//!   transaction raised no floor, as nothing claimed it yet; the lowering would then
+//!   claim it. So the writer keeps recently evicted events with their eviction epoch,
+//!   and a lowering is dropped when an event matching its filter was evicted after the
+//!   probe's snapshot, or when evictions since then are no longer all kept
+//!   (`Writer::evicted_since`).
 //! - **raised** by evicting any event the key satisfies ([`Tables::raise_floors`]): to
 //!   just above the evicted event's `created_at`, the window rule per key.
 //! - **cleared** whenever `W` is raised by decree (`SetWindow`: a repair that gave up,
@@ -56,6 +63,10 @@ pub struct Learn {
     /// saw the filter's floor at `joins`. A key is lowered only if its served floor is
     /// still at or below `joins` when the answer is recorded.
     pub joins: Timestamp,
+    /// The eviction epoch of the probe's snapshot ([`crate::Probe::evictions`]). An
+    /// event matching the filter that was evicted after it voids the answer's proof
+    /// (see the module's rules); `u64::MAX` claims no evictions were missed.
+    pub evictions: u64,
 }
 
 /// One key: at most one author, one kind and one tag value, all required.

@@ -176,6 +176,11 @@ impl Reader {
         crate::write::get_u64(&self.meta, crate::schema::META_WINDOW).map(Timestamp)
     }
 
+    /// Events evicted up to this snapshot (the eviction epoch).
+    pub fn evictions(&self) -> Result<u64, StoreError> {
+        crate::write::get_u64(&self.meta, crate::schema::META_EVICTIONS)
+    }
+
     /// Which of `ids` are held.
     pub fn contains(&self, ids: &[eventstore::EventId]) -> Result<Vec<bool>, StoreError> {
         ids.iter()
@@ -239,7 +244,13 @@ impl Reader {
                 self.run(&g, now, cap, &mut |_, _| gap += 1)?;
             }
         }
-        let probe = crate::store::Probe { events, floor, gap };
+        let evictions = self.evictions()?;
+        let probe = crate::store::Probe {
+            events,
+            floor,
+            gap,
+            evictions,
+        };
         Ok((probe, serials))
     }
 

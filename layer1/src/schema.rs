@@ -46,6 +46,9 @@ pub(crate) const META_INDEX_FORMAT: &str = "index_format";
 pub(crate) const META_INDEX_SECRET: &str = "index_secret";
 /// Prefix of the callers' own META values (`RedbStore::annotation`), apart from ours.
 pub(crate) const META_ANNOTATION: &str = "note.";
+/// Events evicted since the file began: the eviction epoch a probe's snapshot saw
+/// (`floors::Learn::evictions`).
+pub(crate) const META_EVICTIONS: &str = "evictions";
 /// The rulings' version (bumped by every change).
 pub(crate) const META_RULINGS: &str = "rulings";
 

@@ -33,6 +33,9 @@ pub struct Probe {
     /// When the filter's `until` lies below `floor - 1`: matches held in the gap
     /// `[until + 1, floor - 1]`, counted up to `limit + 1`; else 0.
     pub gap: usize,
+    /// The eviction epoch of this snapshot; a [`crate::Learn`] built on this probe
+    /// carries it.
+    pub evictions: u64,
 }
 
 /// What a promotion did ([`RedbStore::promote`]).
@@ -115,6 +118,7 @@ impl RedbStore {
             evicting: false,
             synced: std::time::Instant::now(),
             floor_hint,
+            recent_evictions: std::collections::VecDeque::new(),
         };
         let handle = std::thread::Builder::new()
             .name("layer1-writer".into())

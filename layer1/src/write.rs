@@ -53,6 +53,12 @@ pub(crate) struct Tables<'t> {
     pub clock: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Events removed in this transaction by eviction (for the counters).
     pub evicted: u64,
+    /// Events evicted since the file began (`META_EVICTIONS`): the epoch of the last
+    /// eviction.
+    pub evictions: u64,
+    /// This transaction's evictions with their epochs, for the writer's recent log
+    /// once committed (`floors::Learn::evictions`).
+    pub evicted_log: Vec<(u64, Event)>,
     /// This file's index key codec.
     pub codec: Codec,
 }
@@ -81,6 +87,7 @@ impl<'t> Tables<'t> {
         let meta = txn.open_table(META).map_err(backend)?;
         let bytes = get_u64(&meta, META_BYTES)?;
         let window = Timestamp(get_u64(&meta, META_WINDOW)?);
+        let evictions = get_u64(&meta, META_EVICTIONS)?;
         let codec = crate::reindex::read_codec(&meta)?;
         Ok(Tables {
             events: txn.open_table(EVENTS).map_err(backend)?,
@@ -104,6 +111,8 @@ impl<'t> Tables<'t> {
             window,
             clock,
             evicted: 0,
+            evictions,
+            evicted_log: Vec::new(),
             codec,
         })
     }
@@ -113,6 +122,7 @@ impl<'t> Tables<'t> {
         for (k, v) in [
             (META_BYTES, self.bytes),
             (META_WINDOW, self.window.0),
+            (META_EVICTIONS, self.evictions),
             (
                 META_TICK,
                 self.clock.load(std::sync::atomic::Ordering::Relaxed),

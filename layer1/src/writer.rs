@@ -162,7 +162,15 @@ pub(crate) struct Writer {
     /// Hashes of every floor key held (a superset; `floors.rs`). Lent to each
     /// transaction, and rebuilt from the file when one fails.
     pub floor_hint: HashSet<u64>,
+    /// The last [`RECENT_EVICTIONS`] committed evictions, oldest first, with their
+    /// epochs (`evicted_since`).
+    pub recent_evictions: std::collections::VecDeque<(u64, Event)>,
 }
+
+/// Evictions kept for checking lowerings against (`Writer::evicted_since`): more than
+/// happen between a probe and its promotion unless L1 churns its whole budget
+/// meanwhile, when lowerings are dropped (always safe).
+pub(crate) const RECENT_EVICTIONS: usize = 4_096;
 
 /// An eventual store syncs a commit at least this often (see `commit`), and sooner
 /// while its batches would grow a bounded file, down to this.
@@ -179,6 +187,7 @@ struct Committed {
     evicted: u64,
     floors: u64,
     floor_changes: crate::floors::FloorChanges,
+    evicted_log: Vec<(u64, Event)>,
 }
 
 impl Writer {
@@ -341,6 +350,11 @@ impl Writer {
         self.stats
             .window
             .store(committed.window.0, Ordering::Relaxed);
+        // Only committed evictions: an aborted batch's epochs are drawn again.
+        self.recent_evictions.extend(committed.evicted_log);
+        while self.recent_evictions.len() > RECENT_EVICTIONS {
+            self.recent_evictions.pop_front();
+        }
         if committed.evicted > 0 {
             self.stats
                 .evictions
@@ -395,6 +409,7 @@ impl Writer {
                 evicted: t.evicted,
                 floors: t.floors.len().map_err(backend)?,
                 floor_changes: std::mem::take(&mut t.floor_changes),
+                evicted_log: std::mem::take(&mut t.evicted_log),
             };
             self.floor_hint = std::mem::take(&mut t.floor_hint);
         }
@@ -445,7 +460,9 @@ impl Writer {
                 for e in events {
                     p.stored += u64::from(t.save(e, now)?.is_new());
                 }
-                if let Some(l) = learn {
+                if let Some(l) = learn
+                    && !self.evicted_since(l)
+                {
                     p.floors_lowered = t.learn(l, self.config.max_floors)?;
                 }
                 Outcome::Promoted(p)
@@ -478,6 +495,25 @@ impl Writer {
                 Outcome::Unit
             }
         })
+    }
+
+    /// Whether an event that `l` would claim may have been evicted since the probe it
+    /// was built on (`floors.rs`, the rule on lowering): a kept eviction after the
+    /// probe's epoch that matches its filter, or evictions since then no longer all
+    /// kept. Evictions in the current transaction come after its promotions, and
+    /// raise the floors those lowered.
+    fn evicted_since(&self, l: &crate::floors::Learn) -> bool {
+        let Some(&(oldest, _)) = self.recent_evictions.front() else {
+            return false;
+        };
+        if oldest > l.evictions.saturating_add(1) {
+            return true;
+        }
+        self.recent_evictions
+            .iter()
+            .rev()
+            .take_while(|(epoch, _)| *epoch > l.evictions)
+            .any(|(_, e)| l.filter.matches(e))
     }
 
     fn flush_access(

@@ -75,7 +75,7 @@ impl Tiered {
                 limit: f.limit.map(|_| want.saturating_add(1)),
                 ..f.clone()
             };
-            let mut r = self.ask_l2(&lower, Some(floor)).await?;
+            let mut r = self.ask_l2(&lower, Some((floor, probe.evictions))).await?;
             r.truncate(want);
             let mut out = above;
             out.extend(r);
@@ -91,7 +91,7 @@ impl Tiered {
                 limit: Some(room),
                 ..f.clone()
             };
-            let r = self.ask_l2(&wide, Some(floor)).await?;
+            let r = self.ask_l2(&wide, Some((floor, probe.evictions))).await?;
             let cut = r.len() >= room;
             let mut mine: Vec<Event> = r.into_iter().filter(|e| e.created_at() <= until).collect();
             // `r` is an exact canonical prefix of L2's matches below the floor, so its
@@ -106,9 +106,14 @@ impl Tiered {
     }
 
     /// Asks L2 and promotes its answer. `joins`: the filter's range ends just below
-    /// this floor of L1's, so the answer also proves completeness down to what it
-    /// covers; that is recorded with the promoted events.
-    async fn ask_l2(&self, f: &Filter, joins: Option<Timestamp>) -> Result<Vec<Event>, StoreError> {
+    /// this floor of L1's, seen by a probe at this eviction epoch, so the answer also
+    /// proves completeness down to what it covers; that is recorded with the promoted
+    /// events.
+    async fn ask_l2(
+        &self,
+        f: &Filter,
+        joins: Option<(Timestamp, u64)>,
+    ) -> Result<Vec<Event>, StoreError> {
         self.stats.l2_queries.fetch_add(1, Ordering::Relaxed);
         let _ = ASKED_L2.try_with(|a| a.set(true));
         let started = std::time::Instant::now();
@@ -118,7 +123,7 @@ impl Tiered {
             .l2_query
             .observe(crate::latency::since(started));
         let r = r?;
-        let learn = joins.map(|joins| layer1::Learn {
+        let learn = joins.map(|(joins, evictions)| layer1::Learn {
             filter: Filter {
                 since: None,
                 until: None,
@@ -134,6 +139,7 @@ impl Tiered {
                 _ => f.since.unwrap_or(Timestamp(0)),
             },
             joins,
+            evictions,
         });
         self.promote(&r, learn);
         Ok(r)

@@ -24,11 +24,15 @@ fn notes(keys: &Keys, n: u64, t0: u64, kind: u16) -> Vec<Event> {
         .collect()
 }
 
+/// A lowering as if its probe saw every eviction so far (these tests order evictions
+/// themselves; `an_event_evicted_below_the_floor_since_the_probe_cancels_the_lowering`
+/// takes a real probe's epoch).
 fn learn(f: &Filter, floor: u64, joins: Timestamp) -> Learn {
     Learn {
         filter: f.clone(),
         floor: Timestamp(floor),
         joins,
+        evictions: u64::MAX,
     }
 }
 
@@ -137,6 +141,95 @@ async fn an_eviction_since_the_probe_cancels_the_lowering() {
     assert_eq!(done.floors_lowered, 0, "an eviction raced the answer");
     let last = s.probe(&by_alice.clone().limit(100)).await.unwrap();
     assert!(last.floor > mid[4].created_at());
+    let report = s.check().await.unwrap();
+    assert!(report.is_consistent(), "{:?}", report.problems);
+}
+
+/// The race the served-floor rule alone missed (the floors property test found it under
+/// load): an event that reached L1 after L2's read, below the key's served floor (an
+/// old `created_at`), and was evicted again before the promotion raised no floor, as
+/// nothing claimed it yet, so the answer's lowering claimed an event L1 no longer held.
+/// The probe's eviction epoch catches it; an eviction of another key's event does not
+/// stop a lowering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_evicted_below_the_floor_since_the_probe_cancels_the_lowering() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), 96 << 10);
+    let w = Timestamp(T0 + 1_000);
+    s.set_window(w).await.unwrap();
+    let alice = Keys::from_seed(1);
+    let by_alice = Filter::new().author(alice.public_key());
+    // The probe a query makes before asking L2 for what lies below W.
+    let probe = s.probe(&by_alice.clone().limit(100)).await.unwrap();
+    assert_eq!(probe.floor, w);
+    // L2 answers with one old note; after its read, another note of alice's with an
+    // old created_at is saved (below W: a promoted event) and pushed out again.
+    let answer = notes(&alice, 1, T0, 1);
+    let late = notes(&alice, 1, T0 + 10, 1).remove(0);
+    s.save(&late).await.unwrap();
+    // Promoted fillers too (below W): the window stays empty and W stays put, so only
+    // the epoch can tell what happened.
+    let filler = notes(&Keys::from_seed(9), 400, T0 + 100, 1);
+    let mut fill = filler.iter();
+    while s.contains(&[late.id()]).await.unwrap()[0] {
+        let e = fill.next().expect("the filler evicts the late note");
+        s.save(e).await.unwrap();
+    }
+    let lowering = |evictions| Learn {
+        filter: by_alice.clone(),
+        floor: Timestamp(0),
+        joins: probe.floor,
+        evictions,
+    };
+    let done = s
+        .promote(answer, Some(lowering(probe.evictions)))
+        .await
+        .unwrap();
+    assert_eq!(done.stored, 1);
+    assert_eq!(done.floors_lowered, 0, "a matching event was evicted since");
+    let after = s.probe(&by_alice.clone().limit(100)).await.unwrap();
+    assert!(
+        after.floor > late.created_at(),
+        "floor {:?} claims the evicted note",
+        after.floor
+    );
+
+    // Bob's answer, with only other authors' events evicted since its probe, lowers.
+    let bob = Keys::from_seed(2);
+    let by_bob = Filter::new().author(bob.public_key());
+    let probe = s.probe(&by_bob.clone().limit(100)).await.unwrap();
+    let before = s
+        .stats()
+        .evictions
+        .load(std::sync::atomic::Ordering::Relaxed);
+    while s
+        .stats()
+        .evictions
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == before
+    {
+        let e = fill.next().expect("the filler evicts something");
+        s.save(e).await.unwrap();
+    }
+    let done = s
+        .promote(
+            notes(&bob, 2, T0, 1),
+            Some(Learn {
+                filter: by_bob.clone(),
+                ..lowering(probe.evictions)
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.window(), w, "W stayed put");
+    assert_eq!(
+        done.floors_lowered, 1,
+        "only other keys' events were evicted"
+    );
+    assert_eq!(
+        s.probe(&by_bob.clone().limit(100)).await.unwrap().floor,
+        Timestamp(0)
+    );
     let report = s.check().await.unwrap();
     assert!(report.is_consistent(), "{:?}", report.problems);
 }
