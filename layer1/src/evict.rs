@@ -51,7 +51,8 @@ fn evict_one(t: &mut Tables<'_>, serial: u64) -> Result<bool, StoreError> {
             t.raise_floors(&e)?;
             t.evicted += 1;
             t.evictions += 1;
-            t.evicted_log.push((t.evictions, e));
+            t.evicted_log
+                .push(crate::floors::Evicted::new(t.evictions, &e));
             Ok(true)
         }
         None => Ok(false),

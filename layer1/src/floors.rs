@@ -189,6 +189,57 @@ fn event_keys(e: &Event) -> Vec<Vec<u8>> {
     out
 }
 
+/// What a lowering can test of an evicted event (`Writer::evicted_since`): its author,
+/// kind and a hash per tag value, so the writer's log of recent evictions stays small
+/// whatever the events' sizes.
+pub(crate) struct Evicted {
+    /// The eviction epoch (`META_EVICTIONS` after it).
+    pub epoch: u64,
+    author: PublicKey,
+    kind: Kind,
+    /// Sorted, without repeats.
+    tags: Vec<u64>,
+}
+
+fn tag_hash(letter: u8, value: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    letter.hash(&mut h);
+    value.hash(&mut h);
+    h.finish()
+}
+
+impl Evicted {
+    pub(crate) fn new(epoch: u64, e: &Event) -> Evicted {
+        let mut tags: Vec<u64> = e.indexable_tags().map(|(l, v)| tag_hash(l, v)).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        Evicted {
+            epoch,
+            author: e.pubkey(),
+            kind: e.kind(),
+            tags,
+        }
+    }
+
+    /// Whether the event may satisfy `f`'s author, kind and tag conditions (the only
+    /// ones a lowering's filter has). A hash collision says yes, which only drops a
+    /// lowering.
+    pub(crate) fn may_match(&self, f: &Filter) -> bool {
+        f.authors.as_ref().is_none_or(|a| a.contains(&self.author))
+            && f.kinds.as_ref().is_none_or(|k| k.contains(&self.kind))
+            && f.tags.iter().all(|(&letter, values)| {
+                values
+                    .iter()
+                    .any(|v| self.tags.binary_search(&tag_hash(letter, v)).is_ok())
+            })
+    }
+
+    /// Bytes it holds, for the log's bound.
+    pub(crate) fn size(&self) -> usize {
+        std::mem::size_of::<Self>() + 8 * self.tags.len()
+    }
+}
+
 /// The prefilter hash of an encoded key (see [`Tables::raise_floors`]).
 pub(crate) fn hint(key: &[u8]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -436,6 +487,39 @@ pub(crate) fn floor_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_evicted_summary_matches_as_the_event_would() {
+        let keys = eventstore::Keys::from_seed(1);
+        let e = eventstore::EventBuilder::new(Kind(1), "x".repeat(10_000))
+            .tag(["e", "aa"])
+            .tag(["p", "bb"])
+            .sign_deterministic(&keys);
+        let s = Evicted::new(7, &e);
+        assert!(s.size() < 200, "content is not kept: {}", s.size());
+        let other = eventstore::Keys::from_seed(2).public_key();
+        let cases = [
+            (Filter::new().author(keys.public_key()), true),
+            (Filter::new().author(other), false),
+            (Filter::new().author(other).author(keys.public_key()), true),
+            (Filter::new().kind(Kind(7)), false),
+            (Filter::new().tag('e', "aa"), true),
+            (Filter::new().tag('e', "zz"), false),
+            (
+                Filter::new().tag('e', "aa").tag('p', "bb").kind(Kind(1)),
+                true,
+            ),
+            (Filter::new().tag('e', "aa").tag('p', "zz"), false),
+        ];
+        for (f, want) in cases {
+            assert_eq!(s.may_match(&f), want, "{f:?}");
+            assert_eq!(
+                f.matches(&e),
+                want,
+                "the summary agrees with the event: {f:?}"
+            );
+        }
+    }
 
     #[test]
     fn weaker_keys_are_the_non_empty_subsets() {

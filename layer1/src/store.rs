@@ -119,6 +119,7 @@ impl RedbStore {
             synced: std::time::Instant::now(),
             floor_hint,
             recent_evictions: std::collections::VecDeque::new(),
+            recent_eviction_bytes: 0,
         };
         let handle = std::thread::Builder::new()
             .name("layer1-writer".into())

@@ -58,7 +58,7 @@ pub(crate) struct Tables<'t> {
     pub evictions: u64,
     /// This transaction's evictions with their epochs, for the writer's recent log
     /// once committed (`floors::Learn::evictions`).
-    pub evicted_log: Vec<(u64, Event)>,
+    pub evicted_log: Vec<crate::floors::Evicted>,
     /// This file's index key codec.
     pub codec: Codec,
 }

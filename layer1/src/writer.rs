@@ -162,15 +162,20 @@ pub(crate) struct Writer {
     /// Hashes of every floor key held (a superset; `floors.rs`). Lent to each
     /// transaction, and rebuilt from the file when one fails.
     pub floor_hint: HashSet<u64>,
-    /// The last [`RECENT_EVICTIONS`] committed evictions, oldest first, with their
-    /// epochs (`evicted_since`).
-    pub recent_evictions: std::collections::VecDeque<(u64, Event)>,
+    /// The last committed evictions, oldest first, with their epochs
+    /// (`evicted_since`): at most [`RECENT_EVICTIONS`], in at most
+    /// [`RECENT_EVICTION_BYTES`].
+    pub recent_evictions: std::collections::VecDeque<crate::floors::Evicted>,
+    /// Bytes the log holds.
+    pub recent_eviction_bytes: usize,
 }
 
 /// Evictions kept for checking lowerings against (`Writer::evicted_since`): more than
-/// happen between a probe and its promotion unless L1 churns its whole budget
+/// happen between a probe and its promotion unless L1 churns much of its budget
 /// meanwhile, when lowerings are dropped (always safe).
 pub(crate) const RECENT_EVICTIONS: usize = 4_096;
+/// The log's memory bound (events with thousands of tags cost more).
+pub(crate) const RECENT_EVICTION_BYTES: usize = 4 << 20;
 
 /// An eventual store syncs a commit at least this often (see `commit`), and sooner
 /// while its batches would grow a bounded file, down to this.
@@ -187,7 +192,7 @@ struct Committed {
     evicted: u64,
     floors: u64,
     floor_changes: crate::floors::FloorChanges,
-    evicted_log: Vec<(u64, Event)>,
+    evicted_log: Vec<crate::floors::Evicted>,
 }
 
 impl Writer {
@@ -351,9 +356,17 @@ impl Writer {
             .window
             .store(committed.window.0, Ordering::Relaxed);
         // Only committed evictions: an aborted batch's epochs are drawn again.
-        self.recent_evictions.extend(committed.evicted_log);
-        while self.recent_evictions.len() > RECENT_EVICTIONS {
-            self.recent_evictions.pop_front();
+        for e in committed.evicted_log {
+            self.recent_eviction_bytes += e.size();
+            self.recent_evictions.push_back(e);
+        }
+        while self.recent_evictions.len() > RECENT_EVICTIONS
+            || self.recent_eviction_bytes > RECENT_EVICTION_BYTES
+        {
+            let Some(e) = self.recent_evictions.pop_front() else {
+                break;
+            };
+            self.recent_eviction_bytes -= e.size();
         }
         if committed.evicted > 0 {
             self.stats
@@ -503,17 +516,17 @@ impl Writer {
     /// kept. Evictions in the current transaction come after its promotions, and
     /// raise the floors those lowered.
     fn evicted_since(&self, l: &crate::floors::Learn) -> bool {
-        let Some(&(oldest, _)) = self.recent_evictions.front() else {
+        let Some(oldest) = self.recent_evictions.front() else {
             return false;
         };
-        if oldest > l.evictions.saturating_add(1) {
+        if oldest.epoch > l.evictions.saturating_add(1) {
             return true;
         }
         self.recent_evictions
             .iter()
             .rev()
-            .take_while(|(epoch, _)| *epoch > l.evictions)
-            .any(|(_, e)| l.filter.matches(e))
+            .take_while(|e| e.epoch > l.evictions)
+            .any(|e| e.may_match(&l.filter))
     }
 
     fn flush_access(
