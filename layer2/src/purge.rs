@@ -198,7 +198,17 @@ impl Turn {
                 tracing::warn!(error = %e, "a failed maintenance run waits for the next interval");
             }
         }
-        // Closing the session releases its advisory locks.
+        // Unlocked explicitly first: closing the session releases its advisory locks
+        // too, but only once the server has seen the connection go, a moment after
+        // `close` returns, and another node's offer right after would still find the
+        // turn held. Should the unlock fail, the close still releases it.
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(LOCK)
+            .execute(&mut self.conn)
+            .await;
+        if let Err(e) = unlocked {
+            tracing::debug!(error = %e, "maintenance lock left to the connection's close");
+        }
         let _ = self.conn.close().await;
     }
 }
