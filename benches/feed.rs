@@ -188,9 +188,9 @@ async fn run(
     let evicted = node.l1().stats().evictions.load(Relaxed);
     let v = visit_all(node, &make, &mut rng, visits, &mut seen).await;
     let evicted = node.l1().stats().evictions.load(Relaxed) - evicted;
+    let share = v.share();
     let (mut l1_times, mut l2_times) = (v.l1_times, v.l2_times);
     let total = l1_times.len() + l2_times.len();
-    let share = l1_times.len() as f64 / total as f64 * 100.0;
     println!(
         "{label}: answered without L2: {share:.1}% of {total} REQs ({:.0} L2 queries per 1,000 REQs)",
         l2_times.len() as f64 * 1_000.0 / total as f64
