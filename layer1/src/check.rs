@@ -160,6 +160,11 @@ fn check_with(db: &Database, progress: &mut dyn FnMut(u64, u64)) -> Result<Repor
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(backend(e)),
     }
+    match txn.open_table(REQUESTED_IDS) {
+        Ok(requested) => tomb += requested.len().map_err(backend)? * 64,
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(backend(e)),
+    }
     for entry in deleted_addresses.iter().map_err(backend)? {
         let (k, _) = entry.map_err(backend)?;
         tomb += k.value().len() as u64 + 8;

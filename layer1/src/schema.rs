@@ -13,6 +13,12 @@ pub(crate) const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("index
 pub(crate) const ADDRESSES: TableDefinition<&[u8], u64> = TableDefinition::new("addresses");
 /// NIP-09 id tombstones: `id | author`.
 pub(crate) const DELETED_IDS: TableDefinition<&[u8; 64], ()> = TableDefinition::new("deleted_ids");
+/// NIP-09 requests a bounded store saw for ids it did not hold: `id | author`. They
+/// refuse the id like a tombstone, except a deletion request's: L2 may hold that id, a
+/// kind-5 event, which no request deletes, and this store could not tell (see
+/// `Tables::apply_deletion`). Tombstones decided elsewhere go to `DELETED_IDS`.
+pub(crate) const REQUESTED_IDS: TableDefinition<&[u8; 64], ()> =
+    TableDefinition::new("requested_ids");
 /// The id tombstones of a bounded store by age: `unix seconds (8 bytes, big-endian) |
 /// id | author`, so the oldest can be forgotten (`Tables::expire_tombstones`).
 pub(crate) const TOMBSTONE_AGE: TableDefinition<&[u8], ()> = TableDefinition::new("tombstone_age");

@@ -2,7 +2,7 @@
 //! thread (`writer.rs`) uses this, so each batch sees its own earlier writes.
 
 use eventstore::{
-    Event, EventId, KindClass, PublicKey, Reason, SaveOutcome, StoreError, Timestamp,
+    Event, EventId, Kind, KindClass, PublicKey, Reason, SaveOutcome, StoreError, Timestamp,
     deletion_applies, supersedes,
 };
 use redb::{ReadableTable, Table, WriteTransaction};
@@ -27,6 +27,8 @@ pub(crate) struct Tables<'t> {
     pub index: Table<'t, &'static [u8], ()>,
     pub addresses: Table<'t, &'static [u8], u64>,
     pub deleted_ids: Table<'t, &'static [u8; 64], ()>,
+    /// NIP-09 requests for ids a bounded store did not hold (`schema::REQUESTED_IDS`).
+    pub requested_ids: Table<'t, &'static [u8; 64], ()>,
     /// Id tombstones by age (bounded stores only; see `schema::TOMBSTONE_AGE`).
     pub tombstone_age: Table<'t, &'static [u8], ()>,
     pub deleted_addresses: Table<'t, &'static [u8], u64>,
@@ -95,6 +97,7 @@ impl<'t> Tables<'t> {
             index: txn.open_table(INDEX).map_err(backend)?,
             addresses: txn.open_table(ADDRESSES).map_err(backend)?,
             deleted_ids: txn.open_table(DELETED_IDS).map_err(backend)?,
+            requested_ids: txn.open_table(REQUESTED_IDS).map_err(backend)?,
             tombstone_age: txn.open_table(TOMBSTONE_AGE).map_err(backend)?,
             deleted_addresses: txn.open_table(DELETED_ADDRESSES).map_err(backend)?,
             recency: txn.open_table(RECENCY).map_err(backend)?,
@@ -172,6 +175,10 @@ impl<'t> Tables<'t> {
         }
         let tomb = tombstone_key(&e.id(), &e.pubkey());
         if self.deleted_ids.get(&tomb).map_err(backend)?.is_some() {
+            return Ok(SaveOutcome::Rejected(Reason::Deleted));
+        }
+        // NIP-09: no request deletes a deletion request.
+        if e.kind() != Kind::DELETION && self.requested_ids.get(&tomb).map_err(backend)?.is_some() {
             return Ok(SaveOutcome::Rejected(Reason::Deleted));
         }
         let mut replaced = None;
@@ -274,6 +281,13 @@ impl<'t> Tables<'t> {
                     continue;
                 }
                 self.remove_serial(serial)?;
+            } else if self.bounded {
+                // Not held here, which in a cache of L2 does not mean L2 lacks it: it
+                // may be a deletion request L2 holds (and keeps), evicted here. A
+                // tombstone would refuse that event's promotion for good, while a floor
+                // learned from the same answer claimed it was held.
+                self.request_tombstone(&tombstone_key(&id, &request.pubkey()))?;
+                continue;
             }
             self.tombstone(&tombstone_key(&id, &request.pubkey()))?;
         }
@@ -335,16 +349,44 @@ impl<'t> Tables<'t> {
     /// Records an id tombstone, counting its bytes only the first time. A bounded store
     /// also files it by age, to forget it once old (`expire_tombstones`).
     fn tombstone(&mut self, key: &[u8; 64]) -> Result<(), StoreError> {
+        // A request recorded for it becomes this tombstone: same bytes, same age.
+        if self.requested_ids.remove(key).map_err(backend)?.is_some() {
+            self.deleted_ids.insert(key, ()).map_err(backend)?;
+            return Ok(());
+        }
         if self.deleted_ids.insert(key, ()).map_err(backend)?.is_none() {
-            self.bytes += 64;
-            if self.bounded {
-                let mut aged = Timestamp::now().0.to_be_bytes().to_vec();
-                aged.extend_from_slice(key);
-                self.tombstone_age
-                    .insert(aged.as_slice(), ())
-                    .map_err(backend)?;
-                self.bytes += TOMBSTONE_AGE_COST;
-            }
+            self.count_tombstone(key)?;
+        }
+        Ok(())
+    }
+
+    /// Records a NIP-09 request for an id this bounded store does not hold
+    /// (`schema::REQUESTED_IDS`), unless a tombstone already refuses it.
+    fn request_tombstone(&mut self, key: &[u8; 64]) -> Result<(), StoreError> {
+        if self.deleted_ids.get(key).map_err(backend)?.is_some() {
+            return Ok(());
+        }
+        if self
+            .requested_ids
+            .insert(key, ())
+            .map_err(backend)?
+            .is_none()
+        {
+            self.count_tombstone(key)?;
+        }
+        Ok(())
+    }
+
+    /// Counts a new id tombstone or request, and files it by age in a bounded store.
+    fn count_tombstone(&mut self, key: &[u8; 64]) -> Result<(), StoreError> {
+        self.bytes += 64;
+        if self.bounded {
+            let mut aged = Timestamp::now().0.to_be_bytes().to_vec();
+            aged.extend_from_slice(key);
+            self.tombstone_age
+                .insert(aged.as_slice(), ())
+                .map_err(backend)?;
+            self.bytes += TOMBSTONE_AGE_COST;
         }
         Ok(())
     }
@@ -368,7 +410,9 @@ impl<'t> Tables<'t> {
             self.tombstone_age.remove(k.as_slice()).map_err(backend)?;
             self.bytes = self.bytes.saturating_sub(TOMBSTONE_AGE_COST);
             if let Ok(key) = <&[u8; 64]>::try_from(&k[8..]) {
-                if self.deleted_ids.remove(key).map_err(backend)?.is_some() {
+                if self.deleted_ids.remove(key).map_err(backend)?.is_some()
+                    || self.requested_ids.remove(key).map_err(backend)?.is_some()
+                {
                     self.bytes = self.bytes.saturating_sub(64);
                 }
             }

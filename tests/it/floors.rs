@@ -397,7 +397,7 @@ where
         })
     });
     if let Err(e) = result {
-        panic!("the tiered store disagrees with MemoryStore: {e}");
+        panic!("the tiered store disagrees with MemoryStore: {e:?}");
     }
     // The test is worth something only if floors were learned and evictions hit them.
     let [learned, raised, evicted] = stats.map(|a| a.into_inner());

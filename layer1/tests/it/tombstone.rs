@@ -107,3 +107,69 @@ async fn a_bounded_store_forgets_old_tombstones_and_an_unbounded_one_never_does(
         assert!(r.is_consistent(), "{:?}", r.problems);
     }
 }
+
+/// Regression (found by the floors property test under load): a NIP-09 request for an
+/// id a bounded L1 did not hold left a tombstone, so when that id was a deletion request
+/// L2 holds (evicted here, and no request deletes a request), its promotion was refused
+/// for good while the floor learned from the same answer claimed it: an author's
+/// newest event went missing from L1-answered queries. Such a request now refuses
+/// every kind but a deletion request; an unbounded store (an authority) still refuses
+/// the id whatever it turns out to be, as MemoryStore does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_an_id_not_held_does_not_refuse_a_deletion_request_in_a_cache() {
+    let author = Keys::from_seed(3);
+    let earlier = EventBuilder::new(eventstore::Kind::DELETION, "")
+        .tag(["e", &"ab".repeat(32)])
+        .sign(&author);
+    let note = EventBuilder::text_note("deleted while evicted").sign(&author);
+    let request = EventBuilder::new(eventstore::Kind::DELETION, "")
+        .tag(["e".to_owned(), earlier.id().to_hex()])
+        .tag(["e".to_owned(), note.id().to_hex()])
+        .sign(&author);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(&dir, Some(1 << 20));
+    let store: &dyn EventStore = &cache;
+    assert!(store.save(&request).await.unwrap().is_new());
+    assert!(
+        store.save(&earlier).await.unwrap().is_new(),
+        "the earlier request, promoted later, is taken"
+    );
+    assert_eq!(
+        store.save(&note).await.unwrap(),
+        SaveOutcome::Rejected(Reason::Deleted),
+        "the note the request deleted is refused"
+    );
+    let report = cache.check().await.unwrap();
+    assert!(report.is_consistent(), "{:?}", report.problems);
+    // A tombstone decided elsewhere (L2's, through the poller) still refuses a request.
+    let other = EventBuilder::new(eventstore::Kind::DELETION, "x").sign(&author);
+    cache
+        .tombstone(&[(other.id(), author.public_key())])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.save(&other).await.unwrap(),
+        SaveOutcome::Rejected(Reason::Deleted)
+    );
+    // The same request then a tombstone for the same id: one entry, counted once.
+    cache
+        .tombstone(&[(note.id(), author.public_key())])
+        .await
+        .unwrap();
+    let report = cache.check().await.unwrap();
+    assert!(report.is_consistent(), "{:?}", report.problems);
+
+    let dir = tempfile::tempdir().unwrap();
+    for authority in [
+        Box::new(eventstore::MemoryStore::new()) as Box<dyn EventStore>,
+        Box::new(open(&dir, None)),
+    ] {
+        assert!(authority.save(&request).await.unwrap().is_new());
+        assert_eq!(
+            authority.save(&earlier).await.unwrap(),
+            SaveOutcome::Rejected(Reason::Deleted),
+            "an authority never held it: the request's tombstone refuses it"
+        );
+    }
+}
