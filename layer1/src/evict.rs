@@ -25,18 +25,34 @@ fn tick_of(t: &Tables<'_>, serial: u64) -> Result<u64, StoreError> {
         .map_or(serial, |v| v.value()))
 }
 
-/// The window's oldest event: `(created_at, serial)`.
-fn window_oldest(t: &Tables<'_>) -> Result<Option<(Timestamp, u64)>, StoreError> {
+/// Window events eviction looks at past a warm oldest one (see [`evict_to`]).
+const WINDOW_LOOK: usize = 32;
+
+/// The window event to evict next, `(created_at, serial)`: among the window's
+/// [`WINDOW_LOOK`] oldest events, the first used less recently than `cold` (the coldest
+/// promoted event's tick), or the oldest when there is no promoted event. `None` when
+/// none of them is colder: a promoted event goes then.
+fn window_victim(
+    t: &Tables<'_>,
+    cold: Option<u64>,
+) -> Result<Option<(Timestamp, u64)>, StoreError> {
     let lo = with_suffix(&created_prefix(), t.window, 0);
     let hi = with_suffix(&created_prefix(), Timestamp(u64::MAX), u64::MAX);
-    let mut range = t
+    let range = t
         .index
         .range(lo.as_slice()..=hi.as_slice())
         .map_err(backend)?;
-    match range.next() {
-        None => Ok(None),
-        Some(entry) => Ok(split_suffix(entry.map_err(backend)?.0.value())),
+    for entry in range.take(WINDOW_LOOK) {
+        let Some((created_at, serial)) = split_suffix(entry.map_err(backend)?.0.value()) else {
+            continue;
+        };
+        match cold {
+            None => return Ok(Some((created_at, serial))),
+            Some(tick) if tick_of(t, serial)? < tick => return Ok(Some((created_at, serial))),
+            Some(_) => {}
+        }
     }
+    Ok(None)
 }
 
 /// The coldest promoted event: `(tick, serial)`.
@@ -62,37 +78,35 @@ fn evict_one(t: &mut Tables<'_>, serial: u64) -> Result<bool, StoreError> {
 /// Removes events until `t.bytes <= target`.
 ///
 /// Least recently used first, within the window's constraint: the window can only
-/// shrink from its old end, so a promoted event goes before the window's oldest event
-/// exactly when it was used less recently. (Evicting every promoted event first would
-/// undo each promotion at once whenever L1 sits at its budget.) Each step costs two
-/// B-tree descents, however many promoted events there are.
+/// shrink from its old end (evicting a window event raises `W` past it, so that "every
+/// L2 event with `created_at >= W` is here" stays true). A window event among the
+/// [`WINDOW_LOOK`] oldest goes before the coldest promoted event when it was used less
+/// recently; the warmer window events it passes are then below `W`, promoted events in
+/// the LRU order by their own ticks. Looking past the oldest matters: a single read of
+/// the window's oldest event would otherwise pin the whole window, and eviction would
+/// take only promoted events, however recently they were used (the feed bench's profile
+/// pages lost two in five repeat visits so). Looking only a bounded way keeps each step
+/// to a few B-tree descents, however many events there are.
 pub(crate) fn evict_to(t: &mut Tables<'_>, target: u64) -> Result<(), StoreError> {
+    // This transaction's own saves must be seen: a window event left unflushed below a
+    // raised `W` would join no LRU order and never be evicted.
+    t.flush_index()?;
     while t.bytes > target {
         let cold = coldest(t)?;
-        let oldest = window_oldest(t)?;
-        let take_promoted = match (cold, oldest) {
-            (None, None) => break,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some((tick, _)), Some((_, serial))) => tick < tick_of(t, serial)?,
-        };
-        if take_promoted {
-            let Some((tick, serial)) = cold else { break };
+        if let Some((created_at, serial)) = window_victim(t, cold.map(|c| c.0))? {
             if !evict_one(t, serial)? {
-                // A dangling entry: drop it so the walk moves on.
-                t.lru.remove((tick, serial)).map_err(backend)?;
+                let k = with_suffix(&created_prefix(), created_at, serial);
+                t.index.remove(k.as_slice()).map_err(backend)?;
             }
+            // Everything at or below this timestamp may now be missing.
+            raise_window(t, Timestamp(created_at.0.saturating_add(1)))?;
             continue;
         }
-        let Some((created_at, serial)) = oldest else {
-            break;
-        };
+        let Some((tick, serial)) = cold else { break };
         if !evict_one(t, serial)? {
-            let k = with_suffix(&created_prefix(), created_at, serial);
-            t.index.remove(k.as_slice()).map_err(backend)?;
+            // A dangling entry: drop it so the walk moves on.
+            t.lru.remove((tick, serial)).map_err(backend)?;
         }
-        // Everything at or below this timestamp may now be missing.
-        raise_window(t, Timestamp(created_at.0.saturating_add(1)))?;
     }
     Ok(())
 }
