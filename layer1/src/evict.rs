@@ -30,29 +30,34 @@ const WINDOW_LOOK: usize = 32;
 
 /// The window event to evict next, `(created_at, serial)`: among the window's
 /// [`WINDOW_LOOK`] oldest events, the first used less recently than `cold` (the coldest
-/// promoted event's tick), or the oldest when there is no promoted event. `None` when
-/// none of them is colder: a promoted event goes then.
+/// promoted event's tick), or the oldest when there is no promoted event. Otherwise
+/// `Err(least)`, the least tick among those looked at: no window event goes before a
+/// promoted event at least that warm.
 fn window_victim(
     t: &Tables<'_>,
     cold: Option<u64>,
-) -> Result<Option<(Timestamp, u64)>, StoreError> {
+) -> Result<Result<(Timestamp, u64), u64>, StoreError> {
     let lo = with_suffix(&created_prefix(), t.window, 0);
     let hi = with_suffix(&created_prefix(), Timestamp(u64::MAX), u64::MAX);
     let range = t
         .index
         .range(lo.as_slice()..=hi.as_slice())
         .map_err(backend)?;
+    let mut least = u64::MAX;
     for entry in range.take(WINDOW_LOOK) {
         let Some((created_at, serial)) = split_suffix(entry.map_err(backend)?.0.value()) else {
             continue;
         };
-        match cold {
-            None => return Ok(Some((created_at, serial))),
-            Some(tick) if tick_of(t, serial)? < tick => return Ok(Some((created_at, serial))),
-            Some(_) => {}
+        let Some(cold) = cold else {
+            return Ok(Ok((created_at, serial)));
+        };
+        let tick = tick_of(t, serial)?;
+        if tick < cold {
+            return Ok(Ok((created_at, serial)));
         }
+        least = least.min(tick);
     }
-    Ok(None)
+    Ok(Err(least))
 }
 
 /// The coldest promoted event: `(tick, serial)`.
@@ -91,16 +96,30 @@ pub(crate) fn evict_to(t: &mut Tables<'_>, target: u64) -> Result<(), StoreError
     // This transaction's own saves must be seen: a window event left unflushed below a
     // raised `W` would join no LRU order and never be evicted.
     t.flush_index()?;
+    // The least tick among the window events the last look found none to evict in,
+    // while the window is unchanged since: promoted events colder than it go without
+    // another look (each look costs up to 32 lookups; a pass evicting many promoted
+    // events in a row would pay it for each).
+    let mut window_least: Option<u64> = None;
     while t.bytes > target {
         let cold = coldest(t)?;
-        if let Some((created_at, serial)) = window_victim(t, cold.map(|c| c.0))? {
-            if !evict_one(t, serial)? {
-                let k = with_suffix(&created_prefix(), created_at, serial);
-                t.index.remove(k.as_slice()).map_err(backend)?;
+        let look = match (cold, window_least) {
+            (Some((tick, _)), Some(least)) if tick <= least => None,
+            _ => Some(window_victim(t, cold.map(|c| c.0))?),
+        };
+        match look {
+            Some(Ok((created_at, serial))) => {
+                if !evict_one(t, serial)? {
+                    let k = with_suffix(&created_prefix(), created_at, serial);
+                    t.index.remove(k.as_slice()).map_err(backend)?;
+                }
+                // Everything at or below this timestamp may now be missing.
+                raise_window(t, Timestamp(created_at.0.saturating_add(1)))?;
+                window_least = None;
+                continue;
             }
-            // Everything at or below this timestamp may now be missing.
-            raise_window(t, Timestamp(created_at.0.saturating_add(1)))?;
-            continue;
+            Some(Err(least)) => window_least = Some(least),
+            None => {}
         }
         let Some((tick, serial)) = cold else { break };
         if !evict_one(t, serial)? {

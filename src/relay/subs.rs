@@ -213,7 +213,12 @@ impl Registry {
                     Ok(()) => {
                         self.metrics.live_sent.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(_) => full.push((key.clone(), sub.generation, sub.outlet.clone())),
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                        full.push((key.clone(), sub.generation, sub.outlet.clone()));
+                    }
+                    // The connection is ending: its clean-up removes its subscriptions,
+                    // and it was not slow (nor is there anyone to tell).
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
         }
