@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use eventstore::conformance::fixtures::T0;
-use eventstore::{Event, EventBuilder, EventStore, Filter, Keys, Kind, Timestamp};
+use eventstore::{Event, EventBuilder, EventId, EventStore, Filter, Keys, Kind, Timestamp};
 use layer1::{RedbConfig, RedbStore};
 
 /// Events of realistic shape: content 50..2,000 bytes, 1..6 tags, several kinds.
@@ -191,11 +191,15 @@ async fn eviction_takes_cold_promoted_events_first_then_the_window() {
     assert!(report.is_consistent(), "{:?}", report.problems);
 }
 
-/// Regression: promoted events were evicted before any window event, so at a full
-/// budget each promotion was undone by the next eviction round (the tester's cache mode
-/// found it). A promotion used more recently than the window's old end must outlive it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fresh_promotion_outlives_the_cold_end_of_the_window() {
+/// A 256 KiB store with `W` at T0 + 10,000: `first` window events saved, then five
+/// promoted events (used more recently than those), then, with `touch`, the oldest
+/// window event read (the warmest of all); then more window events until `W` passes the
+/// 21st. Returns the store (and its directory) and the ids that must still be held: the
+/// promoted events, and the read one.
+async fn shrink_past_warmer_events(
+    first: usize,
+    touch: bool,
+) -> (tempfile::TempDir, RedbStore, Vec<EventId>) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = RedbConfig::new(dir.path().join("l1.redb")).max_bytes(256 << 10);
     config.high_water = 0.9;
@@ -204,16 +208,23 @@ async fn a_fresh_promotion_outlives_the_cold_end_of_the_window() {
     let w0 = Timestamp(T0 + 10_000);
     store.set_window(w0).await.unwrap();
     let window = shaped(3_000, w0.0, false);
-    let (first, rest) = window.split_at(150);
+    let (first, rest) = window.split_at(first);
     for e in first {
         store.save(e).await.unwrap();
     }
-    // Promoted after the first window events were stored: warmer than they are.
     let promoted = shaped(5, T0, false);
     for e in &promoted {
         store.save(e).await.unwrap();
     }
-    let promoted_ids: Vec<_> = promoted.iter().map(|e| e.id()).collect();
+    let mut warm: Vec<_> = promoted.iter().map(|e| e.id()).collect();
+    if touch {
+        let got = store
+            .query(&[Filter::new().id(first[0].id())])
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        warm.push(first[0].id());
+    }
     for e in rest {
         store.save(e).await.unwrap();
         if store.window() > first[20].created_at() {
@@ -224,7 +235,16 @@ async fn a_fresh_promotion_outlives_the_cold_end_of_the_window() {
         store.window() > first[20].created_at(),
         "the window's cold end was evicted"
     );
-    let held = store.contains(&promoted_ids).await.unwrap();
+    (dir, store, warm)
+}
+
+/// Regression: promoted events were evicted before any window event, so at a full
+/// budget each promotion was undone by the next eviction round (the tester's cache mode
+/// found it). A promotion used more recently than the window's old end must outlive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_promotion_outlives_the_cold_end_of_the_window() {
+    let (_dir, store, warm) = shrink_past_warmer_events(150, false).await;
+    let held = store.contains(&warm).await.unwrap();
     assert!(
         held.iter().all(|h| *h),
         "fresh promotions were evicted before colder window events: {held:?}"
@@ -239,42 +259,8 @@ async fn a_fresh_promotion_outlives_the_cold_end_of_the_window() {
 /// first now, and the read event stays, as a promoted one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_event_at_the_window_end_does_not_pin_the_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = RedbConfig::new(dir.path().join("l1.redb")).max_bytes(256 << 10);
-    config.high_water = 0.9;
-    config.low_water = 0.85;
-    let store = RedbStore::open(config).unwrap();
-    let w0 = Timestamp(T0 + 10_000);
-    store.set_window(w0).await.unwrap();
-    let window = shaped(3_000, w0.0, false);
-    let (first, rest) = window.split_at(60);
-    for e in first {
-        store.save(e).await.unwrap();
-    }
-    // Promoted after the first window events were stored: warmer than they are.
-    let promoted = shaped(5, T0, false);
-    for e in &promoted {
-        store.save(e).await.unwrap();
-    }
-    // Then the window's oldest event is read: the warmest of all.
-    let got = store
-        .query(&[Filter::new().id(first[0].id())])
-        .await
-        .unwrap();
-    assert_eq!(got.len(), 1);
-    for e in rest {
-        store.save(e).await.unwrap();
-        if store.window() > first[20].created_at() {
-            break;
-        }
-    }
-    assert!(
-        store.window() > first[20].created_at(),
-        "the window shrank past the read event"
-    );
-    let mut ids: Vec<_> = promoted.iter().map(|e| e.id()).collect();
-    ids.push(first[0].id());
-    let held = store.contains(&ids).await.unwrap();
+    let (_dir, store, warm) = shrink_past_warmer_events(60, true).await;
+    let held = store.contains(&warm).await.unwrap();
     assert!(
         held.iter().all(|h| *h),
         "warmer events were evicted before the colder window events behind the read one: {held:?}"
