@@ -36,6 +36,34 @@ fn learn(f: &Filter, floor: u64, joins: Timestamp) -> Learn {
     }
 }
 
+/// The set-up of the eviction-race tests: a 96 KiB store with `W` at T0 + 1,000, and
+/// alice with the filter of her events.
+struct Race {
+    _dir: tempfile::TempDir,
+    s: RedbStore,
+    w: Timestamp,
+    alice: Keys,
+    by_alice: Filter,
+}
+
+impl Race {
+    async fn new() -> Race {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), 96 << 10);
+        let w = Timestamp(T0 + 1_000);
+        s.set_window(w).await.unwrap();
+        let alice = Keys::from_seed(1);
+        let by_alice = Filter::new().author(alice.public_key());
+        Race {
+            _dir: dir,
+            s,
+            w,
+            alice,
+            by_alice,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promotion_teaches_a_floor_that_serves_stronger_keys() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,12 +126,13 @@ async fn a_promotion_teaches_a_floor_that_serves_stronger_keys() {
 /// nothing and must not lower it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_eviction_since_the_probe_cancels_the_lowering() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path(), 96 << 10);
-    let w = Timestamp(T0 + 1_000);
-    s.set_window(w).await.unwrap();
-    let alice = Keys::from_seed(1);
-    let by_alice = Filter::new().author(alice.public_key());
+    let Race {
+        _dir,
+        s,
+        w,
+        alice,
+        by_alice,
+    } = Race::new().await;
     // Alice's floor reaches T0 + 500: her events from there on are held.
     let mid = notes(&alice, 5, T0 + 500, 1);
     s.promote(mid.clone(), Some(learn(&by_alice, T0 + 500, w)))
@@ -153,12 +182,13 @@ async fn an_eviction_since_the_probe_cancels_the_lowering() {
 /// stop a lowering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_evicted_below_the_floor_since_the_probe_cancels_the_lowering() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(dir.path(), 96 << 10);
-    let w = Timestamp(T0 + 1_000);
-    s.set_window(w).await.unwrap();
-    let alice = Keys::from_seed(1);
-    let by_alice = Filter::new().author(alice.public_key());
+    let Race {
+        _dir,
+        s,
+        w,
+        alice,
+        by_alice,
+    } = Race::new().await;
     // The probe a query makes before asking L2 for what lies below W.
     let probe = s.probe(&by_alice.clone().limit(100)).await.unwrap();
     assert_eq!(probe.floor, w);
