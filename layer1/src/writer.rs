@@ -253,6 +253,13 @@ impl Writer {
         }
     }
 
+    /// Free room a commit of an eventual bounded store must still find (`probe_room`):
+    /// the list of pages a transaction freed takes 8 bytes a page, a few pages for a
+    /// batch of `batch_bytes_cap`, so a small share of that with a floor of eight pages.
+    fn commit_room(&self) -> usize {
+        (self.batch_bytes_cap() / 32).clamp(32 * 1024, 256 * 1024)
+    }
+
     /// Commits one batch and returns each request's outcome, in order.
     ///
     /// A bounded eventual store's commits never grow the file: redb reuses the pages a
@@ -287,6 +294,9 @@ impl Writer {
         let mut attempt = 0;
         loop {
             let (txn, outcomes, committed) = self.apply(batch, &pending, unsynced)?;
+            if guard {
+                self.probe_room(&txn, self.commit_room())?;
+            }
             let grew = guard && self.file_len() > bound;
             if !grew || attempt == GROWTH_ATTEMPTS {
                 if grew {
