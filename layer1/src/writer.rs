@@ -270,7 +270,8 @@ impl Writer {
     /// back its pages and the length), quiet synced commits make the freed pages
     /// reusable, syncs come twice as often for a while, and the batch is written
     /// again. A file length is one `fstat`; the abort costs one batch's work, and only
-    /// when the file would otherwise have grown.
+    /// when the file would otherwise have grown. The commit itself takes pages after
+    /// that check, so the batch first proves a little more room free (`probe_room`).
     fn commit(&mut self, batch: &[Request]) -> Result<Vec<Outcome>, StoreError> {
         // The cursor is the point a crash rolls back to: its commit is always synced
         // (and with it every commit before it), or an eventual store could lose any
