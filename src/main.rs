@@ -288,12 +288,12 @@ async fn shutdown_signal() {
 /// own, up to eight per core, and keeps what is freed in each. A node runs dozens of
 /// threads (tokio's blocking pool grows to one per concurrent store read: 67 after the
 /// closed-loop bench), so memory freed after a burst of reads stayed resident in
-/// sixteen arenas: 205 MiB after the bench read back 300,000 events, 134 MiB with one
-/// arena per core, and 401 MiB against 128 MiB for 1,000,000 (README, "Closed-loop
-/// clients"). The limit is read
-/// only when a process starts (`MALLOC_ARENA_MAX`; setting it needs no `unsafe`), so
-/// the node starts itself again once with it set, unless the operator already chose a
-/// value. Where that cannot be done the node runs on with glibc's default.
+/// sixteen arenas: 205 MiB after the bench read back 300,000 events against 134 MiB
+/// with two arenas, 401 against 128 MiB for 1,000,000 (README, "Closed-loop clients").
+/// glibc reads the limit (`MALLOC_ARENA_MAX`) only when a process starts, and setting
+/// it in-process would need `unsafe`, so the node starts itself again once with it set
+/// to its core count (at least 2), unless the operator already chose a value. Where
+/// that cannot be done the node runs on with glibc's default.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     use std::os::unix::process::CommandExt;

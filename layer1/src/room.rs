@@ -126,7 +126,7 @@ impl Writer {
 }
 
 /// Pages a commit needs beyond those its transaction wrote: redb writes the list of
-/// pages the transaction freed (and its allocator state) while committing, after the
+/// pages the transaction freed (and its other bookkeeping) while committing, after the
 /// writer's file-length check, and a commit that finds no free page there doubles the
 /// file (4 -> 8.5 MiB under a 4 MiB budget: the fast-writer budget test failed about one
 /// run in three under load, every time in the commit itself). So the writer checks that
