@@ -107,6 +107,7 @@ impl RedbStore {
             // Measured soon after start; until then assume B-tree pages half full.
             ratio: 2.0,
             written: 0,
+            synced_written: 0,
             calibrated: None,
             calibrated_commit: 0,
             after_sync: true,
