@@ -2,8 +2,8 @@
 //! one it is the embedded single-node L2 (the zero-setup default).
 //!
 //! One writer thread groups concurrent saves into one write transaction (group commit);
-//! readers run on tokio's blocking pool against their own snapshots and never wait for
-//! it. Above the budget's high-water mark the writer evicts, promoted events (below the
+//! readers run on a few reader threads (`readers`) against their own snapshots and never
+//! wait for it. Above the budget's high-water mark the writer evicts, promoted events (below the
 //! window watermark `W`) least recently used first, then the window from its old end.
 //!
 //! # Layout
@@ -29,6 +29,7 @@ mod floors;
 mod keys;
 pub mod outbox;
 mod query;
+mod readers;
 mod record;
 mod reindex;
 mod room;

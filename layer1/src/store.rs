@@ -154,13 +154,12 @@ impl RedbStore {
         f: impl FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
+        let job = move || {
             let txn = db.begin_read().map_err(backend)?;
             let reader = Reader::new(&txn)?;
             f(&reader)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(Box::new(e)))?
+        };
+        crate::readers::run(job).await
     }
 
     /// Saves many events, in order, as few transactions as the writer can group them
@@ -311,7 +310,7 @@ impl RedbStore {
                     .map_err(|_| StoreError::Backend("L1 writer panicked".into()))?;
             }
             // A read whose caller gave up still holds the database until it has run on
-            // the blocking pool; the file is closed (and its lock released) only then,
+            // a reader thread; the file is closed (and its lock released) only then,
             // so a store reopened right after this returns finds it free.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
             while Arc::strong_count(&db) > 1 && std::time::Instant::now() < deadline {
