@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use eventstore::{Event, EventId, Reason, StoreError};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 
 use crate::error::db;
 
@@ -68,7 +68,7 @@ fn ban_lists() -> (i16, i16) {
 /// banned. A banned one goes into the `removed` log (tombstoned ones travel on
 /// `deleted_ids`). One statement, so the common case (nothing hit) costs one round trip.
 pub(crate) async fn recheck_tombstones(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     batch: &[Event],
     fresh: &[usize],
 ) -> Result<Vec<(usize, Reason)>, StoreError> {
@@ -99,7 +99,7 @@ pub(crate) async fn recheck_tombstones(
     .bind(&pks)
     .bind(ban_pubkey)
     .bind(ban_event)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await
     .map_err(db)?;
     let mut hit: HashMap<Vec<u8>, Reason> = HashMap::with_capacity(rows.len());

@@ -329,6 +329,7 @@ async fn writer(
     changed: Arc<tokio::sync::Notify>,
     limit: Duration,
 ) {
+    let mut conn = Held::default();
     loop {
         let mut batch = Vec::new();
         {
@@ -345,7 +346,7 @@ async fn writer(
             }
         }
         let events: Vec<Event> = batch.iter().map(|r| r.event.clone()).collect();
-        match crate::write::save_batch(&pool, &events, limit).await {
+        match conn.save(&pool, &events, limit).await {
             Ok(outcomes) => {
                 if outcomes.iter().any(SaveOutcome::is_new) {
                     changed.notify_one();
@@ -369,9 +370,7 @@ async fn writer(
                 tracing::warn!(error = %e, n = batch.len(), "L2 batch failed; retrying one by one");
                 for r in batch {
                     let one = std::slice::from_ref(&r.event);
-                    let res = crate::write::save_batch(&pool, one, limit)
-                        .await
-                        .map(|mut o| o.remove(0));
+                    let res = conn.save(&pool, one, limit).await.map(|mut o| o.remove(0));
                     if res.as_ref().is_ok_and(SaveOutcome::is_new) {
                         changed.notify_one();
                     }
@@ -382,6 +381,63 @@ async fn writer(
                 for r in batch {
                     let _ = r.reply.send(Err(StoreError::Backend(e.to_string().into())));
                 }
+            }
+        }
+    }
+}
+
+/// A writer's own connection, kept from one batch to the next. Taking one from the
+/// pool for every batch cost two round trips more than the batch's own statements (the
+/// pool checks an idle connection with a ping before handing it out, for the
+/// transaction and again for the check after it), and a task to hand it back each
+/// time: with a closed loop of clients waiting on each batch, every round trip is
+/// latency (a batch of ~20 events made ten). A connection idle for a while is checked
+/// as the pool would, and one that failed is closed, not used again.
+#[derive(Default)]
+struct Held {
+    conn: Option<(
+        sqlx::pool::PoolConnection<sqlx::Postgres>,
+        std::time::Instant,
+    )>,
+}
+
+/// A kept connection idle longer than this is pinged before its next batch.
+const HELD_IDLE_CHECK: Duration = Duration::from_secs(1);
+
+impl Held {
+    async fn save(
+        &mut self,
+        pool: &PgPool,
+        events: &[Event],
+        limit: Duration,
+    ) -> Result<Vec<SaveOutcome>, StoreError> {
+        let mut conn = match self.conn.take() {
+            Some((mut c, used)) if used.elapsed() >= HELD_IDLE_CHECK => {
+                use sqlx::Connection;
+                match bounded(limit, async { c.ping().await.map_err(db) }).await {
+                    Ok(()) => c,
+                    Err(_) => {
+                        c.close_on_drop();
+                        drop(c);
+                        bounded(limit, async { pool.acquire().await.map_err(db) }).await?
+                    }
+                }
+            }
+            Some((c, _)) => c,
+            None => bounded(limit, async { pool.acquire().await.map_err(db) }).await?,
+        };
+        match crate::write::save_batch(&mut conn, events, limit).await {
+            Ok((outcomes, reusable)) => {
+                if reusable {
+                    self.conn = Some((conn, std::time::Instant::now()));
+                } else {
+                    conn.close_on_drop();
+                }
+                Ok(outcomes)
+            }
+            Err(e) => {
+                conn.close_on_drop();
+                Err(e)
             }
         }
     }

@@ -16,7 +16,7 @@ use eventstore::{
     Event, EventId, KindClass, Reason, SaveOutcome, StoreError, Timestamp, deletion_applies,
     supersedes,
 };
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{Acquire, PgConnection, Postgres, Row, Transaction};
 
 use crate::error::db;
 use crate::keys::{AddrKey, addr_key, addr_lock, tag_rows, ts, value_key};
@@ -38,15 +38,17 @@ struct Deletions {
     addresses: Vec<(AddrKey, i64)>,
 }
 
-/// Saves `batch` in one transaction. The transaction is bounded by `limit` (a database
-/// that answers nothing fails it as unavailable, rolling it back); once it committed,
-/// the saves stand whatever happens to the checks after it, which are bounded on
-/// their own and logged when they fail.
+/// Saves `batch` in one transaction on `conn`. The transaction is bounded by `limit` (a
+/// database that answers nothing fails it as unavailable, rolling it back); once it
+/// committed, the saves stand whatever happens to the checks after it, which are
+/// bounded on their own and logged when they fail. With the outcomes comes whether
+/// `conn` may be used again: not after such a failure (a time-out may have left it
+/// mid-statement).
 pub(crate) async fn save_batch(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     batch: &[Event],
     limit: std::time::Duration,
-) -> Result<Vec<SaveOutcome>, StoreError> {
+) -> Result<(Vec<SaveOutcome>, bool), StoreError> {
     let now = Timestamp::now();
     let mut outcomes: Vec<Option<SaveOutcome>> = batch
         .iter()
@@ -64,11 +66,12 @@ pub(crate) async fn save_batch(
         .filter(|&i| outcomes[i].is_none())
         .collect();
     if todo.is_empty() {
-        return Ok(outcomes.into_iter().flatten().collect());
+        return Ok((outcomes.into_iter().flatten().collect(), true));
     }
-    let committed = commit_batch(pool, batch, &todo, &mut outcomes);
+    let committed = commit_batch(conn, batch, &todo, &mut outcomes);
     let (insert, del) = crate::store::bounded(limit, committed).await?;
 
+    let mut reusable = true;
     // The post-commit double check (see the module docs).
     let fresh: Vec<usize> = insert
         .iter()
@@ -77,39 +80,44 @@ pub(crate) async fn save_batch(
         .collect();
     // The batch is committed: a failure from here on must not be reported as a failed
     // save. It is logged; the next deletion or recheck touching these ids repeats it.
-    match crate::store::bounded(limit, recheck_tombstones(pool, batch, &fresh)).await {
+    match crate::store::bounded(limit, recheck_tombstones(conn, batch, &fresh)).await {
         Ok(hit) => {
             for (i, reason) in hit {
                 outcomes[i] = Some(SaveOutcome::Rejected(reason));
             }
         }
-        Err(e) => tracing::warn!(error = %e, "post-commit tombstone recheck failed"),
+        Err(e) => {
+            reusable = false;
+            tracing::warn!(error = %e, "post-commit tombstone recheck failed");
+        }
     }
     if !del.ids.is_empty() || !del.addresses.is_empty() {
         let again = async {
-            let mut tx = pool.begin().await.map_err(db)?;
+            let mut tx = conn.begin().await.map_err(db)?;
             write_deletions(&mut tx, &del).await?;
             tx.commit().await.map_err(db)
         };
         if let Err(e) = crate::store::bounded(limit, again).await {
+            reusable = false;
             tracing::warn!(error = %e, "post-commit deletion re-run failed");
         }
     }
-    Ok(outcomes
+    let outcomes = outcomes
         .into_iter()
         .map(|o| o.unwrap_or(SaveOutcome::Duplicate))
-        .collect())
+        .collect();
+    Ok((outcomes, reusable))
 }
 
 /// Decides every event of `todo` as if saved one by one, writes the decisions and
 /// commits. Returns the batch indices inserted and the deletions written.
 async fn commit_batch(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     batch: &[Event],
     todo: &[usize],
     outcomes: &mut [Option<SaveOutcome>],
 ) -> Result<(Vec<usize>, Deletions), StoreError> {
-    let mut tx = pool.begin().await.map_err(db)?;
+    let mut tx = conn.begin().await.map_err(db)?;
     lock_addresses(&mut tx, batch, todo).await?;
 
     // What the database holds for every id and address this batch touches.

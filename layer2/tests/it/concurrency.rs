@@ -127,3 +127,40 @@ async fn unreachable_database_is_reported_as_unavailable() {
         "got {err:?}"
     );
 }
+
+/// A writer keeps its connection from batch to batch (`store.rs`, `Held`): one the
+/// server ended meanwhile (a restart, an administrator) must not fail the next save.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_writer_connection_the_server_ended_is_replaced_without_failing_a_save() {
+    use sqlx::Connection;
+    let db = test_database().await;
+    // One writer, so the second save is sure to meet the first one's connection.
+    let store = PgStore::connect(PgConfig {
+        writers: 1,
+        ..PgConfig::new(db.url.clone())
+    })
+    .await
+    .unwrap();
+    let keys = Keys::from_seed(5);
+    let first = EventBuilder::text_note("before").sign(&keys);
+    assert!(store.save(&first).await.unwrap().is_new());
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND backend_type = 'client backend') t",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(ended >= 1, "the writer's connection was among those ended");
+    // Idle past the check, as a connection is after an outage.
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let second = EventBuilder::text_note("after").sign(&keys);
+    let saved = store.save(&second).await;
+    assert!(
+        saved.as_ref().is_ok_and(eventstore::SaveOutcome::is_new),
+        "got {saved:?}"
+    );
+    assert_eq!(store.count(&[Filter::new()]).await.unwrap(), 2);
+}
