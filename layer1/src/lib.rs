@@ -2,9 +2,10 @@
 //! one it is the embedded single-node L2 (the zero-setup default).
 //!
 //! One writer thread groups concurrent saves into one write transaction (group commit);
-//! readers run on a few reader threads (`readers`) against their own snapshots and never
-//! wait for it. Above the budget's high-water mark the writer evicts, promoted events (below the
-//! window watermark `W`) least recently used first, then the window from its old end.
+//! readers run on a few reader threads (`readers`) against their own snapshots and
+//! never wait for it. Above the budget's high-water mark the writer evicts, promoted
+//! events (below the window watermark `W`) least recently used first, then the window
+//! from its old end.
 //!
 //! # Layout
 //! - [`config`]: [`RedbConfig`], [`Durability`], with documented defaults.

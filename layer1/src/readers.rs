@@ -10,6 +10,7 @@
 //! not run any faster in parallel anyway.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 
 use eventstore::StoreError;
@@ -20,6 +21,8 @@ type Job = Box<dyn FnOnce() + Send>;
 struct Pool {
     queue: Mutex<Queue>,
     ready: Condvar,
+    /// Threads started; with none, reads go to tokio's blocking pool instead.
+    started: AtomicUsize,
 }
 
 struct Queue {
@@ -44,15 +47,18 @@ fn pool() -> &'static Pool {
                 idle: 0,
             }),
             ready: Condvar::new(),
+            started: AtomicUsize::new(0),
         }));
         for i in 0..threads() {
-            // A pool that cannot start a thread still has the others; with none at all,
-            // `run` answers every read with an error rather than hanging.
-            if let Err(e) = std::thread::Builder::new()
+            // A pool that cannot start a thread still has the others.
+            match std::thread::Builder::new()
                 .name(format!("layer1-reader-{i}"))
                 .spawn(move || pool.work())
             {
-                tracing::error!(error = %e, "cannot start an L1 reader thread");
+                Ok(_) => {
+                    pool.started.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot start an L1 reader thread"),
             }
         }
         pool
@@ -83,8 +89,13 @@ impl Pool {
 pub(crate) async fn run<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    let (tx, rx) = oneshot::channel();
     let pool = pool();
+    if pool.started.load(Ordering::Relaxed) == 0 {
+        return tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+    }
+    let (tx, rx) = oneshot::channel();
     {
         let mut q = pool.queue.lock().unwrap_or_else(|p| p.into_inner());
         q.jobs.push_back(Box::new(move || drop(tx.send(f()))));

@@ -143,6 +143,7 @@ impl PgStore {
                     config.batch_max.max(1),
                     changed.clone(),
                     config.call_timeout,
+                    config.max_connections as usize > config.writers.max(1),
                 ))
             })
             .collect();
@@ -328,8 +329,9 @@ async fn writer(
     max: usize,
     changed: Arc<tokio::sync::Notify>,
     limit: Duration,
+    keep: bool,
 ) {
-    let mut conn = Held::default();
+    let mut conn = Held { conn: None, keep };
     loop {
         let mut batch = Vec::new();
         {
@@ -393,8 +395,10 @@ async fn writer(
 /// time: with a closed loop of clients waiting on each batch, every round trip is
 /// latency (a batch of ~20 events made ten). A connection idle for a while is checked
 /// as the pool would, and one that failed is closed, not used again.
-#[derive(Default)]
 struct Held {
+    /// Whether to keep it: only while the pool has a connection left over for everything
+    /// else (queries, the poller) when every writer holds one.
+    keep: bool,
     conn: Option<(
         sqlx::pool::PoolConnection<sqlx::Postgres>,
         std::time::Instant,
@@ -428,10 +432,10 @@ impl Held {
         };
         match crate::write::save_batch(&mut conn, events, limit).await {
             Ok((outcomes, reusable)) => {
-                if reusable {
-                    self.conn = Some((conn, std::time::Instant::now()));
-                } else {
+                if !reusable {
                     conn.close_on_drop();
+                } else if self.keep {
+                    self.conn = Some((conn, std::time::Instant::now()));
                 }
                 Ok(outcomes)
             }

@@ -164,3 +164,22 @@ async fn a_kept_writer_connection_the_server_ended_is_replaced_without_failing_a
     );
     assert_eq!(store.count(&[Filter::new()]).await.unwrap(), 2);
 }
+
+/// With no connection to spare, a writer gives its connection back after each batch:
+/// queries and the poller must still get one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_keeps_no_connection_when_the_pool_has_none_to_spare() {
+    let db = test_database().await;
+    let store = PgStore::connect(PgConfig {
+        writers: 1,
+        max_connections: 1,
+        acquire_timeout: std::time::Duration::from_secs(2),
+        ..PgConfig::new(db.url.clone())
+    })
+    .await
+    .unwrap();
+    let e = EventBuilder::text_note("one connection").sign(&Keys::from_seed(6));
+    assert!(store.save(&e).await.unwrap().is_new());
+    let got = store.query(&[Filter::new()]).await;
+    assert_eq!(got.map(|v| v.len()).map_err(|e| e.to_string()), Ok(1));
+}
