@@ -335,8 +335,25 @@ async fn writer(
     loop {
         let mut batch = Vec::new();
         {
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
+            // A connection is kept only while batches follow each other: idle this
+            // long, it goes back to the pool (which checks it before handing it out
+            // again, and can close: `Pool::close` waits for every connection).
+            let idle_until = tokio::time::Instant::now() + HELD_IDLE;
+            let mut rx = match tokio::time::timeout_at(idle_until, rx.lock()).await {
+                Ok(rx) => rx,
+                Err(_) => {
+                    conn.release();
+                    rx.lock().await
+                }
+            };
+            let first = match tokio::time::timeout_at(idle_until, rx.recv()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    conn.release();
+                    rx.recv().await
+                }
+            };
+            match first {
                 Some(r) => batch.push(r),
                 None => return,
             }
@@ -388,46 +405,41 @@ async fn writer(
     }
 }
 
-/// A writer's own connection, kept from one batch to the next. Taking one from the
-/// pool for every batch cost two round trips more than the batch's own statements (the
-/// pool checks an idle connection with a ping before handing it out, for the
-/// transaction and again for the check after it), and a task to hand it back each
-/// time: with a closed loop of clients waiting on each batch, every round trip is
-/// latency (a batch of ~20 events made ten). A connection idle for a while is checked
-/// as the pool would, and one that failed is closed, not used again.
+/// A writer's own connection, kept from one batch to the next while batches keep
+/// coming. Taking one from the pool for every batch cost two round trips more than the
+/// batch's own statements (the pool checks an idle connection with a ping before
+/// handing it out, for the transaction and again for the check after it), and a task
+/// to hand it back each time: with a closed loop of clients waiting on each batch,
+/// every round trip is latency (a batch of ~20 events made ten). Idle for
+/// [`HELD_IDLE`] it goes back to the pool, which checks it before its next use; one
+/// that failed is closed, not used again.
 struct Held {
     /// Whether to keep it: only while the pool has a connection left over for everything
     /// else (queries, the poller) when every writer holds one.
     keep: bool,
-    conn: Option<(
-        sqlx::pool::PoolConnection<sqlx::Postgres>,
-        std::time::Instant,
-    )>,
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
 }
 
-/// A kept connection idle longer than this is pinged before its next batch.
-const HELD_IDLE_CHECK: Duration = Duration::from_secs(1);
+/// A writer idle this long gives its kept connection back to the pool.
+const HELD_IDLE: Duration = Duration::from_millis(500);
 
 impl Held {
+    /// Gives the kept connection back to the pool.
+    fn release(&mut self) {
+        self.conn = None;
+    }
+
     async fn save(
         &mut self,
         pool: &PgPool,
         events: &[Event],
         limit: Duration,
     ) -> Result<Vec<SaveOutcome>, StoreError> {
+        if pool.is_closed() {
+            self.release();
+        }
         let mut conn = match self.conn.take() {
-            Some((mut c, used)) if used.elapsed() >= HELD_IDLE_CHECK => {
-                use sqlx::Connection;
-                match bounded(limit, async { c.ping().await.map_err(db) }).await {
-                    Ok(()) => c,
-                    Err(_) => {
-                        c.close_on_drop();
-                        drop(c);
-                        bounded(limit, async { pool.acquire().await.map_err(db) }).await?
-                    }
-                }
-            }
-            Some((c, _)) => c,
+            Some(c) => c,
             None => bounded(limit, async { pool.acquire().await.map_err(db) }).await?,
         };
         match crate::write::save_batch(&mut conn, events, limit).await {
@@ -435,7 +447,7 @@ impl Held {
                 if !reusable {
                     conn.close_on_drop();
                 } else if self.keep {
-                    self.conn = Some((conn, std::time::Instant::now()));
+                    self.conn = Some(conn);
                 }
                 Ok(outcomes)
             }

@@ -128,8 +128,9 @@ async fn unreachable_database_is_reported_as_unavailable() {
     );
 }
 
-/// A writer keeps its connection from batch to batch (`store.rs`, `Held`): one the
-/// server ended meanwhile (a restart, an administrator) must not fail the next save.
+/// A writer keeps its connection from batch to batch (`store.rs`, `Held`), and gives
+/// it back when idle: one the server ended meanwhile (a restart, an administrator) must
+/// not fail the next save.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_writer_connection_the_server_ended_is_replaced_without_failing_a_save() {
     use sqlx::Connection;
@@ -154,8 +155,8 @@ async fn a_kept_writer_connection_the_server_ended_is_replaced_without_failing_a
     .await
     .unwrap();
     assert!(ended >= 1, "the writer's connection was among those ended");
-    // Idle past the check, as a connection is after an outage.
-    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    // Idle long enough for the writer to give it back, as after an outage.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
     let second = EventBuilder::text_note("after").sign(&keys);
     let saved = store.save(&second).await;
     assert!(
@@ -182,4 +183,15 @@ async fn a_writer_keeps_no_connection_when_the_pool_has_none_to_spare() {
     assert!(store.save(&e).await.unwrap().is_new());
     let got = store.query(&[Filter::new()]).await;
     assert_eq!(got.map(|v| v.len()).map_err(|e| e.to_string()), Ok(1));
+}
+
+/// `Pool::close` waits for every connection: one a writer keeps must come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_pool_after_writes_does_not_wait_on_a_kept_connection() {
+    let db = test_database().await;
+    let store = store_on(&db).await;
+    let e = EventBuilder::text_note("then close").sign(&Keys::from_seed(8));
+    assert!(store.save(&e).await.unwrap().is_new());
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), store.pool().close());
+    assert!(closed.await.is_ok(), "the pool did not close within 10 s");
 }
