@@ -285,10 +285,11 @@ async fn shutdown_signal() {
 }
 
 /// glibc's allocator gives each thread that allocates while others do an arena of its
-/// own, up to eight per core, and keeps what is freed in each. A node runs dozens of
-/// threads (tokio's blocking pool grows to one per concurrent store read: 67 after the
-/// closed-loop bench), so memory freed after a burst of reads stayed resident in
-/// sixteen arenas: 205 MiB after the bench read back 300,000 events against 134 MiB
+/// own, up to eight per core, and keeps what is freed in each. A node ran dozens of
+/// threads then (tokio's blocking pool grew to one per concurrent store read, 67 after
+/// the closed-loop bench; reads have their own few threads since, `layer1::readers`,
+/// but other blocking work still uses that pool), so memory freed after a burst of
+/// reads stayed resident in sixteen arenas: 205 MiB after the bench read back 300,000 events against 134 MiB
 /// with two arenas, 401 against 128 MiB for 1,000,000 (README, "Closed-loop clients").
 /// glibc reads the limit (`MALLOC_ARENA_MAX`) only when a process starts, and setting
 /// it in-process would need `unsafe`, so the node starts itself again once with it set
