@@ -310,6 +310,12 @@ impl Metrics {
             get(&l1.stats().evictions),
         );
         t.one(
+            "layer2_l1_reads_rescued_total",
+            "counter",
+            "L1 reads that waited 50 ms for a reader thread (all held by long reads) and ran on a thread of their own.",
+            layer1::reads_rescued(),
+        );
+        t.one(
             "layer2_l1_growth_syncs_total",
             "counter",
             "Unsynced L1 batches written again after a synced commit because they would have grown the file.",

@@ -8,15 +8,46 @@
 //! queue; while reads are waiting a thread goes from one to the next without sleeping,
 //! and at most as many reads run at once as there are threads, which the cores could
 //! not run any faster in parallel anyway.
+//!
+//! A few long reads (a COUNT over most of the store, say) could hold every thread and
+//! leave short ones queued behind them for as long as they run: a read still queued
+//! after [`RESCUE_AFTER`] is taken back by its caller and run on tokio's blocking pool,
+//! which starts a thread for it. Each read runs once: whoever takes it from its slot
+//! first (a reader thread or its caller) runs it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 use eventstore::StoreError;
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// A queued read, until a reader thread or its caller takes it.
+struct Slot(Mutex<Option<Job>>);
+
+impl Slot {
+    fn take(&self) -> Option<Job> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// How long a read may wait for a reader thread before its caller runs it on the
+/// blocking pool: far beyond the queueing of short reads on a busy node (a few
+/// milliseconds), short next to a client's patience.
+const RESCUE_AFTER: Duration = Duration::from_millis(50);
+
+/// Reads taken back from the queue and run on the blocking pool (all stores).
+static RESCUED: AtomicU64 = AtomicU64::new(0);
+
+/// How many reads waited [`RESCUE_AFTER`] for a reader thread and ran on tokio's
+/// blocking pool instead, since the process started: a figure that keeps rising means
+/// long reads hold the reader threads.
+pub fn reads_rescued() -> u64 {
+    RESCUED.load(Ordering::Relaxed)
+}
 
 struct Pool {
     queue: Mutex<Queue>,
@@ -26,7 +57,7 @@ struct Pool {
 }
 
 struct Queue {
-    jobs: VecDeque<Job>,
+    jobs: VecDeque<Arc<Slot>>,
     /// Threads waiting for a job: a new job wakes one only if there is one.
     idle: usize,
 }
@@ -68,19 +99,22 @@ fn pool() -> &'static Pool {
 impl Pool {
     fn work(&self) {
         loop {
-            let job = {
+            let slot = {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 loop {
-                    if let Some(job) = q.jobs.pop_front() {
-                        break job;
+                    if let Some(slot) = q.jobs.pop_front() {
+                        break slot;
                     }
                     q.idle += 1;
                     q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
                     q.idle -= 1;
                 }
             };
-            // A read that panics fails only its own caller (its answer is dropped).
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            // Empty when its caller took it back (`RESCUE_AFTER`).
+            if let Some(job) = slot.take() {
+                // A read that panics fails only its own caller (its answer is dropped).
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
         }
     }
 }
@@ -95,32 +129,62 @@ pub(crate) async fn run<T: Send + 'static>(
             .await
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
     }
-    let (tx, rx) = oneshot::channel();
+    let (tx, mut rx) = oneshot::channel();
+    let slot = Arc::new(Slot(Mutex::new(Some(Box::new(move || drop(tx.send(f())))))));
     {
         let mut q = pool.queue.lock().unwrap_or_else(|p| p.into_inner());
-        q.jobs.push_back(Box::new(move || drop(tx.send(f()))));
+        q.jobs.push_back(slot.clone());
         if q.idle > 0 {
             pool.ready.notify_one();
         }
     }
-    rx.await
-        .map_err(|_| StoreError::Backend("an L1 read failed on its reader thread".into()))?
+    // A caller that stops waiting (a closed subscription, a client gone) takes its read
+    // out of the queue: nobody runs it.
+    let _unwanted = Unwanted(slot.clone());
+    let failed = || StoreError::Backend("an L1 read failed on its reader thread".into());
+    if let Ok(r) = tokio::time::timeout(RESCUE_AFTER, &mut rx).await {
+        return r.map_err(|_| failed())?;
+    }
+    // Still waiting. If still queued, every thread is busy with something long: this
+    // read gets a thread of its own. Otherwise a reader thread is running it.
+    if let Some(job) = slot.take() {
+        RESCUED.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("an L1 read waited for a reader thread; running it on the blocking pool");
+        // A panic there drops the answer's sender: the caller gets an error, as above.
+        drop(tokio::task::spawn_blocking(job));
+    }
+    rx.await.map_err(|_| failed())?
+}
+
+/// Takes a read out of its slot when its caller is dropped.
+struct Unwanted(Arc<Slot>);
+
+impl Drop for Unwanted {
+    fn drop(&mut self) {
+        drop(self.0.take());
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The pool is shared by the whole test binary: tests that hold every thread (or
+    /// count where reads ran) take turns.
+    static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_reads_at_once_all_answer_on_a_few_threads() {
-        let names = Mutex::new(std::collections::HashSet::new());
+        let _turn = TURNS.lock().await;
+        let rescued = reads_rescued();
+        let names = Mutex::new(std::collections::HashMap::new());
         let names = std::sync::Arc::new(names);
         let mut waiting = Vec::new();
         for i in 0..200u64 {
             let names = names.clone();
             waiting.push(tokio::spawn(run(move || {
                 let me = std::thread::current().name().unwrap_or("").to_owned();
-                names.lock().unwrap().insert(me);
+                *names.lock().unwrap().entry(me).or_insert(0u64) += 1;
                 std::thread::sleep(std::time::Duration::from_micros(200));
                 Ok(i * 2)
             })));
@@ -128,9 +192,15 @@ mod tests {
         for (i, w) in waiting.into_iter().enumerate() {
             assert_eq!(w.await.unwrap().unwrap(), i as u64 * 2);
         }
+        // Only a read that waited RESCUE_AFTER (a machine far too loaded) ran elsewhere.
         let names = names.lock().unwrap();
+        let elsewhere: u64 = names
+            .iter()
+            .filter(|(n, _)| !n.starts_with("layer1-reader-"))
+            .map(|(_, c)| c)
+            .sum();
         assert!(
-            names.len() <= threads() && names.iter().all(|n| n.starts_with("layer1-reader-")),
+            names.len() <= threads() + 1 && elsewhere <= reads_rescued() - rescued,
             "reads ran on {names:?}"
         );
     }
@@ -142,5 +212,79 @@ mod tests {
         for _ in 0..threads() * 2 {
             assert_eq!(run(|| Ok(7u8)).await.unwrap(), 7);
         }
+    }
+
+    /// Holds every reader thread until `release` is dropped; returns once all hold.
+    async fn hold_every_thread() -> (
+        std::sync::mpsc::Sender<()>,
+        Vec<tokio::task::JoinHandle<()>>,
+    ) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Arc::new(Mutex::new(held));
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut long = Vec::new();
+        for _ in 0..threads() {
+            let (held, started) = (held.clone(), started.clone());
+            long.push(tokio::spawn(async move {
+                run(move || {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    // Blocks until the sender is dropped.
+                    let _ = held.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            }));
+        }
+        while started.load(Ordering::SeqCst) < threads() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        (release, long)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_short_read_does_not_wait_for_long_ones_holding_every_thread() {
+        let _turn = TURNS.lock().await;
+        let (release, long) = hold_every_thread().await;
+        let before = reads_rescued();
+        // Without the rescue this waits until the long reads end, i.e. for ever here.
+        let short = tokio::time::timeout(Duration::from_secs(30), run(|| Ok(5u8))).await;
+        assert_eq!(short.expect("the short read was stuck").unwrap(), 5);
+        assert!(reads_rescued() > before);
+        assert!(
+            long.iter().all(|l| !l.is_finished()),
+            "the long reads are still running"
+        );
+        drop(release);
+        for l in long {
+            l.await.unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_whose_caller_stopped_waiting_never_runs() {
+        let _turn = TURNS.lock().await;
+        let (release, long) = hold_every_thread().await;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let read = run(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        // Gives up well before the rescue would run it elsewhere.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(5), read)
+                .await
+                .is_err()
+        );
+        drop(release);
+        for l in long {
+            l.await.unwrap();
+        }
+        // Everything queued after it has run, so its slot has been passed by.
+        for _ in 0..threads() * 2 {
+            run(|| Ok(())).await.unwrap();
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
     }
 }
