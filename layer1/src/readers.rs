@@ -221,23 +221,36 @@ mod tests {
     ) {
         let (release, held) = std::sync::mpsc::channel::<()>();
         let held = Arc::new(Mutex::new(held));
+        // Holds that started, and those on a reader thread: on a loaded machine one may
+        // wait RESCUE_AFTER and run elsewhere, leaving a reader thread free; another
+        // hold then goes in, until every reader thread holds one.
         let started = Arc::new(AtomicUsize::new(0));
+        let on_readers = Arc::new(AtomicUsize::new(0));
         let mut long = Vec::new();
-        for _ in 0..threads() {
-            let (held, started) = (held.clone(), started.clone());
-            long.push(tokio::spawn(async move {
-                run(move || {
-                    started.fetch_add(1, Ordering::SeqCst);
-                    // Blocks until the sender is dropped.
-                    let _ = held.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    Ok(())
-                })
-                .await
-                .unwrap();
-            }));
-        }
-        while started.load(Ordering::SeqCst) < threads() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        while on_readers.load(Ordering::SeqCst) < threads() {
+            if started.load(Ordering::SeqCst) < long.len() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            let missing = threads() - on_readers.load(Ordering::SeqCst);
+            for _ in 0..missing {
+                let (held, started, on_readers) =
+                    (held.clone(), started.clone(), on_readers.clone());
+                long.push(tokio::spawn(async move {
+                    run(move || {
+                        let name = std::thread::current().name().map(str::to_owned);
+                        if name.is_some_and(|n| n.starts_with("layer1-reader-")) {
+                            on_readers.fetch_add(1, Ordering::SeqCst);
+                        }
+                        started.fetch_add(1, Ordering::SeqCst);
+                        // Blocks until the sender is dropped.
+                        let _ = held.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+                }));
+            }
         }
         (release, long)
     }
