@@ -1,4 +1,5 @@
-//! Parse + verify throughput against bare secp256k1 verification, and filter matching.
+//! Parse + verify throughput against bare secp256k1 verification, writing events' JSON
+//! (what a store does for every event it serves), and filter matching.
 //!
 //! `LAYER2_REAL_EVENTS` points at a JSON-lines corpus (CI: `../shared/data/real-events.jsonl`);
 //! without it, generated events of typical size are used.
@@ -84,5 +85,35 @@ fn matching(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, verify, matching);
+/// Writing each event's JSON from its fields, as a store rebuilds every event it serves
+/// from its own record.
+fn writing(c: &mut Criterion) {
+    let events: Vec<Event> = corpus()
+        .iter()
+        .map(|l| Event::from_json(l).unwrap())
+        .collect();
+    let mut g = c.benchmark_group("write_json");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.bench_function("serialize_event", |b| {
+        b.iter(|| {
+            for e in &events {
+                let p = eventstore::canonical::Parts {
+                    pubkey: &e.pubkey().0,
+                    created_at: e.created_at().0,
+                    kind: e.kind().0,
+                    tags: e.tags(),
+                    content: e.content(),
+                };
+                black_box(eventstore::canonical::serialize_event(
+                    &p,
+                    &e.id().0,
+                    &e.sig().0,
+                ));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, verify, writing, matching);
 criterion_main!(benches);

@@ -9,10 +9,21 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `s` as a JSON string literal, quotes included, escaped as NIP-01 requires.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time while none needs escaping (most text has no escape).
+        if let Some(word) = bytes.get(i..i + 8) {
+            let w = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+            if !needs_escape(w) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
         let short: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -22,7 +33,10 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
             0x08 => b"\\b",
             0x0c => b"\\f",
             0x00..=0x1f => &[],
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.extend_from_slice(&bytes[start..i]);
         if short.is_empty() {
@@ -32,10 +46,23 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
         } else {
             out.extend_from_slice(short);
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether any of the eight bytes of `w` is `"`, `\` or a control character (below
+/// 0x20). Exact: a byte of 0x80 or more (UTF-8 beyond ASCII) never counts.
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte below n (n <= 0x80) sets its high bit in (x - n) & !x.
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
+    let quote = w ^ (ONES * u64::from(b'"'));
+    let backslash = w ^ (ONES * u64::from(b'\\'));
+    (below(w, 0x20) | below(quote, 1) | below(backslash, 1)) != 0
 }
 
 /// Appends the tags array, e.g. `[["e","…"],["p","…"]]`.
@@ -73,10 +100,17 @@ fn write_u64(out: &mut Vec<u8>, n: u64) {
 }
 
 fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() * 2 + 2);
     out.push(b'"');
-    for b in bytes {
-        out.push(HEX[(b >> 4) as usize]);
-        out.push(HEX[(b & 0x0f) as usize]);
+    // Through a buffer: one copy per 64 bytes rather than a push (and its capacity
+    // check) per digit.
+    let mut buf = [0u8; 128];
+    for chunk in bytes.chunks(64) {
+        for (pair, b) in buf.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = HEX[(b >> 4) as usize];
+            pair[1] = HEX[(b & 0x0f) as usize];
+        }
+        out.extend_from_slice(&buf[..chunk.len() * 2]);
     }
     out.push(b'"');
 }
@@ -162,5 +196,34 @@ mod tests {
         }
         s.push_str("🌍\u{2028}\u{feff}");
         assert_eq!(lit(&s), serde_json::to_string(&s).unwrap());
+    }
+
+    #[test]
+    fn an_escape_at_every_place_in_a_word_is_found() {
+        // Each escaped byte at each offset of an eight-byte word, amid plain and
+        // multi-byte text, against serde_json's writer.
+        for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', '\u{7f}', 'é'] {
+            for at in 0..17 {
+                let mut s: String = "abcdefghijklmnopq".chars().take(at).collect();
+                s.push(special);
+                s.push_str("rstuvwxyz\u{80}ü");
+                assert_eq!(lit(&s), serde_json::to_string(&s).unwrap(), "{s:?}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_is_written_as_serde_json_writes_it(s in "(?s).{0,64}") {
+            proptest::prop_assert_eq!(lit(&s), serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn hex_is_lowercase_and_whole(bytes in proptest::collection::vec(0u8.., 0..200)) {
+            let mut out = Vec::new();
+            write_hex(&mut out, &bytes);
+            let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), format!("\"{want}\""));
+        }
     }
 }

@@ -116,7 +116,15 @@ fn quote(s: &str) -> String {
 
 /// `["EVENT", <sub>, <event>]`.
 pub fn event(sub_id: &str, event_json: &str) -> String {
-    format!("[\"EVENT\",{},{}]", quote(sub_id), event_json)
+    // Built by hand, sized once: one per event served, and the event is most of it.
+    let sub = quote(sub_id);
+    let mut m = String::with_capacity(11 + sub.len() + event_json.len());
+    m.push_str("[\"EVENT\",");
+    m.push_str(&sub);
+    m.push(',');
+    m.push_str(event_json);
+    m.push(']');
+    m
 }
 
 /// `["OK", <id>, <accepted>, <message>]`.
@@ -199,5 +207,9 @@ mod tests {
         assert_eq!(eose("a\"b"), r#"["EOSE","a\"b"]"#);
         assert_eq!(count("c", 3), r#"["COUNT","c",{"count":3}]"#);
         assert_eq!(notice("x"), r#"["NOTICE","x"]"#);
+        assert_eq!(
+            event("s\\1", r#"{"id":"ab"}"#),
+            r#"["EVENT","s\\1",{"id":"ab"}]"#
+        );
     }
 }
