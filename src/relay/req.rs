@@ -225,16 +225,18 @@ impl Conn {
             .into_iter()
             .filter(|e| self.visibility.allows(e, &self.authed))
             .collect();
-        let sent: HashSet<EventId> = events.iter().map(|e| e.id()).collect();
         for e in &events {
             self.out.push(proto::event(sub_id, e.as_json()));
         }
         self.out.push(proto::eose(sub_id));
-        for e in pending.iter().filter(|e| !sent.contains(&e.id())) {
-            // Already checked against the connection's visibility in `on_live`.
-            self.out.push(proto::event(sub_id, e.as_json()));
+        if !pending.is_empty() {
+            let sent: HashSet<EventId> = events.iter().map(|e| e.id()).collect();
+            for e in pending.iter().filter(|e| !sent.contains(&e.id())) {
+                // Already checked against the connection's visibility in `on_live`.
+                self.out.push(proto::event(sub_id, e.as_json()));
+            }
         }
-        if !sent.is_empty() {
+        if !events.is_empty() {
             // The newest ones only: a late live copy is of a just-published event, and
             // this bounds what an idle subscription holds (32 × 1,000 ids at most).
             let newest = events.iter().take(SENT_KEEP).map(|e| e.id()).collect();

@@ -329,11 +329,20 @@ impl Tiered {
     /// Sends `e` to this node's live subscribers unless it already went out. Returns
     /// whether it was sent now.
     fn broadcast(&self, e: &Event) -> bool {
-        if !claim(&self.delivered, e.id()) {
+        self.broadcast_with(e.id(), || e.clone())
+    }
+
+    /// [`Self::broadcast`] of an event the caller gives up (no copy is made).
+    fn broadcast_owned(&self, e: Event) -> bool {
+        self.broadcast_with(e.id(), || e)
+    }
+
+    fn broadcast_with(&self, id: EventId, event: impl FnOnce() -> Event) -> bool {
+        if !claim(&self.delivered, id) {
             return false;
         }
         // No receivers is not an error: nobody is listening right now.
-        let _ = self.live.send(Arc::new(e.clone()));
+        let _ = self.live.send(Arc::new(event()));
         true
     }
 

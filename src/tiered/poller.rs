@@ -231,17 +231,18 @@ async fn apply(
     if !fresh.is_empty() {
         let outcomes = t.l1.save_many(&fresh).await?;
         let now_us = clock.0 + clock.1.elapsed().as_micros() as i64;
-        for ((e, o), inserted) in fresh.iter().zip(outcomes).zip(fresh_at) {
-            t.seen.insert(e.id(), ());
-            t.missing.invalidate(&e.id());
+        for ((e, o), inserted) in fresh.into_iter().zip(outcomes).zip(fresh_at) {
+            let id = e.id();
+            t.seen.insert(id, ());
+            t.missing.invalidate(&id);
             // Back in L2 after a removal (a purged or banned event sent again).
-            t.dropped.invalidate(&e.id());
+            t.dropped.invalidate(&id);
             // L1 refusing it means L1 already holds something newer (or a tombstone):
             // this event is not news.
             if matches!(o, SaveOutcome::Rejected(_)) {
                 continue;
             }
-            if t.broadcast(e) {
+            if t.broadcast_owned(e) {
                 t.stats.poll_broadcast.fetch_add(1, Ordering::Relaxed);
                 let lag = now_us.saturating_sub(inserted).max(0) as f64 / 1e6;
                 t.stats.latency.delivery_lag.observe(lag);
