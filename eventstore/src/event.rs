@@ -288,7 +288,7 @@ impl serde::Serialize for Event {
 }
 
 /// An author's x-only key as a curve point. Lifting it takes a square root (about a
-/// tenth of a signature check here), and a relay sees the same authors again and
+/// twentieth of a signature check), and a relay sees the same authors again and
 /// again: each thread keeps the points of the keys it lifted last, direct-mapped by
 /// the key's first bytes (a collision costs only a lift; a hit compares all 32 bytes).
 /// A key that does not lift is not kept.
