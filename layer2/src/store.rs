@@ -339,21 +339,8 @@ async fn writer(
             // long, it goes back to the pool (which checks it before handing it out
             // again, and can close: `Pool::close` waits for every connection).
             let idle_until = tokio::time::Instant::now() + HELD_IDLE;
-            let mut rx = match tokio::time::timeout_at(idle_until, rx.lock()).await {
-                Ok(rx) => rx,
-                Err(_) => {
-                    conn.release();
-                    rx.lock().await
-                }
-            };
-            let first = match tokio::time::timeout_at(idle_until, rx.recv()).await {
-                Ok(r) => r,
-                Err(_) => {
-                    conn.release();
-                    rx.recv().await
-                }
-            };
-            match first {
+            let mut rx = conn.release_while(idle_until, rx.lock()).await;
+            match conn.release_while(idle_until, rx.recv()).await {
                 Some(r) => batch.push(r),
                 None => return,
             }
@@ -427,6 +414,22 @@ impl Held {
     /// Gives the kept connection back to the pool.
     fn release(&mut self) {
         self.conn = None;
+    }
+
+    /// Waits for `wait`, giving the kept connection back if it is not done by `until`.
+    async fn release_while<T>(
+        &mut self,
+        until: tokio::time::Instant,
+        wait: impl std::future::Future<Output = T>,
+    ) -> T {
+        let mut wait = std::pin::pin!(wait);
+        match tokio::time::timeout_at(until, wait.as_mut()).await {
+            Ok(v) => v,
+            Err(_) => {
+                self.release();
+                wait.await
+            }
+        }
     }
 
     async fn save(
