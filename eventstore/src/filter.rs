@@ -27,6 +27,21 @@ pub struct Filter {
     pub limit: Option<usize>,
 }
 
+/// A condition of a filter already known to hold for an event (see
+/// [`Filter::matches_known`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    Nothing,
+    /// The event's id is among the filter's `ids`.
+    Id,
+    /// Its author is among the filter's `authors`.
+    Author,
+    /// Its kind is among the filter's `kinds`.
+    Kind,
+    /// One of its tags with this letter has a value among the filter's `#letter` values.
+    Tag(u8),
+}
+
 impl Filter {
     /// A filter that matches everything.
     pub fn new() -> Filter {
@@ -76,17 +91,24 @@ impl Filter {
     /// Does `event` satisfy every condition? The one definition of filter semantics
     /// (`limit` is not a condition). Expiration is the store's business, not the filter's.
     pub fn matches(&self, event: &Event) -> bool {
-        if let Some(ids) = &self.ids {
+        self.matches_known(event, Known::Nothing)
+    }
+
+    /// [`Filter::matches`], skipping the one condition the caller already knows `event`
+    /// meets (an index found this filter under the event's id, author, kind or a value
+    /// of one of its tags). Calling it with a fact that does not hold is a bug.
+    pub fn matches_known(&self, event: &Event, known: Known) -> bool {
+        if let Some(ids) = self.ids.as_ref().filter(|_| known != Known::Id) {
             if !ids.contains(&event.id()) {
                 return false;
             }
         }
-        if let Some(authors) = &self.authors {
+        if let Some(authors) = self.authors.as_ref().filter(|_| known != Known::Author) {
             if !authors.contains(&event.pubkey()) {
                 return false;
             }
         }
-        if let Some(kinds) = &self.kinds {
+        if let Some(kinds) = self.kinds.as_ref().filter(|_| known != Known::Kind) {
             if !kinds.contains(&event.kind()) {
                 return false;
             }
@@ -95,9 +117,10 @@ impl Filter {
             return false;
         }
         self.tags.iter().all(|(&letter, values)| {
-            event
-                .indexable_tags()
-                .any(|(l, v)| l == letter && values.contains(v))
+            known == Known::Tag(letter)
+                || event
+                    .indexable_tags()
+                    .any(|(l, v)| l == letter && values.contains(v))
         })
     }
 
@@ -211,5 +234,53 @@ impl<'de> Visitor<'de> for FilterVisitor {
             }
         }
         Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventBuilder, Keys};
+
+    #[test]
+    fn a_known_condition_is_skipped_and_the_others_still_count() {
+        let (a, b) = (Keys::from_seed(1), Keys::from_seed(2));
+        let e = EventBuilder::new(Kind(1), "x")
+            .tags(vec![vec!["t".into(), "nostr".into()]])
+            .created_at(Timestamp(100))
+            .sign(&a);
+        let full = Filter::new()
+            .author(a.public_key())
+            .kind(Kind(1))
+            .tag('t', "nostr")
+            .since(Timestamp(50));
+        for k in [Known::Nothing, Known::Author, Known::Kind, Known::Tag(b't')] {
+            assert!(full.matches_known(&e, k), "{k:?}");
+        }
+        // Each skip covers its own condition only.
+        let other_author = full.clone().author(b.public_key());
+        let only_b = Filter {
+            authors: Some([b.public_key()].into()),
+            ..full.clone()
+        };
+        assert!(other_author.matches(&e));
+        assert!(!only_b.matches(&e));
+        assert!(only_b.matches_known(&e, Known::Author));
+        assert!(!only_b.matches_known(&e, Known::Kind));
+        let late = full.clone().since(Timestamp(101));
+        for k in [
+            Known::Nothing,
+            Known::Id,
+            Known::Author,
+            Known::Kind,
+            Known::Tag(b't'),
+        ] {
+            assert!(!late.matches_known(&e, k), "time is never known: {k:?}");
+        }
+        let other_tag = full.clone().tag('p', "someone");
+        assert!(!other_tag.matches_known(&e, Known::Tag(b't')));
+        assert!(other_tag.matches_known(&e, Known::Tag(b'p')));
+        let by_id = Filter::new().id(EventId([0; 32]));
+        assert!(!by_id.matches(&e) && by_id.matches_known(&e, Known::Id));
     }
 }

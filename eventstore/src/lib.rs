@@ -36,7 +36,7 @@ pub mod types;
 pub mod conformance;
 
 pub use event::{Event, EventError};
-pub use filter::Filter;
+pub use filter::{Filter, Known};
 pub use keys::{EventBuilder, KeyError, Keys};
 pub use kind::KindClass;
 pub use memory::MemoryStore;

@@ -3,18 +3,19 @@
 //! spawned tasks that report back over `replies`, so a slow query never stalls the
 //! connection's other subscriptions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 use super::AppState;
+use super::inbox::{Inbox, Msg, Outlet};
 use super::limits::Bucket;
 use super::proto::{self, ClientMsg};
-use super::subs::{ConnId, Dropped, Live, Outlet};
+use super::subs::{ConnId, Dropped};
 use eventstore::Event;
 
 /// EVENTs of one connection being verified and stored at once. More waits: reading the
@@ -22,8 +23,6 @@ use eventstore::Event;
 const IN_FLIGHT: usize = 256;
 /// REQ and COUNT queries of one connection running at once; more wait their turn.
 pub(super) const QUERIES: usize = 4;
-/// Replies and live events already waiting that join one write, at most.
-const DRAIN: usize = 64;
 /// A client that does not take a reply within this long is disconnected.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -69,16 +68,71 @@ pub(super) struct SubState {
     pub query: Option<tokio::task::AbortHandle>,
 }
 
+type Fast = foldhash::fast::RandomState;
+
+/// A connection's subscriptions, found by id (REQ, CLOSE) or by generation, which is
+/// unique within the connection. Live events name theirs by generation: a number is
+/// hashed and compared in a nanosecond, where an id is a string to hash and compare,
+/// once per delivery.
+#[derive(Debug, Default)]
+pub(super) struct Subs {
+    by_id: HashMap<Arc<str>, u64, Fast>,
+    by_generation: HashMap<u64, (Arc<str>, SubState), Fast>,
+}
+
+impl Subs {
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut SubState> {
+        let g = self.by_id.get(id)?;
+        self.by_generation.get_mut(g).map(|(_, s)| s)
+    }
+
+    /// The subscription of generation `g`, if it is still open.
+    pub fn live_mut(&mut self, g: u64) -> Option<&mut SubState> {
+        self.by_generation.get_mut(&g).map(|(_, s)| s)
+    }
+
+    /// Adds `s` under `id` (a subscription open under `id` must have been removed).
+    pub fn insert(&mut self, id: Arc<str>, s: SubState) {
+        debug_assert!(!self.by_id.contains_key(&id));
+        self.by_id.insert(id.clone(), s.generation);
+        self.by_generation.insert(s.generation, (id, s));
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<(Arc<str>, SubState)> {
+        let g = self.by_id.remove(id)?;
+        self.by_generation.remove(&g)
+    }
+
+    pub fn remove_generation(&mut self, g: u64) -> Option<(Arc<str>, SubState)> {
+        let (id, s) = self.by_generation.remove(&g)?;
+        self.by_id.remove(&id);
+        Some((id, s))
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = (Arc<str>, SubState)> + '_ {
+        self.by_id.clear();
+        self.by_generation.drain().map(|(_, v)| v)
+    }
+}
+
 pub(super) struct Conn {
     pub id: ConnId,
     pub state: Arc<AppState>,
-    pub subs: HashMap<Arc<str>, SubState>,
+    pub subs: Subs,
     pub next_generation: u64,
     pub events_bucket: Bucket,
     pub reqs_bucket: Bucket,
     pub in_flight: Arc<Semaphore>,
     pub queries: Arc<Semaphore>,
-    pub replies: mpsc::UnboundedSender<Reply>,
+    /// Where this connection's spawned work and the registry leave its messages.
     pub outlet: Outlet,
     /// Frames to send after the current step.
     pub out: Vec<String>,
@@ -193,12 +247,7 @@ impl Conn {
     }
 
     fn on_dropped(&mut self, d: Dropped) {
-        if self
-            .subs
-            .get(&d.sub_id)
-            .is_some_and(|s| s.generation == d.generation)
-        {
-            self.subs.remove(&d.sub_id);
+        if self.subs.remove_generation(d.generation).is_some() {
             self.out.push(proto::closed(&d.sub_id, d.reason));
         }
     }
@@ -213,37 +262,23 @@ impl Conn {
     }
 }
 
-/// What reaches a connection from elsewhere: its spawned work's replies, live events,
-/// and subscriptions the registry dropped.
-pub(super) struct Inbox {
-    pub replies: mpsc::UnboundedReceiver<Reply>,
-    pub live: mpsc::Receiver<Live>,
-    pub dropped: mpsc::UnboundedReceiver<Dropped>,
-}
-
 impl Conn {
     /// A new connection of `state`, reached at `host`, with its NIP-42 challenge
     /// already queued in `out`.
     pub(super) fn open(state: Arc<AppState>, host: Option<&str>) -> (Conn, Inbox) {
         let limits = &state.limits;
-        let (live_tx, live) = mpsc::channel::<Live>(limits.outbound_queue);
-        let (dropped_tx, dropped) = mpsc::unbounded_channel::<Dropped>();
-        let (replies_tx, replies) = mpsc::unbounded_channel::<Reply>();
+        let (outlet, inbox) = super::inbox::inbox(limits.outbound_queue);
         let mut c = Conn {
             id: state
                 .next_conn
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            subs: HashMap::new(),
+            subs: Subs::default(),
             next_generation: 0,
             events_bucket: Bucket::new(limits.events_per_second),
             reqs_bucket: Bucket::new(limits.reqs_per_second),
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
             queries: Arc::new(Semaphore::new(QUERIES)),
-            replies: replies_tx,
-            outlet: Outlet {
-                live: live_tx,
-                dropped: dropped_tx,
-            },
+            outlet,
             out: Vec::new(),
             challenge: super::auth::challenge(),
             audience: super::auth::Audience::new(&state.node.config.access.relay_urls, host),
@@ -256,51 +291,48 @@ impl Conn {
         // NIP-42: the challenge goes out at once, so a client has it whenever it is
         // asked to authenticate (clients that do not speak NIP-42 ignore the message).
         c.out.push(proto::auth_challenge(&c.challenge));
-        let inbox = Inbox {
-            replies,
-            live,
-            dropped,
-        };
         (c, inbox)
     }
 
-    /// Handles one message already waiting in `inbox`, in the connection's order of
-    /// priority; false when none is.
-    pub(super) fn take_waiting(&mut self, inbox: &mut Inbox) -> bool {
-        if let Ok(r) = inbox.replies.try_recv() {
-            self.on_reply(r);
-        } else if let Ok(d) = inbox.dropped.try_recv() {
-            self.on_dropped(d);
-        } else if let Ok(l) = inbox.live.try_recv() {
-            self.on_live(l);
-        } else {
-            return false;
+    /// Handles the messages in `waiting`, in the order they came, leaving it empty.
+    pub(super) fn on_messages(&mut self, waiting: &mut VecDeque<Msg>) {
+        while let Some(m) = waiting.pop_front() {
+            match m {
+                Msg::Reply(r) => self.on_reply(r),
+                Msg::Dropped(d) => self.on_dropped(d),
+                Msg::Live(l) => self.on_live(l),
+            }
         }
-        true
+    }
+
+    /// Handles every message already waiting in `inbox` (`spare` is an empty buffer).
+    pub(super) fn take_waiting(&mut self, inbox: &Inbox, spare: &mut VecDeque<Msg>) {
+        inbox.take(spare);
+        self.on_messages(spare);
     }
 }
 
 /// Serves one upgraded connection until the client leaves or the node shuts down.
 pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>, host: Option<String>) {
-    let (mut sink, mut stream) = socket.split();
-    let (mut c, mut inbox) = Conn::open(state.clone(), host.as_deref());
+    // One task both reads and writes, so the socket is not split (a lock on every poll).
+    let mut ws = super::gate::Gated::new(socket);
+    let (mut c, inbox) = Conn::open(state.clone(), host.as_deref());
     let mut shutdown = state.shutdown.subscribe();
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
     tokio::pin!(stop);
-    if !flush(&mut sink, &mut c.out).await {
+    if !flush(&mut ws.inner, &mut c.out).await {
         return;
     }
     let mut going_away = false;
+    let mut waiting = VecDeque::new();
     loop {
         tokio::select! {
             biased;
             _ = &mut stop => { going_away = true; break; }
-            Some(r) = inbox.replies.recv() => c.on_reply(r),
-            Some(d) = inbox.dropped.recv() => c.on_dropped(d),
-            Some(l) = inbox.live.recv() => c.on_live(l),
-            frame = stream.next() => match frame {
+            () = inbox.next(&mut waiting) => c.on_messages(&mut waiting),
+            frame = ws.next() => match frame {
                 Some(Ok(Message::Text(t))) => c.on_text(t.as_str()).await,
                 Some(Ok(Message::Binary(_))) => {
                     c.state.metrics.message("other");
@@ -316,13 +348,9 @@ pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>, host: Option<
             },
         }
         // What else is already waiting goes out in the same write (one `send` for many
-        // OKs or live events, not one each), in the same order of priority.
-        for _ in 0..DRAIN {
-            if !c.take_waiting(&mut inbox) {
-                break;
-            }
-        }
-        if !flush(&mut sink, &mut c.out).await {
+        // OKs or live events, not one each).
+        c.take_waiting(&inbox, &mut waiting);
+        if !flush(&mut ws.inner, &mut c.out).await {
             break;
         }
     }
@@ -336,18 +364,19 @@ pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>, host: Option<
             c.in_flight.acquire_many(IN_FLIGHT as u32),
         )
         .await;
-        while let Ok(r) = inbox.replies.try_recv() {
-            if let Reply::Frame(f) = r {
+        inbox.take(&mut waiting);
+        for m in waiting.drain(..) {
+            if let Msg::Reply(Reply::Frame(f)) = m {
                 c.out.push(f);
             }
         }
         let goodbye = async {
-            if flush(&mut sink, &mut c.out).await {
+            if flush(&mut ws.inner, &mut c.out).await {
                 let bye = Message::Close(Some(CloseFrame {
                     code: close_code::AWAY,
                     reason: "relay shutting down".into(),
                 }));
-                let _ = sink.send(bye).await;
+                let _ = ws.inner.send(bye).await;
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), goodbye).await;
@@ -355,10 +384,7 @@ pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>, host: Option<
 }
 
 /// Sends queued frames; false when the client is gone or too slow to take them.
-async fn flush(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    out: &mut Vec<String>,
-) -> bool {
+async fn flush(sink: &mut WebSocket, out: &mut Vec<String>) -> bool {
     if out.is_empty() {
         return true;
     }

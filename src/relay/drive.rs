@@ -17,17 +17,20 @@ pub async fn converse(
     quiet: Duration,
     max: Duration,
 ) -> Vec<String> {
-    let (mut c, mut inbox) = Conn::open(state.clone(), Some("127.0.0.1"));
+    let (mut c, inbox) = Conn::open(state.clone(), Some("127.0.0.1"));
+    let mut waiting = std::collections::VecDeque::new();
     for t in texts {
         c.on_text(t).await;
-        while c.take_waiting(&mut inbox) {}
+        c.take_waiting(&inbox, &mut waiting);
     }
     let deadline = tokio::time::Instant::now() + max;
     loop {
-        while c.take_waiting(&mut inbox) {}
+        c.take_waiting(&inbox, &mut waiting);
         let woke = tokio::select! {
-            r = inbox.replies.recv() => r.map(|r| c.on_reply(r)).is_some(),
-            l = inbox.live.recv() => l.map(|l| c.on_live(l)).is_some(),
+            () = inbox.next(&mut waiting) => {
+                c.on_messages(&mut waiting);
+                true
+            }
             _ = tokio::time::sleep(quiet) => false,
         };
         if !woke || tokio::time::Instant::now() >= deadline {

@@ -55,10 +55,10 @@ impl Conn {
             return;
         };
         let state = self.state.clone();
-        let replies = self.replies.clone();
+        let replies = self.outlet.clone();
         tokio::spawn(async move {
             let frame = verify_and_store(&state, event).await;
-            let _ = replies.send(Reply::Frame(frame));
+            let _ = replies.reply(Reply::Frame(frame));
             drop(permit);
         });
     }

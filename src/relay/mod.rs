@@ -15,7 +15,9 @@ mod conn;
 #[doc(hidden)]
 pub mod drive;
 mod event;
+mod gate;
 mod http;
+mod inbox;
 pub mod limits;
 pub mod nip86;
 pub mod policy;

@@ -116,11 +116,17 @@ fn quote(s: &str) -> String {
 
 /// `["EVENT", <sub>, <event>]`.
 pub fn event(sub_id: &str, event_json: &str) -> String {
-    // Built by hand, sized once: one per event served, and the event is most of it.
-    let sub = quote(sub_id);
-    let mut m = String::with_capacity(11 + sub.len() + event_json.len());
+    // Built by hand, sized once: one per event served, and the event is most of it. A
+    // subscription id with nothing to escape (nearly all) is copied as it is.
+    let mut m = String::with_capacity(13 + sub_id.len() + event_json.len());
     m.push_str("[\"EVENT\",");
-    m.push_str(&sub);
+    if sub_id.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        m.push_str(&quote(sub_id));
+    } else {
+        m.push('"');
+        m.push_str(sub_id);
+        m.push('"');
+    }
     m.push(',');
     m.push_str(event_json);
     m.push(']');
@@ -211,5 +217,7 @@ mod tests {
             event("s\\1", r#"{"id":"ab"}"#),
             r#"["EVENT","s\\1",{"id":"ab"}]"#
         );
+        assert_eq!(event("feed ☕", "{}"), r#"["EVENT","feed ☕",{}]"#);
+        assert_eq!(event("a\nb\"", "{}"), r#"["EVENT","a\nb\"",{}]"#);
     }
 }

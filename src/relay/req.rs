@@ -70,7 +70,7 @@ impl Conn {
     /// Ends subscription `sub_id` if open: registry entry, running query and all.
     fn drop_sub(&mut self, sub_id: &str) {
         // Dropping the state aborts its query (see `SubState`'s Drop).
-        if let Some((id, s)) = self.subs.remove_entry(sub_id) {
+        if let Some((id, s)) = self.subs.remove(sub_id) {
             self.state.registry.remove(self.id, &id, Some(s.generation));
         }
     }
@@ -83,7 +83,7 @@ impl Conn {
         };
         let sub_id: Arc<str> = sub_id.into();
         let max = self.state.limits.max_subscriptions;
-        if !self.subs.contains_key(&sub_id) && self.subs.len() >= max {
+        if !self.subs.contains(&sub_id) && self.subs.len() >= max {
             let msg = format!("blocked: {max} subscriptions are open; CLOSE one first");
             return self.out.push(proto::closed(&sub_id, &msg));
         }
@@ -121,7 +121,7 @@ impl Conn {
             return;
         };
         let state = self.state.clone();
-        let replies = self.replies.clone();
+        let replies = self.outlet.clone();
         let key = sub_id.clone();
         let task = tokio::spawn(async move {
             let _permit = permit;
@@ -138,7 +138,7 @@ impl Conn {
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             m.query_count.fetch_add(1, Ordering::Relaxed);
             let result = result.map_err(|e| tracing::warn!(error = %e, "REQ query failed"));
-            let _ = replies.send(Reply::Stored {
+            let _ = replies.reply(Reply::Stored {
                 sub_id,
                 generation,
                 result,
@@ -159,7 +159,7 @@ impl Conn {
             return;
         };
         let state = self.state.clone();
-        let replies = self.replies.clone();
+        let replies = self.outlet.clone();
         let plan = self.visibility.count_plan(&filters, &self.authed);
         tokio::spawn(async move {
             let _permit = permit;
@@ -170,7 +170,7 @@ impl Conn {
                     proto::closed(&sub_id, "error: could not count events; try again")
                 }
             };
-            let _ = replies.send(Reply::Frame(frame));
+            let _ = replies.reply(Reply::Frame(frame));
         });
     }
 
@@ -196,17 +196,13 @@ impl Conn {
         generation: u64,
         result: Result<Vec<eventstore::Event>, ()>,
     ) {
-        let Some(s) = self
-            .subs
-            .get_mut(sub_id)
-            .filter(|s| s.generation == generation)
-        else {
+        let Some(s) = self.subs.live_mut(generation) else {
             return; // Replaced or closed meanwhile.
         };
         let events = match result {
             Ok(events) => events,
             Err(()) => {
-                self.subs.remove(sub_id);
+                self.subs.remove_generation(generation);
                 self.state
                     .registry
                     .remove(self.id, sub_id, Some(generation));
@@ -249,12 +245,8 @@ impl Conn {
         if !self.visibility.allows(&l.event, &self.authed) {
             return; // A private kind this connection may not see.
         }
-        let Some(s) = self
-            .subs
-            .get_mut(&l.sub_id)
-            .filter(|s| s.generation == l.generation)
-        else {
-            return;
+        let Some(s) = self.subs.live_mut(l.generation) else {
+            return; // Replaced or closed meanwhile.
         };
         if let Some((at, ids)) = &s.sent {
             if at.elapsed() > SENT_GRACE {
@@ -268,7 +260,7 @@ impl Conn {
             Some(p) if p.len() < cap => p.push(l.event),
             Some(_) => {
                 // The stored answer is taking so long that live events pile up.
-                self.subs.remove(&l.sub_id);
+                self.subs.remove_generation(l.generation);
                 if self
                     .state
                     .registry
