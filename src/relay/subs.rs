@@ -342,11 +342,13 @@ mod tests {
     }
 
     fn note(keys: &Keys, tag: &str) -> Arc<Event> {
-        Arc::new(
-            EventBuilder::new(Kind(1), "hello")
-                .tags(vec![vec!["t".into(), tag.into()]])
-                .sign(keys),
-        )
+        tagged(keys, Kind(1), &[tag])
+    }
+
+    /// An event of `kind` with a `t` tag for each of `values`.
+    fn tagged(keys: &Keys, kind: Kind, values: &[&str]) -> Arc<Event> {
+        let tags = values.iter().map(|v| vec!["t".into(), v.to_string()]);
+        Arc::new(EventBuilder::new(kind, "hello").tags(tags).sign(keys))
     }
 
     fn got(rx: &mut Inbox) -> Vec<(String, u64)> {
@@ -406,21 +408,9 @@ mod tests {
             Filter::new().author(bob.public_key()).kind(Kind(1)),
         ];
         reg.insert(2, "twice".into(), 0, twice, o.clone());
-        let both = EventBuilder::new(Kind(1), "x")
-            .tags(vec![
-                vec!["t".into(), "a".into()],
-                vec!["t".into(), "b".into()],
-            ])
-            .sign(&bob);
-        reg.dispatch(&Arc::new(both));
+        reg.dispatch(&tagged(&bob, Kind(1), &["a", "b"]));
         assert_eq!(got(&mut rx), want(&["all", "bob", "kind", "tags", "twice"]));
-        let repeated = EventBuilder::new(Kind(2), "x")
-            .tags(vec![
-                vec!["t".into(), "a".into()],
-                vec!["t".into(), "a".into()],
-            ])
-            .sign(&alice);
-        reg.dispatch(&Arc::new(repeated));
+        reg.dispatch(&tagged(&alice, Kind(2), &["a", "a"]));
         assert_eq!(got(&mut rx), want(&["all", "tags", "two"]));
     }
 
