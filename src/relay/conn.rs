@@ -1,7 +1,7 @@
 //! One WebSocket connection: a single task reads frames, runs the handlers
 //! (`event.rs`, `req.rs`) and writes their replies. Work that waits on the store runs in
-//! spawned tasks that report back over `replies`, so a slow query never stalls the
-//! connection's other subscriptions.
+//! spawned tasks that report back through the connection's inbox (`inbox.rs`), so a
+//! slow query never stalls the connection's other subscriptions.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
