@@ -84,14 +84,15 @@ pub(super) fn inbox(cap: usize) -> (Outlet, Inbox) {
 }
 
 impl Outlet {
-    /// Queues a reply or a drop notice; false when the connection has ended.
-    pub(super) fn send(&self, m: Msg) -> bool {
+    /// Queues a message that is not held to the bound; false when the connection has
+    /// ended.
+    fn send(&self, m: Msg) -> bool {
+        debug_assert!(!matches!(m, Msg::Live(_)), "live events go through `live`");
         {
             let mut q = self.0.lock();
             if q.closed {
                 return false;
             }
-            q.live += usize::from(matches!(m, Msg::Live(_)));
             q.items.push_back(m);
         }
         self.0.task.wake();
@@ -101,6 +102,11 @@ impl Outlet {
     /// Queues a reply from the connection's spawned work; false when it has ended.
     pub(super) fn reply(&self, r: Reply) -> bool {
         self.send(Msg::Reply(r))
+    }
+
+    /// Tells the connection that the registry dropped one of its subscriptions.
+    pub(super) fn dropped(&self, d: Dropped) -> bool {
+        self.send(Msg::Dropped(d))
     }
 
     /// Queues a live event unless `cap` are waiting already or the connection ended.
@@ -198,7 +204,7 @@ mod tests {
         let mut out = VecDeque::new();
         assert!(!rx.take(&mut out));
         assert_eq!(tx.live(live(1)), Ok(()));
-        assert!(tx.send(Msg::Reply(Reply::Frame("ok".into()))));
+        assert!(tx.reply(Reply::Frame("ok".into())));
         assert_eq!(tx.live(live(2)), Ok(()));
         assert_eq!(tx.live(live(3)), Err(Refused::Full));
         // Replies and notices are not held back by the bound.
@@ -207,7 +213,7 @@ mod tests {
             generation: 9,
             reason: "slow",
         };
-        assert!(tx.send(Msg::Dropped(notice)));
+        assert!(tx.dropped(notice));
         assert!(rx.take(&mut out));
         assert_eq!(kinds(&out), ["live 1", "ok", "live 2", "dropped 9"]);
         // Taking them makes room again.
@@ -218,7 +224,7 @@ mod tests {
         assert_eq!(kinds(&out), ["live 4", "live 5"]);
         drop(rx);
         assert_eq!(tx.live(live(6)), Err(Refused::Closed));
-        assert!(!tx.send(Msg::Reply(Reply::Frame("late".into()))));
+        assert!(!tx.reply(Reply::Frame("late".into())));
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use eventstore::{Event, EventId, Filter, Kind, Known, PublicKey, Timestamp};
 use tokio::sync::broadcast;
 
-use super::inbox::{Msg, Outlet, Refused};
+use super::inbox::{Outlet, Refused};
 
 use crate::metrics::Metrics;
 
@@ -279,11 +279,11 @@ impl Registry {
     ) {
         if self.remove(conn, &sub_id, Some(generation)) {
             self.metrics.slow_closed.fetch_add(1, Ordering::Relaxed);
-            let _ = outlet.send(Msg::Dropped(Dropped {
+            let _ = outlet.dropped(Dropped {
                 sub_id,
                 generation,
                 reason,
-            }));
+            });
         }
     }
 
@@ -333,7 +333,7 @@ mod tests {
     use super::*;
     use eventstore::{EventBuilder, Keys};
 
-    use super::super::inbox::{Inbox, inbox};
+    use super::super::inbox::{Inbox, Msg, inbox};
     use std::collections::VecDeque;
 
     fn outlet() -> (Outlet, Inbox, ()) {
