@@ -22,6 +22,9 @@ use futures_util::task::AtomicWaker;
 use super::conn::Reply;
 use super::subs::{Dropped, Live};
 
+/// Room for messages an inbox keeps between bursts.
+const KEEP: usize = 256;
+
 /// One message for a connection.
 #[derive(Debug)]
 pub(super) enum Msg {
@@ -135,8 +138,11 @@ impl Inbox {
         if q.items.is_empty() {
             return false;
         }
-        // The two buffers trade places: no copying, and both keep their capacity.
+        // The two buffers trade places: no copying. The one going back into the queue
+        // (emptied by the caller since the last take) does not keep a burst's size, or
+        // thousands of connections would each hold room for their largest burst.
         std::mem::swap(&mut q.items, out);
+        q.items.shrink_to(KEEP);
         q.live = 0;
         true
     }
@@ -225,6 +231,28 @@ mod tests {
         drop(rx);
         assert_eq!(tx.live(live(6)), Err(Refused::Closed));
         assert!(!tx.reply(Reply::Frame("late".into())));
+    }
+
+    #[test]
+    fn a_burst_does_not_keep_its_room() {
+        let (tx, rx) = inbox(10_000);
+        let one = live(1);
+        for _ in 0..5_000 {
+            let l = Live {
+                sub_id: one.sub_id.clone(),
+                generation: 1,
+                event: one.event.clone(),
+            };
+            assert_eq!(tx.live(l), Ok(()));
+        }
+        let mut out = VecDeque::new();
+        assert!(rx.take(&mut out));
+        assert_eq!(out.len(), 5_000);
+        out.clear();
+        assert!(tx.reply(Reply::Frame("next".into())));
+        assert!(rx.take(&mut out));
+        // The burst's buffer went back into the queue at this take, and was shrunk.
+        assert!(rx.0.lock().items.capacity() <= KEEP);
     }
 
     #[tokio::test]
