@@ -4,7 +4,9 @@
 //! slow query never stalls the connection's other subscriptions.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
@@ -388,12 +390,18 @@ async fn flush(sink: &mut WebSocket, out: &mut Vec<String>) -> bool {
     if out.is_empty() {
         return true;
     }
-    let frames = std::mem::take(out);
-    let send = async {
-        for f in frames {
+    // Drained, not taken: the buffer keeps its room for the next write.
+    let mut send = std::pin::pin!(async {
+        for f in out.drain(..) {
             sink.feed(Message::Text(f.into())).await?;
         }
         sink.flush().await
-    };
-    matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(())))
+    });
+    // A client's socket nearly always has room, and the write is done in the first
+    // poll: the timer is armed only when it is not (one per live delivery otherwise).
+    let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(r) => r.is_ok(),
+        Poll::Pending => matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(()))),
+    }
 }
