@@ -25,6 +25,8 @@ use eventstore::Event;
 const IN_FLIGHT: usize = 256;
 /// REQ and COUNT queries of one connection running at once; more wait their turn.
 pub(super) const QUERIES: usize = 4;
+/// Room for frames a connection keeps between writes.
+const KEEP_FRAMES: usize = 64;
 /// A client that does not take a reply within this long is disconnected.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -390,18 +392,24 @@ async fn flush(sink: &mut WebSocket, out: &mut Vec<String>) -> bool {
     if out.is_empty() {
         return true;
     }
-    // Drained, not taken: the buffer keeps its room for the next write.
-    let mut send = std::pin::pin!(async {
-        for f in out.drain(..) {
-            sink.feed(Message::Text(f.into())).await?;
+    let sent = {
+        // Drained, not taken: the buffer keeps its room for the next write.
+        let mut send = std::pin::pin!(async {
+            for f in out.drain(..) {
+                sink.feed(Message::Text(f.into())).await?;
+            }
+            sink.flush().await
+        });
+        // A client's socket nearly always has room, and the write is done in the first
+        // poll: the timer is armed only when it is not (one per live delivery otherwise).
+        match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+            Poll::Ready(r) => r.is_ok(),
+            Poll::Pending => {
+                matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(())))
+            }
         }
-        sink.flush().await
-    });
-    // A client's socket nearly always has room, and the write is done in the first
-    // poll: the timer is armed only when it is not (one per live delivery otherwise).
-    let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(r) => r.is_ok(),
-        Poll::Pending => matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(()))),
-    }
+    };
+    // But not a burst's room: thousands of connections would each keep their largest.
+    out.shrink_to(KEEP_FRAMES);
+    sent
 }
