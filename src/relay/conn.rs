@@ -99,7 +99,7 @@ impl Subs {
     }
 
     /// The subscription of generation `g`, if it is still open.
-    pub fn live_mut(&mut self, g: u64) -> Option<&mut SubState> {
+    pub fn by_generation_mut(&mut self, g: u64) -> Option<&mut SubState> {
         self.by_generation.get_mut(&g).map(|(_, s)| s)
     }
 

@@ -196,7 +196,7 @@ impl Conn {
         generation: u64,
         result: Result<Vec<eventstore::Event>, ()>,
     ) {
-        let Some(s) = self.subs.live_mut(generation) else {
+        let Some(s) = self.subs.by_generation_mut(generation) else {
             return; // Replaced or closed meanwhile.
         };
         let events = match result {
@@ -245,7 +245,7 @@ impl Conn {
         if !self.visibility.allows(&l.event, &self.authed) {
             return; // A private kind this connection may not see.
         }
-        let Some(s) = self.subs.live_mut(l.generation) else {
+        let Some(s) = self.subs.by_generation_mut(l.generation) else {
             return; // Replaced or closed meanwhile.
         };
         if let Some((at, ids)) = &s.sent {
