@@ -53,6 +53,20 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Whether `s` is written as it is between quotes: no byte of it needs escaping.
+pub fn is_plain(s: &str) -> bool {
+    let mut words = s.as_bytes().chunks_exact(8);
+    for w in &mut words {
+        if needs_escape(u64::from_le_bytes(w.try_into().unwrap_or([0; 8]))) {
+            return false;
+        }
+    }
+    // The tail, padded with a byte that never needs escaping.
+    let mut tail = [b'a'; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    !needs_escape(u64::from_le_bytes(tail))
+}
+
 /// Whether any of the eight bytes of `w` is `"`, `\` or a control character (below
 /// 0x20). Exact: a byte of 0x80 or more (UTF-8 beyond ASCII) never counts.
 fn needs_escape(w: u64) -> bool {
@@ -216,6 +230,11 @@ mod tests {
         #[test]
         fn any_string_is_written_as_serde_json_writes_it(s in "(?s).{0,64}") {
             proptest::prop_assert_eq!(lit(&s), serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn a_plain_string_is_one_serde_json_writes_unescaped(s in "(?s).{0,40}") {
+            proptest::prop_assert_eq!(is_plain(&s), serde_json::to_string(&s).unwrap() == format!("\"{s}\""));
         }
 
         #[test]

@@ -120,12 +120,12 @@ pub fn event(sub_id: &str, event_json: &str) -> String {
     // subscription id with nothing to escape (nearly all) is copied as it is.
     let mut m = String::with_capacity(13 + sub_id.len() + event_json.len());
     m.push_str("[\"EVENT\",");
-    if sub_id.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        m.push_str(&quote(sub_id));
-    } else {
+    if eventstore::canonical::is_plain(sub_id) {
         m.push('"');
         m.push_str(sub_id);
         m.push('"');
+    } else {
+        m.push_str(&quote(sub_id));
     }
     m.push(',');
     m.push_str(event_json);
