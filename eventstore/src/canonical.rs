@@ -5,6 +5,8 @@
 //! short escapes, every other control character (below 0x20) is written as `\u00XX`, and
 //! everything else, non-ASCII included, is written as its raw UTF-8 bytes.
 
+use crate::tags::Tags;
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `s` as a JSON string literal, quotes included, escaped as NIP-01 requires.
@@ -80,7 +82,7 @@ fn needs_escape(w: u64) -> bool {
 }
 
 /// Appends the tags array, e.g. `[["e","…"],["p","…"]]`.
-pub fn write_tags(out: &mut Vec<u8>, tags: &[Vec<String>]) {
+pub fn write_tags(out: &mut Vec<u8>, tags: &Tags) {
     out.push(b'[');
     for (i, tag) in tags.iter().enumerate() {
         if i > 0 {
@@ -135,7 +137,7 @@ pub struct Parts<'a> {
     pub pubkey: &'a [u8; 32],
     pub created_at: u64,
     pub kind: u16,
-    pub tags: &'a [Vec<String>],
+    pub tags: &'a Tags,
     pub content: &'a str,
 }
 
@@ -159,11 +161,7 @@ pub fn serialize_event(p: &Parts<'_>, id: &[u8; 32], sig: &[u8; 64]) -> String {
     // The fixed fields take 345 bytes with a ten-digit `created_at`; each tag element
     // its quotes and comma. Escapes aside, one allocation (a read serialises every
     // event it serves, and growing the buffer twice per event showed in profiles).
-    let tags: usize = p
-        .tags
-        .iter()
-        .map(|t| 2 + t.iter().map(|v| v.len() + 3).sum::<usize>())
-        .sum();
+    let tags = 2 * p.tags.len() + 3 * p.tags.value_count() + p.tags.text_len();
     let mut out = Vec::with_capacity(360 + p.content.len() + tags);
     out.extend_from_slice(b"{\"id\":");
     write_hex(&mut out, id);

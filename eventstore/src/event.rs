@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::canonical::{self, Parts};
 use crate::hex::HexError;
+use crate::tags::Tags;
 use crate::types::{EventId, Kind, PublicKey, Signature, Timestamp};
 
 /// Why an event was refused. Every variant says what is wrong, for an `invalid:` reply.
@@ -42,8 +43,8 @@ pub struct Event {
     pubkey: PublicKey,
     created_at: Timestamp,
     kind: Kind,
-    tags: Vec<Vec<String>>,
-    content: String,
+    tags: Tags,
+    content: Box<str>,
     sig: Signature,
     json: Box<str>,
 }
@@ -56,8 +57,9 @@ struct Wire<'a> {
     pubkey: Cow<'a, str>,
     created_at: u64,
     kind: u16,
-    tags: Vec<Vec<String>>,
-    content: String,
+    tags: Tags,
+    #[serde(borrow)]
+    content: Cow<'a, str>,
     #[serde(borrow)]
     sig: Cow<'a, str>,
 }
@@ -87,7 +89,7 @@ impl Event {
             Timestamp(w.created_at),
             Kind(w.kind),
             w.tags,
-            w.content,
+            &w.content,
             sig,
         ))
     }
@@ -103,7 +105,7 @@ impl Event {
             created_at: Timestamp(w.created_at),
             kind: Kind(w.kind),
             tags: w.tags,
-            content: w.content,
+            content: w.content.into(),
             sig: hex_field("sig", &w.sig, Signature::from_hex)?,
             json: json.into(),
         })
@@ -117,8 +119,8 @@ impl Event {
         pubkey: PublicKey,
         created_at: Timestamp,
         kind: Kind,
-        tags: Vec<Vec<String>>,
-        content: String,
+        tags: Tags,
+        content: &str,
         sig: Signature,
     ) -> Event {
         Event::assemble(id, pubkey, created_at, kind, tags, content, sig)
@@ -129,8 +131,8 @@ impl Event {
         pubkey: PublicKey,
         created_at: Timestamp,
         kind: Kind,
-        tags: Vec<Vec<String>>,
-        content: String,
+        tags: Tags,
+        content: &str,
         sig: Signature,
     ) -> Event {
         let json = canonical::serialize_event(
@@ -139,7 +141,7 @@ impl Event {
                 created_at: created_at.0,
                 kind: kind.0,
                 tags: &tags,
-                content: &content,
+                content,
             },
             &id.0,
             &sig.0,
@@ -150,7 +152,7 @@ impl Event {
             created_at,
             kind,
             tags,
-            content,
+            content: content.into(),
             sig,
             json: json.into_boxed_str(),
         }
@@ -199,8 +201,8 @@ impl Event {
     pub fn kind(&self) -> Kind {
         self.kind
     }
-    /// All tags, each a non-empty-or-empty list of strings.
-    pub fn tags(&self) -> &[Vec<String>] {
+    /// All tags, each a list of strings (possibly empty).
+    pub fn tags(&self) -> &Tags {
         &self.tags
     }
     /// The content.
@@ -218,19 +220,24 @@ impl Event {
 
     /// Values of the tags named `name` (each tag's second element).
     pub fn tag_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.tags.iter().filter_map(move |t| match t.as_slice() {
-            [n, v, ..] if n == name => Some(v.as_str()),
-            _ => None,
+        self.tags.iter().filter_map(move |t| {
+            let mut values = t.iter();
+            if values.next()? != name {
+                return None;
+            }
+            values.next()
         })
     }
 
     /// Single-letter tags with a value, as (letter, value): what `#x` filters match.
     pub fn indexable_tags(&self) -> impl Iterator<Item = (u8, &str)> + '_ {
-        self.tags.iter().filter_map(|t| match t.as_slice() {
-            [n, v, ..] if n.len() == 1 && n.as_bytes()[0].is_ascii_alphabetic() => {
-                Some((n.as_bytes()[0], v.as_str()))
-            }
-            _ => None,
+        self.tags.iter().filter_map(|t| {
+            let mut values = t.iter();
+            let letter = match values.next()?.as_bytes() {
+                &[l] if l.is_ascii_alphabetic() => l,
+                _ => return None,
+            };
+            Some((letter, values.next()?))
         })
     }
 
@@ -259,7 +266,12 @@ impl Event {
 }
 
 pub(crate) fn compute_id(parts: &Parts<'_>) -> EventId {
-    let mut buf = Vec::with_capacity(128 + parts.content.len() + 80 * parts.tags.len());
+    let mut buf = Vec::with_capacity(
+        128 + parts.content.len()
+            + parts.tags.text_len()
+            + 3 * parts.tags.value_count()
+            + 2 * parts.tags.len(),
+    );
     canonical::serialize_for_id(parts, &mut buf);
     EventId(Sha256::digest(&buf).into())
 }

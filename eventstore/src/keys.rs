@@ -2,6 +2,7 @@
 
 use crate::canonical::Parts;
 use crate::event::{Event, compute_id};
+use crate::tags::Tags;
 use crate::types::{Kind, PublicKey, Signature, Timestamp};
 
 /// Why a secret key was refused.
@@ -125,11 +126,12 @@ impl EventBuilder {
     fn sign_with(self, keys: &Keys, aux: Option<[u8; 32]>) -> Event {
         let created_at = self.created_at.unwrap_or_else(Timestamp::now);
         let pubkey = keys.public;
+        let tags = Tags::from(self.tags);
         let id = compute_id(&Parts {
             pubkey: &pubkey.0,
             created_at: created_at.0,
             kind: self.kind.0,
-            tags: &self.tags,
+            tags: &tags,
             content: &self.content,
         });
         let sig = match aux {
@@ -141,8 +143,8 @@ impl EventBuilder {
             pubkey,
             created_at,
             self.kind,
-            self.tags,
-            self.content,
+            tags,
+            &self.content,
             Signature(sig.to_byte_array()),
         )
     }

@@ -30,6 +30,7 @@ pub mod moderation;
 pub mod order;
 pub mod rules;
 pub mod store;
+pub mod tags;
 pub mod types;
 
 #[cfg(feature = "conformance")]
@@ -44,4 +45,5 @@ pub use moderation::{Change, Entry, Ruled, Ruling, Rulings, Setting};
 pub use order::{OrderKey, canonical_cmp, sort_canonical};
 pub use rules::{Address, DeletionTargets, deletion_applies, supersedes};
 pub use store::{BoxError, Capabilities, EventStore, Purge, Reason, SaveOutcome, StoreError};
+pub use tags::{Tag, Tags, TagsBuilder};
 pub use types::{EventId, Kind, PublicKey, Signature, Timestamp};

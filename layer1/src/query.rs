@@ -195,8 +195,9 @@ impl Reader {
         filters: &[Filter],
         now: Timestamp,
     ) -> Result<(Vec<Event>, Vec<u64>), StoreError> {
-        let mut out = Vec::new();
-        let mut serials = Vec::new();
+        let room = filters.iter().map(answer_room).sum();
+        let mut out = Vec::with_capacity(room);
+        let mut serials = Vec::with_capacity(room);
         for f in filters {
             if f.is_empty_result() {
                 continue;
@@ -282,7 +283,7 @@ impl Reader {
         emit: &mut dyn FnMut(u64, Event),
     ) -> Result<(), StoreError> {
         let keep = |e: &Event| f.matches(e) && !e.is_expired(now);
-        let mut found: Vec<(u64, Event)> = Vec::new();
+        let mut found: Vec<(u64, Event)> = Vec::with_capacity(answer_room(f));
         match plan(f, &self.codec) {
             Plan::Ids => {
                 for id in f.ids.iter().flatten() {
@@ -368,4 +369,11 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// Room to reserve for one filter's answer: its limit, up to a page (events are about
+/// 200 bytes each in a list, and growing one copies them all), and a little when it has
+/// none (a filter without a limit is rare and usually narrow).
+fn answer_room(f: &Filter) -> usize {
+    f.limit.map_or(16, |l| l.min(128))
 }

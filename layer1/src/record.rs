@@ -21,7 +21,7 @@
 //! (never a record's first byte) and is still read as it is, so no file needs
 //! rewriting.
 
-use eventstore::{Event, EventId, Kind, PublicKey, Signature, StoreError, Timestamp};
+use eventstore::{Event, EventId, Kind, PublicKey, Signature, StoreError, TagsBuilder, Timestamp};
 
 use crate::error::corrupt;
 
@@ -30,15 +30,18 @@ const FIXED: usize = 1 + 32 + 32 + 64;
 
 /// The record of `e`.
 pub(crate) fn encode(e: &Event) -> Vec<u8> {
-    let mut out = Vec::with_capacity(FIXED + 16 + e.content().len() + 40 * e.tags().len());
+    let tags = e.tags();
+    let mut out = Vec::with_capacity(
+        FIXED + 16 + e.content().len() + tags.text_len() + 2 * tags.value_count(),
+    );
     out.push(VERSION);
     out.extend_from_slice(&e.id().0);
     out.extend_from_slice(&e.pubkey().0);
     out.extend_from_slice(&e.sig().0);
     put(&mut out, e.created_at().0);
     put(&mut out, u64::from(e.kind().0));
-    put(&mut out, e.tags().len() as u64);
-    for tag in e.tags() {
+    put(&mut out, tags.len() as u64);
+    for tag in tags {
         put(&mut out, tag.len() as u64);
         for v in tag {
             match eventstore::hex::decode_array::<32>(v) {
@@ -107,29 +110,28 @@ fn decode_record(bytes: &[u8]) -> Result<Event, StoreError> {
     let created_at = r.varint().ok_or_else(bad)?;
     let kind = u16::try_from(r.varint().ok_or_else(bad)?).map_err(|_| bad())?;
     let n_tags = r.count()?;
-    let mut tags = Vec::with_capacity(n_tags);
+    let (values, text) = r.clone().tag_sizes(n_tags)?;
+    let mut tags = TagsBuilder::with_capacity(n_tags, values, text);
     for _ in 0..n_tags {
         let n = r.count()?;
-        let mut tag = Vec::with_capacity(n);
         for _ in 0..n {
             let head = r.varint().ok_or_else(bad)?;
-            let v = if head == 0 {
-                eventstore::hex::encode(r.take(32).ok_or_else(bad)?)
+            if head == 0 {
+                tags.push_hex(r.take(32).ok_or_else(bad)?);
             } else {
                 let len = usize::try_from(head - 1).map_err(|_| bad())?;
-                r.string(len)?
-            };
-            tag.push(v);
+                tags.push_str(r.str(len)?);
+            }
         }
-        tags.push(tag);
+        tags.end_tag();
     }
-    let content = r.string(bytes.len() - r.at)?;
+    let content = r.str(bytes.len() - r.at)?;
     Ok(Event::from_stored_parts(
         EventId(id),
         PublicKey(pubkey),
         Timestamp(created_at),
         Kind(kind),
-        tags,
+        tags.finish(),
         content,
         Signature(sig),
     ))
@@ -143,6 +145,7 @@ fn put(out: &mut Vec<u8>, mut n: u64) {
     out.push(n as u8);
 }
 
+#[derive(Clone)]
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
@@ -174,6 +177,29 @@ impl Reader<'_> {
             .ok_or_else(|| corrupt("event record count out of range"))
     }
 
+    /// How many values the next `n_tags` tags hold, and their text's length: one pass
+    /// ahead, so the event's tags are built in room of the exact size.
+    fn tag_sizes(mut self, n_tags: usize) -> Result<(usize, usize), StoreError> {
+        let bad = || corrupt("truncated or malformed event record");
+        let (mut values, mut text) = (0usize, 0usize);
+        for _ in 0..n_tags {
+            let n = self.count()?;
+            values += n;
+            for _ in 0..n {
+                let (skip, len) = match self.varint().ok_or_else(bad)? {
+                    0 => (32, 64),
+                    head => {
+                        let len = usize::try_from(head - 1).map_err(|_| bad())?;
+                        (len, len)
+                    }
+                };
+                self.take(skip).ok_or_else(bad)?;
+                text += len;
+            }
+        }
+        Ok((values, text))
+    }
+
     fn take(&mut self, n: usize) -> Option<&[u8]> {
         let end = self.at.checked_add(n)?;
         let s = self.b.get(self.at..end)?;
@@ -181,11 +207,11 @@ impl Reader<'_> {
         Some(s)
     }
 
-    fn string(&mut self, n: usize) -> Result<String, StoreError> {
+    fn str(&mut self, n: usize) -> Result<&str, StoreError> {
         let s = self
             .take(n)
             .ok_or_else(|| corrupt("truncated event record"))?;
-        String::from_utf8(s.to_vec()).map_err(|e| corrupt(format!("event record not UTF-8: {e}")))
+        std::str::from_utf8(s).map_err(|e| corrupt(format!("event record not UTF-8: {e}")))
     }
 }
 

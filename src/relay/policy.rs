@@ -130,7 +130,11 @@ impl Policy {
             ));
         }
         // NIP-70: an event with a ["-"] tag only from its author, authenticated.
-        if e.tags().iter().any(|t| t.len() == 1 && t[0] == "-") && !authed.contains(&e.pubkey()) {
+        if e.tags()
+            .iter()
+            .any(|t| t.len() == 1 && t.name() == Some("-"))
+            && !authed.contains(&e.pubkey())
+        {
             let msg = if authed.is_empty() {
                 "auth-required: a protected event (NIP-70) is accepted only from its author; authenticate first"
             } else {
@@ -220,7 +224,7 @@ pub fn pow_difficulty(e: &Event) -> u8 {
     let committed = e
         .tags()
         .iter()
-        .find(|t| t.first().is_some_and(|n| n == "nonce"))
+        .find(|t| t.name() == Some("nonce"))
         .and_then(|t| t.get(2))
         .and_then(|v| v.parse::<u8>().ok());
     committed.map_or(bits, |c| bits.min(c))
