@@ -94,7 +94,7 @@ impl Tiered {
         match self.l1.save(e).await {
             Ok(o @ (SaveOutcome::Stored | SaveOutcome::Replaced { .. })) => {
                 self.note_dropped(&o);
-                self.seen.insert(e.id(), ());
+                self.seen.insert(e.id());
                 self.broadcast(e);
                 Ok(o)
             }
@@ -174,7 +174,7 @@ async fn reconcile(t: &Tiered, e: &Event, o: &SaveOutcome) {
             // brings what L2 keeps).
             t.stats.outbox_refused.fetch_add(1, Ordering::Relaxed);
             tracing::info!(id = %e.id(), ?reason, "L2 refused an outbox event; L1 follows");
-            t.dropped.insert(e.id(), ());
+            t.dropped.insert(e.id());
             if let Err(err) = t.l1.forget(&[e.id()]).await {
                 tracing::warn!(id = %e.id(), error = %err, "L1 could not drop a refused event");
             }

@@ -17,6 +17,7 @@ mod degraded;
 mod poller;
 mod promote;
 mod query;
+mod recent;
 mod repair;
 mod rulings;
 pub mod stats;
@@ -35,6 +36,7 @@ use layer1::RedbStore;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::feed::ChangeFeed;
+use recent::RecentIds;
 pub use stats::{Shape, TieredStats};
 
 /// L2's answer on its way into L1, with what it proved.
@@ -103,16 +105,16 @@ pub struct Tiered {
     config: TieredConfig,
     live: broadcast::Sender<Arc<Event>>,
     /// Ids this node has already saved into L1 (spares the poller repeated work).
-    seen: moka::sync::Cache<EventId, ()>,
+    seen: RecentIds,
     /// Ids this node has broadcast. Claimed atomically, so an event stored here and
     /// also read back by this node's poller goes out once, whichever path is first.
-    delivered: moka::sync::Cache<EventId, ()>,
+    delivered: RecentIds,
     /// Ids known to be absent from L2, for a short while.
     missing: moka::sync::Cache<EventId, ()>,
     /// Versions L2 dropped without a tombstone (replaced, or deleted by address),
     /// recently. A promotion read from L2 before the drop must not bring one back: L1
     /// might then hold, and a floor serve, an event L2 no longer has.
-    dropped: moka::sync::Cache<EventId, ()>,
+    dropped: Arc<RecentIds>,
     promote_tx: mpsc::Sender<Promotion>,
     /// Whether the shared L2 answers (`breaker.rs`).
     breaker: Arc<breaker::Breaker>,
@@ -181,22 +183,13 @@ impl Tiered {
         let seen_ttl = (config.lookback() * 20).max(Duration::from_secs(120));
         let routes_base = stats::Routes::load(&l1).await;
         let t = Arc::new(Tiered {
-            seen: moka::sync::Cache::builder()
-                .max_capacity(2_000_000)
-                .time_to_live(seen_ttl)
-                .build(),
-            delivered: moka::sync::Cache::builder()
-                .max_capacity(2_000_000)
-                .time_to_live(seen_ttl)
-                .build(),
+            seen: RecentIds::new(2_000_000, seen_ttl),
+            delivered: RecentIds::new(2_000_000, seen_ttl),
             missing: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(config.negative_ttl)
                 .build(),
-            dropped: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(seen_ttl)
-                .build(),
+            dropped: Arc::new(RecentIds::new(1_000_000, seen_ttl)),
             l1,
             l2,
             feed,
@@ -338,7 +331,7 @@ impl Tiered {
     }
 
     fn broadcast_with(&self, id: EventId, event: impl FnOnce() -> Event) -> bool {
-        if !claim(&self.delivered, id) {
+        if !self.delivered.claim(id) {
             return false;
         }
         // No receivers is not an error: nobody is listening right now.
@@ -367,7 +360,7 @@ impl Tiered {
     /// Remembers the version a replacement dropped (see `dropped`).
     fn note_dropped(&self, o: &SaveOutcome) {
         if let SaveOutcome::Replaced { old } = o {
-            self.dropped.insert(*old, ());
+            self.dropped.insert(*old);
         }
     }
 
@@ -399,14 +392,6 @@ impl Tiered {
             }
         }
     }
-}
-
-/// True for exactly one caller per id while it is remembered. `or_insert_with`, not
-/// `or_insert`: moka's `or_insert` is a get then an insert, so two threads (a local save
-/// and the poller) could both find the id fresh and send the event twice;
-/// `or_insert_with` runs one initialiser per key at a time and tells only that caller.
-fn claim(cache: &moka::sync::Cache<EventId, ()>, id: EventId) -> bool {
-    cache.entry(id).or_insert_with(|| ()).is_fresh()
 }
 
 /// Delivers ephemeral events other nodes relayed through L2 (this node's own come back
@@ -475,7 +460,7 @@ impl EventStore for Tiered {
             SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
                 self.note_dropped(&outcome);
                 // Back in L2 after a removal (a purged or banned event sent again).
-                self.dropped.invalidate(&event.id());
+                self.dropped.remove(&event.id());
                 // Marked seen only once L1 holds it. A poll meanwhile writes it into L1
                 // itself (a duplicate, refused cheaply) rather than skipping it: were it
                 // skipped, the poll's cursor could commit in L1 before this mirror does,
@@ -483,7 +468,7 @@ impl EventStore for Tiered {
                 // cursor past it, for good. Failed, it is left to the poller as well as
                 // to `repairs`.
                 if self.mirror(event).await {
-                    self.seen.insert(event.id(), ());
+                    self.seen.insert(event.id());
                 }
                 self.missing.invalidate(&event.id());
                 self.broadcast(event);
@@ -579,29 +564,5 @@ impl EventStore for Tiered {
         } else {
             self.l2_call(self.l2.authors_over(kinds, keep, max)).await
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_id_is_claimed_once_however_many_threads_race_for_it() {
-        let cache = moka::sync::Cache::new(100_000);
-        let ids: Vec<EventId> = (0..2_000u32)
-            .map(|i| {
-                let mut b = [0u8; 32];
-                b[..4].copy_from_slice(&i.to_be_bytes());
-                EventId(b)
-            })
-            .collect();
-        let wins: Vec<usize> = std::thread::scope(|s| {
-            let racers: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| ids.iter().filter(|id| claim(&cache, **id)).count()))
-                .collect();
-            racers.into_iter().map(|r| r.join().unwrap()).collect()
-        });
-        assert_eq!(wins.iter().sum::<usize>(), ids.len(), "{wins:?}");
     }
 }

@@ -200,7 +200,7 @@ async fn poll_once(
     loop {
         // One bounded page at a time: a node catching up after an outage never holds
         // more than a page.
-        let p = feed.page(from, page, &|id| t.seen.contains_key(id)).await?;
+        let p = feed.page(from, page, &|id| t.seen.contains(id)).await?;
         apply(t, p.changes, clock).await?;
         from = p.next;
         if p.complete {
@@ -226,17 +226,17 @@ async fn apply(
         .events
         .into_iter()
         .map(|e| (e, at.next().unwrap_or(clock.0)))
-        .filter(|(e, _)| !t.seen.contains_key(&e.id()))
+        .filter(|(e, _)| !t.seen.contains(&e.id()))
         .unzip();
     if !fresh.is_empty() {
         let outcomes = t.l1.save_many(&fresh).await?;
         let now_us = clock.0 + clock.1.elapsed().as_micros() as i64;
         for ((e, o), inserted) in fresh.into_iter().zip(outcomes).zip(fresh_at) {
             let id = e.id();
-            t.seen.insert(id, ());
+            t.seen.insert(id);
             t.missing.invalidate(&id);
             // Back in L2 after a removal (a purged or banned event sent again).
-            t.dropped.invalidate(&id);
+            t.dropped.remove(&id);
             // L1 refusing it means L1 already holds something newer (or a tombstone):
             // this event is not news.
             if matches!(o, SaveOutcome::Rejected(_)) {
@@ -275,8 +275,8 @@ async fn apply(
         let gone: Vec<_> = ids.into_iter().filter(|id| !back.contains(id)).collect();
         // Recorded first, so a promotion still queued leaves them out (`promoter`).
         for id in &gone {
-            t.dropped.insert(*id, ());
-            t.seen.invalidate(id);
+            t.dropped.insert(*id);
+            t.seen.remove(id);
         }
         let n = t.l1.forget(&gone).await?;
         t.stats.poll_tombstones.fetch_add(n, Ordering::Relaxed);

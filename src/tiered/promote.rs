@@ -7,6 +7,7 @@ use eventstore::{Event, EventId};
 use layer1::RedbStore;
 use tokio::sync::mpsc;
 
+use super::recent::RecentIds;
 use super::{Promotion, TieredStats};
 
 /// Writes promotions into L1. Those queued together go to the writer at once, so it
@@ -20,7 +21,7 @@ pub(super) async fn promoter(
     l1: Arc<RedbStore>,
     mut rx: mpsc::Receiver<Promotion>,
     stats: Arc<TieredStats>,
-    dropped: moka::sync::Cache<EventId, ()>,
+    dropped: Arc<RecentIds>,
 ) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 64).await > 0 {
@@ -29,7 +30,7 @@ pub(super) async fn promoter(
         let writes = batch.drain(..).filter_map(|mut p| {
             done.extend(p.done);
             let asked = p.events.len();
-            p.events.retain(|e| !dropped.contains_key(&e.id()));
+            p.events.retain(|e| !dropped.contains(&e.id()));
             if p.events.len() < asked {
                 // A version left out may be back in L2 by now (a purged event sent
                 // again): what the answer proved cannot be recorded without it.
@@ -49,7 +50,7 @@ pub(super) async fn promoter(
         }
         let late: Vec<EventId> = written
             .into_iter()
-            .filter(|id| dropped.contains_key(id))
+            .filter(|id| dropped.contains(id))
             .collect();
         if !late.is_empty() {
             if let Err(e) = l1.forget(&late).await {

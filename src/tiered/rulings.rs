@@ -54,9 +54,9 @@ impl Tiered {
         }
         // Recorded first, so a promotion still queued leaves them out (`promote.rs`).
         for id in ids {
-            self.dropped.insert(*id, ());
+            self.dropped.insert(*id);
             // Sent again later, it must not be skipped by the poller as known.
-            self.seen.invalidate(id);
+            self.seen.remove(id);
         }
         if let Err(e) = self.l1.forget(ids).await {
             self.stats

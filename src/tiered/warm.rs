@@ -88,7 +88,7 @@ async fn fresh(t: &Tiered) -> Result<i64, StoreError> {
     t.warmed_at.store(cursor, Ordering::Relaxed);
     t.l1.set_cursor(encode_cursor(cursor, cursor)).await?;
     for e in &recent {
-        t.seen.insert(e.id(), ());
+        t.seen.insert(e.id());
     }
     tracing::info!(events = recent.len(), window = w.0, "L1 warmed from L2");
     Ok(cursor)
@@ -119,7 +119,7 @@ async fn forget_everything(t: &Tiered) -> Result<(), StoreError> {
         }
         let ids: Vec<_> = held.iter().map(Event::id).collect();
         for id in &ids {
-            t.seen.invalidate(id);
+            t.seen.remove(id);
         }
         let n = t.l1.forget(&ids).await?;
         if n == 0 {
