@@ -352,9 +352,7 @@ impl<'de> serde::de::Visitor<'de> for TagsVisitor {
         f.write_str("an array of arrays of strings")
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Tags, A::Error> {
-        // JSON gives no counts ahead: room for a typical event's tags (a few `e` and `p`
-        // tags), grown as needed.
-        let mut b = TagsBuilder::with_capacity(8, 16, 256);
+        let mut b = TagsBuilder::new();
         while seq.next_element_seed(TagSeed(&mut b))?.is_some() {
             b.end_tag();
         }
@@ -397,6 +395,13 @@ impl serde::de::Visitor<'_> for ValueSeed<'_> {
         f.write_str("a string")
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        // JSON gives no counts ahead: at the first value, room for a typical event's
+        // tags (a few `e` and `p` tags), grown as needed; none for an event without.
+        if self.0.value_ends.capacity() == 0 {
+            self.0.text.reserve(256);
+            self.0.tag_ends.reserve(8);
+            self.0.value_ends.reserve(16);
+        }
         self.0.push_str(v);
         Ok(())
     }
