@@ -3,8 +3,9 @@
 //!
 //! A relay builds an [`crate::Event`] for every event it takes in and every one it
 //! serves. As a list of lists of strings, an event with five tags of two or three values
-//! cost eighteen allocations (and as many frees); packed, it costs two, whatever the
-//! count. Reading is as direct as before: a value is a slice of the one string.
+//! cost eighteen allocations (and as many frees); packed, it keeps two whatever the
+//! count (building takes two more, freed at once, and more only past 8 tags, 16 values
+//! or 256 bytes). Reading is as direct as before: a value is a slice of the one string.
 
 use std::fmt;
 
@@ -304,8 +305,11 @@ impl TagsBuilder {
         self.tag_ends.push(offset(self.value_ends.len()));
     }
 
-    /// The tags built.
-    pub fn finish(self) -> Tags {
+    /// The tags built (values pushed since the last [`Self::end_tag`] make one more).
+    pub fn finish(mut self) -> Tags {
+        if self.value_ends.len() > self.tag_ends.last().map_or(0, |&e| e as usize) {
+            self.end_tag();
+        }
         if self.tag_ends.is_empty() {
             return Tags::default();
         }
@@ -441,6 +445,13 @@ mod tests {
         assert!(tags.iter().zip(0..).all(|(t, i)| Some(t) == tags.get(i)));
         assert_eq!(format!("{tags:?}"), format!("{:?}", lists()));
         assert!(Tags::from(Vec::<Vec<String>>::new()).is_empty());
+        // A tag left open is ended, not lost.
+        let mut b = TagsBuilder::new();
+        b.push_str("t");
+        b.end_tag();
+        b.push_str("p");
+        b.push_str("x");
+        assert_eq!(b.finish().to_vecs(), vec![vec!["t"], vec!["p", "x"]]);
         // Only empty tags: they still count.
         let empty = Tags::from(vec![Vec::<String>::new(), vec![]]);
         assert_eq!((empty.len(), empty.value_count()), (2, 0));

@@ -371,9 +371,9 @@ impl Reader {
     }
 }
 
-/// Room to reserve for one filter's answer: its limit, up to a page (events are about
-/// 200 bytes each in a list, and growing one copies them all), and a little when it has
-/// none (a filter without a limit is rare and usually narrow).
+/// Room to reserve for one filter's answer: its limit, up to 64 events (an event is
+/// about 220 bytes in a list, and growing one copies them all; past 64 the doublings
+/// are few), and a little when it has none (rare, and usually narrow).
 fn answer_room(f: &Filter) -> usize {
-    f.limit.map_or(16, |l| l.min(128))
+    f.limit.map_or(16, |l| l.min(64))
 }

@@ -4,11 +4,14 @@
 //!
 //! Two generations per shard: ids go into the current one and are found in either;
 //! once the current one is `keep` old (or holds its share of the capacity), it becomes
-//! the previous one and the old previous one is forgotten whole. An id is therefore
-//! remembered for at least `keep` (unless the capacity forces turns sooner) and at
-//! most twice that; there is no per-entry clock or eviction order to maintain. These
-//! sets only spare work or hold back a stale copy for a while, so remembering an id
-//! longer than asked is harmless, and the capacity bounds memory (about 40 bytes an id).
+//! the previous one and the old previous one is forgotten whole. A shard turns when it
+//! is next written to, so an id is remembered for at least `keep` (unless the capacity
+//! forces turns sooner), and a shard written to after more than twice `keep` forgets
+//! both generations; one left alone keeps its ids until then. There is no per-entry
+//! clock or eviction order to maintain. These sets only spare work or hold back a stale
+//! copy for a while, so remembering an id longer than asked is harmless. The capacity
+//! bounds memory: up to about 70 bytes an id (hash tables grow in powers of two, and a
+//! cleared one keeps its room for the next generation).
 //!
 //! This replaced `moka` caches here: moka keeps an entry's frequency, age and queue
 //! links, and its housekeeping ran on the hot path; the four look-ups and inserts per
@@ -77,17 +80,24 @@ impl RecentIds {
         use std::hash::BuildHasher;
         // Not the id's own bytes: ids are chosen by whoever signs, so a flood aimed at
         // one shard would take the process's random seed to aim.
-        let at = self.hasher.hash_one(id) as usize % SHARDS;
+        // Middle bits: the sets place a key by the hash's low bits and tag it with its
+        // top ones, so a shard chosen by either would crowd its table.
+        let at = (self.hasher.hash_one(id) >> 32) as usize % SHARDS;
         self.shards[at].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The shard of `id`, its generations turned first if they are due.
     fn turned(&self, id: &EventId) -> std::sync::MutexGuard<'_, Shard> {
         let mut s = self.shard(id);
-        if s.current.len() >= self.turn_at || s.since.elapsed() >= self.keep {
+        let age = s.since.elapsed();
+        if s.current.len() >= self.turn_at || age >= self.keep {
             let s = &mut *s;
             std::mem::swap(&mut s.previous, &mut s.current);
             s.current.clear();
+            if age >= 2 * self.keep {
+                // Left alone that long, the newer generation is past its time too.
+                s.previous.clear();
+            }
             s.since = Instant::now();
         }
         s
@@ -146,27 +156,24 @@ mod tests {
         assert!(ids.iter().all(|i| set.contains(i)));
     }
 
-    /// An id other than `of` in the same shard: touching it turns that shard.
-    fn neighbour(set: &RecentIds, of: EventId) -> EventId {
-        use std::hash::BuildHasher;
-        let shard = |i: &EventId| set.hasher.hash_one(i) as usize % SHARDS;
-        (1_000..)
-            .map(id)
-            .find(|i| *i != of && shard(i) == shard(&of))
-            .unwrap()
+    /// Turns every shard now, as `keep` passing would at its next write.
+    fn turn_all(set: &RecentIds) {
+        for shard in set.shards.iter() {
+            let mut s = shard.lock().unwrap();
+            let s = &mut *s;
+            std::mem::swap(&mut s.previous, &mut s.current);
+            s.current.clear();
+        }
     }
 
     #[test]
     fn ids_are_kept_through_one_turn_and_forgotten_after_two() {
-        let keep = Duration::from_millis(50);
-        let set = RecentIds::new(1_000_000, keep);
+        let set = RecentIds::new(1_000_000, Duration::from_secs(3600));
         let (a, b) = (id(1), id(2));
         set.insert(a);
         assert!(!set.claim(a));
         assert!(set.claim(b));
-        std::thread::sleep(keep + Duration::from_millis(10));
-        set.insert(neighbour(&set, a));
-        set.insert(neighbour(&set, b));
+        turn_all(&set);
         assert!(
             set.contains(&a) && set.contains(&b),
             "kept through one turn"
@@ -174,14 +181,36 @@ mod tests {
         assert!(!set.claim(a) && !set.claim(b));
         // An insert renews an id; a claim or a look-up does not.
         set.insert(a);
-        std::thread::sleep(keep + Duration::from_millis(10));
-        set.insert(neighbour(&set, a));
-        set.insert(neighbour(&set, b));
+        turn_all(&set);
         assert!(set.contains(&a), "renewed, so kept");
         assert!(!set.contains(&b), "forgotten after two turns");
         assert!(set.claim(b), "claimable again once forgotten");
         set.remove(&a);
         assert!(!set.contains(&a));
+    }
+
+    /// An id other than `of` in the same shard: writing it turns that shard.
+    fn neighbour(set: &RecentIds, of: EventId) -> EventId {
+        use std::hash::BuildHasher;
+        let shard = |i: &EventId| (set.hasher.hash_one(i) >> 32) as usize % SHARDS;
+        (1_000..)
+            .map(id)
+            .find(|i| *i != of && shard(i) == shard(&of))
+            .unwrap()
+    }
+
+    #[test]
+    fn time_turns_a_shard_at_its_next_write() {
+        let keep = Duration::from_millis(20);
+        let set = RecentIds::new(1_000_000, keep);
+        let a = id(1);
+        set.insert(a);
+        std::thread::sleep(keep * 3);
+        assert!(set.contains(&a), "a look-up does not turn a shard");
+        // Written to after more than twice `keep`: both generations are past it.
+        set.insert(neighbour(&set, a));
+        assert!(!set.contains(&a));
+        assert!(set.claim(a));
     }
 
     #[test]
