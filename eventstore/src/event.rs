@@ -266,12 +266,7 @@ impl Event {
 }
 
 pub(crate) fn compute_id(parts: &Parts<'_>) -> EventId {
-    let mut buf = Vec::with_capacity(
-        128 + parts.content.len()
-            + parts.tags.text_len()
-            + 3 * parts.tags.value_count()
-            + 2 * parts.tags.len(),
-    );
+    let mut buf = Vec::with_capacity(128 + parts.content.len() + canonical::tags_room(parts.tags));
     canonical::serialize_for_id(parts, &mut buf);
     EventId(Sha256::digest(&buf).into())
 }

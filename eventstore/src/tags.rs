@@ -31,25 +31,9 @@ impl Tags {
         self.len() == 0
     }
 
-    /// Tag `i`, if there are that many.
+    /// Tag `i`, if there are that many (walks the tags before it).
     pub fn get(&self, i: usize) -> Option<Tag<'_>> {
-        let n = self.len();
-        if i >= n {
-            return None;
-        }
-        let value_ends = &self.layout[1 + n..];
-        let first = if i == 0 { 0 } else { self.layout[i] as usize };
-        let last = self.layout[1 + i] as usize;
-        let start = if first == 0 {
-            0
-        } else {
-            value_ends[first - 1] as usize
-        };
-        Some(Tag {
-            text: &self.text,
-            ends: &value_ends[first..last],
-            start,
-        })
+        self.iter().nth(i)
     }
 
     /// The tags in order.
