@@ -315,6 +315,25 @@ impl Metrics {
             "L1 reads that waited 50 ms for a reader thread (all held by long reads) and ran on a thread of their own.",
             layer1::reads_rescued(),
         );
+        let places = layer1::read_places();
+        t.one(
+            "layer2_l1_reads_inline_total",
+            "counter",
+            "L1 reads answered on the calling worker thread within their budget of steps.",
+            places.inline,
+        );
+        t.one(
+            "layer2_l1_reads_over_budget_total",
+            "counter",
+            "L1 reads that ran out of inline steps and ran again on a reader thread.",
+            places.over_budget,
+        );
+        t.one(
+            "layer2_l1_reads_slow_inline_total",
+            "counter",
+            "Inline L1 reads slow enough (5 ms) to send every L1 read to the reader threads for a second.",
+            places.slow,
+        );
         t.one(
             "layer2_l1_growth_syncs_total",
             "counter",

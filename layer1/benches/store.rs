@@ -1,7 +1,8 @@
 //! L1 store benchmark: durable group-committed ingest of N events of realistic shape
-//! (default 1,000,000), then p50/p99 latency of `limit 20` queries.
+//! (default 1,000,000), then p50/p99 latency of `limit 20` queries, and of a few longer ones.
 //!
-//! `cargo bench -p layer1 --bench store` (set `LAYER1_BENCH_EVENTS` for another N).
+//! `cargo bench -p layer1 --bench store` (set `LAYER1_BENCH_EVENTS` for another N, and
+//! `LAYER1_BENCH_INLINE_STEPS` for another inline read budget; 0: none inline).
 //! Stores do not verify signatures (the relay does, before the store), so events carry
 //! a synthetic id and signature: signing a million events would dominate the run.
 
@@ -21,6 +22,10 @@ fn main() {
         config.cache_bytes = 1 << 30;
         if let Some(b) = std::env::var("LAYER1_BENCH_BATCH").ok().and_then(|v| v.parse().ok()) {
             config.max_batch = b;
+        }
+        // 0: every read on the reader threads, as before inline reads.
+        if let Some(s) = std::env::var("LAYER1_BENCH_INLINE_STEPS").ok().and_then(|v| v.parse().ok()) {
+            config.inline_read_steps = s;
         }
         let store = Arc::new(RedbStore::open(config).unwrap());
 
@@ -94,5 +99,14 @@ fn main() {
             })
             .collect();
         wl::measure(store.as_ref(), "feed (100 authors)", &feed).await;
+        // Long reads: 500 newest of a kind fits the default inline budget of steps (a
+        // worker of the async runtime is held this long); 2,000 does not, so it spends
+        // the budget, then runs again on a reader thread.
+        for (name, limit) in [("kind, limit 500", 500), ("kind, limit 2000", 2_000)] {
+            let long: Vec<Vec<Filter>> = (0..q / 10)
+                .map(|i| vec![Filter::new().kind(Kind([1, 7][i % 2])).limit(limit)])
+                .collect();
+            wl::measure(store.as_ref(), name, &long).await;
+        }
     });
 }

@@ -282,11 +282,13 @@ fn served(
 
 /// The floor of filter `f`: the highest served floor of its keys, under the best way
 /// of splitting it into keys (each tag letter gives one; any is a valid proof, since a
-/// key's conditions are a subset of the filter's). `w` when no floor helps.
+/// key's conditions are a subset of the filter's). `w` when no floor helps. `spend` is
+/// told how many keys each split may look up, and may stop the read (`Reader::step`).
 pub(crate) fn filter_floor(
     table: &impl ReadableTable<&'static [u8], (u64, u64)>,
     f: &Filter,
     w: Timestamp,
+    mut spend: impl FnMut(usize) -> Result<(), StoreError>,
 ) -> Result<Timestamp, StoreError> {
     if f.ids.is_some() || table.first().map_err(backend)?.is_none() {
         return Ok(w);
@@ -302,6 +304,7 @@ pub(crate) fn filter_floor(
         let Some(keys) = decompose(f, letter) else {
             continue;
         };
+        spend(keys.len())?;
         let mut floor = Timestamp(0);
         for k in keys {
             floor = floor.max(served(table, k, w, &mut cache)?);

@@ -45,6 +45,6 @@ pub use check::{Report, check_file, check_file_with, compact_file, remove_file};
 pub use config::{Durability, RedbConfig};
 pub use floors::Learn;
 pub use outbox::Outbox;
-pub use readers::reads_rescued;
+pub use readers::{ReadPlaces, read_places, reads_rescued};
 pub use stats::Stats;
 pub use store::{Probe, Promoted, RedbStore};

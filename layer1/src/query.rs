@@ -1,6 +1,7 @@
 //! The read side: plan each filter onto an index, walk its ranges newest first, merge
 //! them, and stop at `limit`. Runs on a blocking thread inside one read transaction.
 
+use std::cell::Cell;
 use std::collections::{BinaryHeap, HashSet};
 
 use eventstore::{Event, Filter, StoreError, Timestamp, sort_canonical};
@@ -64,7 +65,14 @@ pub(crate) struct Reader {
     index: ReadOnlyTable<&'static [u8], ()>,
     floors: ReadOnlyTable<&'static [u8], (u64, u64)>,
     codec: Codec,
+    /// Steps (index entries walked, records and ids looked up) this read may still
+    /// take; [`UNLIMITED`] on a reader thread. Out of steps, it fails with
+    /// `readers::over_budget` and runs again on a reader thread.
+    steps: Cell<u32>,
 }
+
+/// The budget of a read that may take as long as it needs.
+pub(crate) const UNLIMITED: u32 = u32::MAX;
 
 type IndexRange = redb::Range<'static, &'static [u8], ()>;
 
@@ -86,7 +94,8 @@ impl Walk {
 }
 
 impl Reader {
-    pub fn new(txn: &ReadTransaction) -> Result<Reader, StoreError> {
+    /// A reader of `txn` that may take `steps` steps ([`UNLIMITED`]: any number).
+    pub fn new(txn: &ReadTransaction, steps: u32) -> Result<Reader, StoreError> {
         let meta = txn.open_table(crate::schema::META).map_err(backend)?;
         Ok(Reader {
             codec: crate::reindex::read_codec(&meta)?,
@@ -95,12 +104,29 @@ impl Reader {
             ids: txn.open_table(IDS).map_err(backend)?,
             index: txn.open_table(INDEX).map_err(backend)?,
             floors: txn.open_table(crate::schema::FLOORS).map_err(backend)?,
+            steps: Cell::new(steps),
         })
+    }
+
+    /// Spends `n` steps, or fails once there are not enough left.
+    fn step(&self, n: usize) -> Result<(), StoreError> {
+        let left = self.steps.get();
+        if left == UNLIMITED {
+            return Ok(());
+        }
+        match u32::try_from(n).ok().and_then(|n| left.checked_sub(n)) {
+            Some(left) => {
+                self.steps.set(left);
+                Ok(())
+            }
+            None => Err(crate::readers::over_budget()),
+        }
     }
 
     /// The id of the event at `serial`, read from the front of its record without
     /// decoding the rest.
     fn id_of(&self, serial: u64) -> Result<Option<eventstore::EventId>, StoreError> {
+        self.step(1)?;
         match self.events.get(serial).map_err(backend)? {
             Some(v) => crate::record::id_of(v.value()).map(Some),
             None => Ok(None),
@@ -108,6 +134,7 @@ impl Reader {
     }
 
     fn load(&self, serial: u64) -> Result<Option<Event>, StoreError> {
+        self.step(1)?;
         match self.events.get(serial).map_err(backend)? {
             Some(v) => decode(v.value()).map(Some),
             None => Ok(None),
@@ -183,6 +210,7 @@ impl Reader {
 
     /// Which of `ids` are held.
     pub fn contains(&self, ids: &[eventstore::EventId]) -> Result<Vec<bool>, StoreError> {
+        self.step(ids.len())?;
         ids.iter()
             .map(|id| Ok(self.ids.get(&id.0).map_err(backend)?.is_some()))
             .collect()
@@ -230,7 +258,7 @@ impl Reader {
         let floor = if complete_above(w) {
             w
         } else {
-            crate::floors::filter_floor(&self.floors, f, w)?
+            crate::floors::filter_floor(&self.floors, f, w, |n| self.step(n))?
         };
         let mut gap = 0;
         if let Some(until) = f.until.filter(|u| u.0.saturating_add(1) < floor.0) {
@@ -287,6 +315,7 @@ impl Reader {
         match plan(f, &self.codec) {
             Plan::Ids => {
                 for id in f.ids.iter().flatten() {
+                    self.step(1)?;
                     let Some(serial) = self.ids.get(&id.0).map_err(backend)?.map(|v| v.value())
                     else {
                         continue;
@@ -305,6 +334,7 @@ impl Reader {
                 // merges them, newest first.
                 let mut walks = Vec::with_capacity(prefixes.len());
                 let mut heap = BinaryHeap::with_capacity(prefixes.len());
+                self.step(prefixes.len())?;
                 for p in &prefixes {
                     let lo = with_suffix(p, since, 0);
                     let hi = with_suffix(p, until, u64::MAX);
@@ -332,6 +362,7 @@ impl Reader {
                             break;
                         }
                         heap.pop();
+                        self.step(1)?;
                         if let Some((nt, ns)) = walks[i].next()? {
                             heap.push((nt, ns, i));
                         }

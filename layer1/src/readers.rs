@@ -14,11 +14,19 @@
 //! after [`RESCUE_AFTER`] is taken back by its caller and run on tokio's blocking pool,
 //! which starts a thread for it. Each read runs once: whoever takes it from its slot
 //! first (a reader thread or its caller) runs it.
+//!
+//! Handing a read to a reader thread and its answer back costs more than most REQs'
+//! reads themselves (two thread wake-ups; a fifth of a node's CPU per REQ), so a short
+//! read runs on its caller's thread first ([`inline`]), under a budget of steps (index
+//! entries walked, records read). A read that runs out of steps is abandoned and run
+//! again here, so a worker of the async runtime spends at most the budget on any one
+//! read; one that took long anyway (pages read from a cold disk) turns inline reads off
+//! for a while.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eventstore::StoreError;
 use tokio::sync::oneshot;
@@ -47,6 +55,133 @@ static RESCUED: AtomicU64 = AtomicU64::new(0);
 /// long reads hold the reader threads.
 pub fn reads_rescued() -> u64 {
     RESCUED.load(Ordering::Relaxed)
+}
+
+/// Reads answered on their caller's thread, and reads that ran out of steps there and
+/// ran again on a reader thread (all stores).
+static INLINE: AtomicU64 = AtomicU64::new(0);
+static OVER_BUDGET: AtomicU64 = AtomicU64::new(0);
+/// Inline reads that took longer than [`SLOW_INLINE`] (each turned inline reads off
+/// for [`INLINE_PAUSE`]).
+static SLOW: AtomicU64 = AtomicU64::new(0);
+/// Inline reads are off until this many milliseconds after [`epoch`].
+static PAUSED_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// An inline read that takes this long (wall time) was waiting for something, most
+/// likely pages from a cold disk, which a runtime worker must not do: far above what
+/// its budget of steps costs in memory (a few hundred microseconds).
+const SLOW_INLINE: Duration = Duration::from_millis(5);
+/// How long a slow inline read turns inline reads off: every read meanwhile runs on
+/// the reader threads, as if inline reads did not exist.
+const INLINE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Where L1 reads ran since the process started (all stores).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadPlaces {
+    /// Answered on the caller's thread within their budget.
+    pub inline: u64,
+    /// Ran out of steps on the caller's thread and ran again on a reader thread.
+    pub over_budget: u64,
+    /// Inline reads slow enough to turn inline reads off for a second.
+    pub slow: u64,
+}
+
+/// Where L1 reads ran ([`ReadPlaces`]).
+pub fn read_places() -> ReadPlaces {
+    ReadPlaces {
+        inline: INLINE.load(Ordering::Relaxed),
+        over_budget: OVER_BUDGET.load(Ordering::Relaxed),
+        slow: SLOW.load(Ordering::Relaxed),
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn millis_since_epoch(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch()).as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The error a read returns when it runs out of steps: never seen outside this crate.
+#[derive(Debug)]
+struct OverBudget;
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an inline L1 read ran out of steps")
+    }
+}
+
+impl std::error::Error for OverBudget {}
+
+pub(crate) fn over_budget() -> StoreError {
+    StoreError::Backend(Box::new(OverBudget))
+}
+
+/// Runs `f` on this thread with `steps` to spend, unless inline reads are off
+/// (`steps` 0, or paused after a slow one). `None`: not run, or it ran out of steps;
+/// either way the caller runs the read on a reader thread ([`run`]).
+pub(crate) fn inline<T>(
+    steps: u32,
+    f: impl FnOnce(u32) -> Result<T, StoreError>,
+) -> Option<Result<T, StoreError>> {
+    if steps == 0 {
+        return None;
+    }
+    let start = Instant::now();
+    let paused = PAUSED_UNTIL.load(Ordering::Relaxed);
+    if paused != 0 && millis_since_epoch(start) < paused {
+        return None;
+    }
+    let r = f(steps);
+    let took = start.elapsed();
+    // A loaded machine also makes reads slow (the thread waits for a core); only one
+    // that read from storage turns inline reads off.
+    if took >= SLOW_INLINE && read_from_storage() {
+        SLOW.fetch_add(1, Ordering::Relaxed);
+        PAUSED_UNTIL.store(
+            millis_since_epoch(start + took + INLINE_PAUSE),
+            Ordering::Relaxed,
+        );
+        tracing::debug!(
+            ?took,
+            "an inline L1 read was slow; L1 reads run on the reader threads for a while"
+        );
+    }
+    match r {
+        Err(StoreError::Backend(e)) if e.is::<OverBudget>() => {
+            OVER_BUDGET.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        r => {
+            INLINE.fetch_add(1, Ordering::Relaxed);
+            Some(r)
+        }
+    }
+}
+
+/// Whether this thread read from storage (not the page cache) since it last asked,
+/// from Linux's per-thread I/O accounting; where that cannot be read, yes. The first
+/// time a thread asks only sets its baseline (it may have read from storage for other
+/// reasons since it started). Costs a file read, so it is asked only about slow reads.
+fn read_from_storage() -> bool {
+    thread_local! {
+        static READ_BYTES: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    }
+    let now = std::fs::read_to_string("/proc/thread-self/io")
+        .ok()
+        .and_then(|io| storage_read_bytes(&io));
+    let Some(now) = now else { return true };
+    READ_BYTES.with(|last| last.replace(Some(now)).is_some_and(|last| now > last))
+}
+
+/// The `read_bytes` figure of a `/proc/<pid>/io` file.
+fn storage_read_bytes(io: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|l| l.strip_prefix("read_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 struct Pool {
@@ -172,6 +307,55 @@ mod tests {
     /// The pool is shared by the whole test binary: tests that hold every thread (or
     /// count where reads ran) take turns.
     static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    #[test]
+    fn an_inline_read_runs_here_within_its_budget_and_is_given_up_past_it() {
+        let here = std::thread::current().id();
+        // A slow read elsewhere in this binary that read from storage pauses inline
+        // reads for a second: wait that out.
+        let ran_here = (0..400).find_map(|_| {
+            let r = inline(10, |steps| {
+                assert_eq!(steps, 10);
+                Ok(std::thread::current().id())
+            });
+            if r.is_none() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r
+        });
+        assert_eq!(ran_here.expect("inline reads stayed paused").unwrap(), here);
+
+        let before = read_places();
+        assert!(inline(10, |_| Err::<(), _>(over_budget())).is_none());
+        assert!(read_places().over_budget > before.over_budget);
+        let other = inline(10, |_| Err::<(), _>(StoreError::Closed));
+        assert!(
+            matches!(other, None | Some(Err(StoreError::Closed))),
+            "other failures are the read's answer"
+        );
+
+        let mut ran = false;
+        assert!(
+            inline(0, |_| {
+                ran = true;
+                Ok(())
+            })
+            .is_none()
+        );
+        assert!(!ran, "no steps: never run inline");
+    }
+
+    #[test]
+    fn storage_reads_are_read_from_the_io_accounting() {
+        let io = "rchar: 6976\nwchar: 0\nsyscr: 10\nsyscw: 0\nread_bytes: 8192\nwrite_bytes: 0\n";
+        assert_eq!(storage_read_bytes(io), Some(8192));
+        assert_eq!(storage_read_bytes("rchar: 1\n"), None);
+        if std::path::Path::new("/proc/thread-self/io").exists() {
+            // The first question sets a baseline; nothing read from storage since.
+            let _ = read_from_storage();
+            assert!(!read_from_storage());
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_reads_at_once_all_answer_on_a_few_threads() {

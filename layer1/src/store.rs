@@ -1,5 +1,6 @@
-//! `RedbStore`: the public face. Saves go to the writer thread; reads run on tokio's
-//! blocking pool against their own snapshot, never waiting for the writer.
+//! `RedbStore`: the public face. Saves go to the writer thread; reads run against
+//! their own snapshot, never waiting for the writer: short ones on their caller's
+//! thread, the rest on the reader threads (`readers.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,10 +157,35 @@ impl RedbStore {
         let db = self.db.clone();
         let job = move || {
             let txn = db.begin_read().map_err(backend)?;
-            let reader = Reader::new(&txn)?;
+            let reader = Reader::new(&txn, crate::query::UNLIMITED)?;
             f(&reader)
         };
         crate::readers::run(job).await
+    }
+
+    /// Runs `f` on this thread if it takes no more than `steps` (see
+    /// [`Self::inline_steps`]); `None`: the caller reads with [`Self::read`].
+    fn read_inline<T>(
+        &self,
+        steps: u32,
+        f: impl FnOnce(&Reader) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        crate::readers::inline(steps, |steps| {
+            let txn = self.db.begin_read().map_err(backend)?;
+            f(&Reader::new(&txn, steps)?)
+        })
+    }
+
+    /// The steps a read answering `filters` may take on its caller's thread
+    /// (`RedbConfig::inline_read_steps`), or 0 when one of them would surely spend more:
+    /// each event it may return costs at least two (its index entry and its record).
+    fn inline_steps(&self, filters: &[Filter]) -> u32 {
+        let steps = self.config.inline_read_steps;
+        let fits = |n: usize| n.saturating_mul(2) <= steps as usize;
+        let small = |f: &Filter| {
+            f.limit.is_none_or(fits) && f.ids.as_ref().is_none_or(|ids| fits(ids.len()))
+        };
+        if filters.iter().all(small) { steps } else { 0 }
     }
 
     /// Saves many events, in order, as few transactions as the writer can group them
@@ -203,8 +229,14 @@ impl RedbStore {
     /// (see [`Probe`]), all from one snapshot, so an eviction committing meanwhile
     /// cannot make the proof claim what the answer lacks.
     pub async fn probe(&self, f: &Filter) -> Result<Probe, StoreError> {
-        let f = f.clone();
-        let (probe, serials) = self.read(move |r| r.probe(&f, Timestamp::now())).await?;
+        let steps = self.inline_steps(std::slice::from_ref(f));
+        let (probe, serials) = match self.read_inline(steps, |r| r.probe(f, Timestamp::now())) {
+            Some(r) => r?,
+            None => {
+                let f = f.clone();
+                self.read(move |r| r.probe(&f, Timestamp::now())).await?
+            }
+        };
         self.touch(&serials);
         Ok(probe)
     }
@@ -222,6 +254,9 @@ impl RedbStore {
     /// Which of `ids` are held, from one snapshot. Unlike a query, this does not count
     /// as an access for eviction.
     pub async fn contains(&self, ids: &[EventId]) -> Result<Vec<bool>, StoreError> {
+        if let Some(r) = self.read_inline(self.config.inline_read_steps, |r| r.contains(ids)) {
+            return r;
+        }
         let ids = ids.to_vec();
         self.read(move |r| r.contains(&ids)).await
     }
@@ -370,10 +405,16 @@ impl EventStore for RedbStore {
     }
 
     async fn query(&self, filters: &[Filter]) -> Result<Vec<Event>, StoreError> {
-        let filters = filters.to_vec();
-        let (events, serials) = self
-            .read(move |r| r.query(&filters, Timestamp::now()))
-            .await?;
+        let steps = self.inline_steps(filters);
+        let (events, serials) =
+            match self.read_inline(steps, |r| r.query(filters, Timestamp::now())) {
+                Some(r) => r?,
+                None => {
+                    let filters = filters.to_vec();
+                    self.read(move |r| r.query(&filters, Timestamp::now()))
+                        .await?
+                }
+            };
         self.touch(&serials);
         Ok(events)
     }

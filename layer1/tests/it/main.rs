@@ -1,5 +1,6 @@
-//! layer1 integration tests: conformance (unbounded and with a small budget), the
-//! property test against `MemoryStore`, the budget, eviction order and crash safety.
+//! layer1 integration tests: conformance (unbounded, with a small budget, and with
+//! reads that run out of inline steps), the property test against `MemoryStore`, the
+//! budget, eviction order and crash safety.
 
 mod budget;
 mod crash;
@@ -33,6 +34,26 @@ mod bounded {
             || crate::support::bounded(8 * 1024),
             eventstore::conformance::prop::Mode::Subset,
             48,
+        );
+    }
+}
+
+mod few_inline_steps {
+    use crate::support::few_inline_steps;
+    eventstore::conformance_tests!(few_inline_steps);
+
+    #[test]
+    fn prop_agrees_with_memory_store() {
+        let before = layer1::read_places();
+        eventstore::conformance::prop::check_against_oracle(
+            few_inline_steps,
+            eventstore::conformance::prop::Mode::Exact,
+            48,
+        );
+        let after = layer1::read_places();
+        assert!(
+            after.over_budget > before.over_budget && after.inline > before.inline,
+            "some reads ran out of steps and some fit: {before:?} → {after:?}"
         );
     }
 }

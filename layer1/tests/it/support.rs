@@ -6,15 +6,33 @@ use eventstore::conformance::Subject;
 use layer1::{RedbConfig, RedbStore};
 
 pub fn open(dir: &tempfile::TempDir, max: Option<u64>) -> RedbStore {
+    RedbStore::open(config(dir, max)).expect("open store")
+}
+
+fn config(dir: &tempfile::TempDir, max: Option<u64>) -> RedbConfig {
     let mut c = RedbConfig::new(dir.path().join("store.redb"));
     c.max_bytes = max;
     c.cache_bytes = 4 << 20;
-    RedbStore::open(c).expect("open store")
+    c
 }
 
+/// A bounded store whose reads all run on the reader threads (none inline), so the
+/// conformance suite covers both places a read may run.
 pub async fn bounded(max: u64) -> Subject {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = open(&dir, Some(max));
+    let mut c = config(&dir, Some(max));
+    c.inline_read_steps = 0;
+    let store = RedbStore::open(c).expect("open store");
+    Subject::new(Arc::new(store)).with_guard(dir)
+}
+
+/// An unbounded store with so few inline steps that most reads run out of them part
+/// way and run again on a reader thread: the abandoned attempt must leave no trace.
+pub async fn few_inline_steps() -> Subject {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = config(&dir, None);
+    c.inline_read_steps = 7;
+    let store = RedbStore::open(c).expect("open store");
     Subject::new(Arc::new(store)).with_guard(dir)
 }
 
