@@ -147,12 +147,23 @@ pub(super) struct Conn {
     pub authed: Vec<eventstore::PublicKey>,
     /// Which private kinds' events this connection may see (from the configuration).
     pub visibility: super::policy::Visibility,
+    /// Asks the socket to acknowledge a message that gets no answer; `None` without a
+    /// socket (`drive.rs`) or when served without one (`relay::router` alone).
+    pub ack: Option<super::quickack::AckNow>,
 }
 
 /// Pubkeys one connection may authenticate as, at most.
 const MAX_AUTHED: usize = 16;
 
 impl Conn {
+    /// What was read gets no answer: acknowledge it now (`quickack.rs`), so a client's
+    /// next small write is not held back waiting for that ACK.
+    pub fn ack_now(&self) {
+        if let Some(a) = &self.ack {
+            a.ask();
+        }
+    }
+
     pub fn notice(&mut self, message: &str) {
         self.state
             .metrics
@@ -269,7 +280,11 @@ impl Conn {
 impl Conn {
     /// A new connection of `state`, reached at `host`, with its NIP-42 challenge
     /// already queued in `out`.
-    pub(super) fn open(state: Arc<AppState>, host: Option<&str>) -> (Conn, Inbox) {
+    pub(super) fn open(
+        state: Arc<AppState>,
+        host: Option<&str>,
+        ack: Option<super::quickack::AckNow>,
+    ) -> (Conn, Inbox) {
         let limits = &state.limits;
         let (outlet, inbox) = super::inbox::inbox(limits.outbound_queue);
         let mut c = Conn {
@@ -291,6 +306,7 @@ impl Conn {
                 kinds: state.node.config.access.private_kinds.clone(),
             },
             state,
+            ack,
         };
         // NIP-42: the challenge goes out at once, so a client has it whenever it is
         // asked to authenticate (clients that do not speak NIP-42 ignore the message).
@@ -317,10 +333,15 @@ impl Conn {
 }
 
 /// Serves one upgraded connection until the client leaves or the node shuts down.
-pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>, host: Option<String>) {
+pub(super) async fn serve(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    host: Option<String>,
+    ack: Option<super::quickack::AckNow>,
+) {
     // One task both reads and writes, so the socket is not split (a lock on every poll).
     let mut ws = super::gate::Gated::new(socket);
-    let (mut c, inbox) = Conn::open(state.clone(), host.as_deref());
+    let (mut c, inbox) = Conn::open(state.clone(), host.as_deref(), ack);
     let mut shutdown = state.shutdown.subscribe();
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
@@ -342,7 +363,9 @@ pub(super) async fn serve(socket: WebSocket, state: Arc<AppState>, host: Option<
                     c.state.metrics.message("other");
                     c.notice("invalid: binary frames are not supported; send NIP-01 messages as text");
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                // A ping is answered (tungstenite queues the pong); a pong is not.
+                Some(Ok(Message::Ping(_))) => {}
+                Some(Ok(Message::Pong(_))) => c.ack_now(),
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Err(e)) => {
                     // Oversized frames end here: tungstenite refuses them past its hard cap.

@@ -17,7 +17,7 @@ pub async fn converse(
     quiet: Duration,
     max: Duration,
 ) -> Vec<String> {
-    let (mut c, inbox) = Conn::open(state.clone(), Some("127.0.0.1"));
+    let (mut c, inbox) = Conn::open(state.clone(), Some("127.0.0.1"), None);
     let mut waiting = std::collections::VecDeque::new();
     for t in texts {
         c.on_text(t).await;

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::State;
+use axum::Extension;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
@@ -23,6 +24,7 @@ pub const SUPPORTED_NIPS: [u32; 8] = [1, 9, 11, 13, 40, 42, 45, 70];
 pub(super) async fn root(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    ack: Option<Extension<ConnectInfo<super::quickack::AckNow>>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Ok(ws) = ws {
@@ -58,7 +60,8 @@ pub(super) async fn root(
             .max_message_size(hard)
             .max_frame_size(hard)
             .on_upgrade(move |socket| async move {
-                conn::serve(socket, state.clone(), host).await;
+                let ack = ack.map(|Extension(ConnectInfo(a))| a);
+                conn::serve(socket, state.clone(), host, ack).await;
                 drop(slot);
             });
     }

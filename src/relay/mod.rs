@@ -169,12 +169,15 @@ pub async fn run(
     let app = router(state.clone());
     let stopping = state.clone();
     // No Nagle delay on replies, no delayed ACK holding a client's next write.
-    axum::serve(quickack::Prompt(listener), app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stopping.shutdown.send(true);
-        })
-        .await?;
+    axum::serve(
+        quickack::Prompt(listener),
+        app.into_make_service_with_connect_info::<quickack::AckNow>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping.shutdown.send(true);
+    })
+    .await?;
     state.stop_connections(Duration::from_secs(15)).await;
     Ok(())
 }

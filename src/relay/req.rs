@@ -176,6 +176,8 @@ impl Conn {
 
     pub(super) fn on_close(&mut self, sub_id: &str) {
         self.state.metrics.message("CLOSE");
+        // NIP-01 gives CLOSE no answer to carry its ACK.
+        self.ack_now();
         self.drop_sub(sub_id);
     }
 

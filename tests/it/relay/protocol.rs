@@ -38,6 +38,33 @@ async fn event_ok_req_eose_then_live_then_close() {
     reader.expect_silence(Duration::from_millis(300)).await;
 }
 
+/// A client without `TCP_NODELAY` (this one, like most) that sends `CLOSE` and then
+/// `REQ` has its REQ held by Nagle's algorithm until the node acknowledges the CLOSE,
+/// and a kernel delays that ACK (40 ms at least on Linux) hoping to carry it on an
+/// answer that CLOSE never gets. The node acknowledges at once (`relay/quickack.rs`).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_req_right_after_a_close_is_not_held_for_a_delayed_ack() {
+    let (_relay, keys, mut c) = relay_with(Limits::default()).await;
+    let e = note(&keys, "read again and again");
+    assert!(c.publish(&e).await.0);
+    let filter = json!({"authors": [keys.public_key().to_string()]});
+    let mut took = Vec::new();
+    for i in 0..30 {
+        let start = std::time::Instant::now();
+        c.send(&format!(r#"["CLOSE","s{i}"]"#)).await;
+        let ids = c.req(&format!("s{}", i + 1), &[filter.clone()]).await;
+        took.push(start.elapsed());
+        assert_eq!(ids, vec![e.id().to_string()]);
+    }
+    took.sort();
+    // Held for a delayed ACK, most would take 40 ms or more.
+    assert!(
+        took[took.len() / 2] < Duration::from_millis(30),
+        "CLOSE then REQ round trips: {took:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_events_come_in_canonical_order_and_respect_limit() {
     let (_relay, keys, mut c) = relay_with(Limits::default()).await;
