@@ -53,7 +53,9 @@ async fn a_req_right_after_a_close_is_not_held_for_a_delayed_ack() {
     for i in 0..30 {
         let start = std::time::Instant::now();
         c.send(&format!(r#"["CLOSE","s{i}"]"#)).await;
-        let ids = c.req(&format!("s{}", i + 1), &[filter.clone()]).await;
+        let ids = c
+            .req(&format!("s{}", i + 1), std::slice::from_ref(&filter))
+            .await;
         took.push(start.elapsed());
         assert_eq!(ids, vec![e.id().to_string()]);
     }
