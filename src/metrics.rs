@@ -331,7 +331,7 @@ impl Metrics {
         t.one(
             "layer2_l1_reads_slow_inline_total",
             "counter",
-            "Inline L1 reads slow enough (5 ms) to send every L1 read to the reader threads for a second.",
+            "Inline L1 reads that took 10 ms and read from storage: each sends every L1 read to the reader threads for 250 ms.",
             places.slow,
         );
         t.one(

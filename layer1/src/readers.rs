@@ -20,8 +20,8 @@
 //! read runs on its caller's thread first ([`inline`]), under a budget of steps (index
 //! entries walked, records read). A read that runs out of steps is abandoned and run
 //! again here, so a worker of the async runtime spends at most the budget on any one
-//! read; one that took long anyway (pages read from a cold disk) turns inline reads off
-//! for a while.
+//! read; one that took long anyway and read from storage (a cold disk) turns inline
+//! reads off for a moment.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -61,19 +61,23 @@ pub fn reads_rescued() -> u64 {
 /// ran again on a reader thread (all stores).
 static INLINE: AtomicU64 = AtomicU64::new(0);
 static OVER_BUDGET: AtomicU64 = AtomicU64::new(0);
-/// Inline reads that took longer than [`SLOW_INLINE`] (each turned inline reads off
-/// for [`INLINE_PAUSE`]).
+/// Inline reads that took longer than [`SLOW_INLINE`] and read from storage (each
+/// turned inline reads off for [`INLINE_PAUSE`]).
 static SLOW: AtomicU64 = AtomicU64::new(0);
 /// Inline reads are off until this many milliseconds after [`epoch`].
 static PAUSED_UNTIL: AtomicU64 = AtomicU64::new(0);
 
-/// An inline read that takes this long (wall time) was waiting for something, most
-/// likely pages from a cold disk, which a runtime worker must not do: far above what
-/// its budget of steps costs in memory (a few hundred microseconds).
-const SLOW_INLINE: Duration = Duration::from_millis(5);
-/// How long a slow inline read turns inline reads off: every read meanwhile runs on
-/// the reader threads, as if inline reads did not exist.
-const INLINE_PAUSE: Duration = Duration::from_secs(1);
+/// An inline read that takes this long (wall time) was waiting for something: far
+/// above what its budget of steps costs in memory (half a millisecond). On a loaded
+/// machine that is often a core (a few milliseconds); when the thread also read from
+/// storage, it was most likely pages of a cold file, which a runtime worker must not
+/// wait for.
+const SLOW_INLINE: Duration = Duration::from_millis(10);
+/// How long such a read turns inline reads off: every read meanwhile runs on the
+/// reader threads, as if inline reads did not exist. Short, because the storage read
+/// may have been the node's own code paged in while the machine was busy (seen in
+/// the first seconds of a node's reads).
+const INLINE_PAUSE: Duration = Duration::from_millis(250);
 
 /// Where L1 reads ran since the process started (all stores).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,7 +86,8 @@ pub struct ReadPlaces {
     pub inline: u64,
     /// Ran out of steps on the caller's thread and ran again on a reader thread.
     pub over_budget: u64,
-    /// Inline reads slow enough to turn inline reads off for a second.
+    /// Inline reads slow (10 ms) and reading from storage: each turned inline reads
+    /// off for 250 ms.
     pub slow: u64,
 }
 
