@@ -1,5 +1,6 @@
 //! The read side: plan each filter onto an index, walk its ranges newest first, merge
-//! them, and stop at `limit`. Runs on a blocking thread inside one read transaction.
+//! them, and stop at `limit`. Runs inside one read transaction, on its caller's thread
+//! under a budget of steps or on a reader thread (`readers.rs`).
 
 use std::cell::Cell;
 use std::collections::{BinaryHeap, HashSet};
