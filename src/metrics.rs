@@ -319,13 +319,13 @@ impl Metrics {
         t.one(
             "layer2_l1_reads_inline_total",
             "counter",
-            "L1 reads answered on the calling worker thread within their budget of steps.",
+            "L1 (and embedded L2) reads answered on the calling worker thread within their budget of steps.",
             places.inline,
         );
         t.one(
             "layer2_l1_reads_over_budget_total",
             "counter",
-            "L1 reads that ran out of inline steps and ran again on a reader thread.",
+            "L1 (and embedded L2) reads that ran out of inline steps and ran again on a reader thread.",
             places.over_budget,
         );
         t.one(

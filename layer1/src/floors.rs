@@ -258,6 +258,7 @@ fn served(
     k: Key<'_>,
     w: Timestamp,
     cache: &mut HashMap<Vec<u8>, Option<u64>>,
+    spend: &mut impl FnMut(usize) -> Result<(), StoreError>,
 ) -> Result<Timestamp, StoreError> {
     let mut s = w.0;
     for weaker in k.with_weaker() {
@@ -265,6 +266,7 @@ fn served(
         let recorded = match cache.get(&enc) {
             Some(v) => *v,
             None => {
+                spend(1)?;
                 let v = table
                     .get(enc.as_slice())
                     .map_err(backend)?
@@ -283,7 +285,8 @@ fn served(
 /// The floor of filter `f`: the highest served floor of its keys, under the best way
 /// of splitting it into keys (each tag letter gives one; any is a valid proof, since a
 /// key's conditions are a subset of the filter's). `w` when no floor helps. `spend` is
-/// told how many keys each split may look up, and may stop the read (`Reader::step`).
+/// told of each split's keys and each table lookup, and may stop the read
+/// (`Reader::step`).
 pub(crate) fn filter_floor(
     table: &impl ReadableTable<&'static [u8], (u64, u64)>,
     f: &Filter,
@@ -307,7 +310,7 @@ pub(crate) fn filter_floor(
         spend(keys.len())?;
         let mut floor = Timestamp(0);
         for k in keys {
-            floor = floor.max(served(table, k, w, &mut cache)?);
+            floor = floor.max(served(table, k, w, &mut cache, &mut spend)?);
             if floor >= best {
                 break;
             }
@@ -349,7 +352,7 @@ impl Tables<'_> {
         let mut cache = HashMap::new();
         for k in keys {
             let Some(enc) = k.encode() else { continue };
-            let s = served(&self.floors, k, self.window, &mut cache)?;
+            let s = served(&self.floors, k, self.window, &mut cache, &mut |_| Ok(()))?;
             // The answer covers [floor, joins); the key's claim must still cover
             // [joins, ∞) for the two to make [floor, ∞). An eviction since the probe
             // raised `s` past `joins`: nothing is proven then.

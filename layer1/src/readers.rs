@@ -1,5 +1,6 @@
-//! The reader threads: a few threads, shared by every store in the process, that run
-//! read transactions (queries, counts, probes) off the async runtime.
+//! Where L1 reads run: a few reader threads, shared by every store in the process, that
+//! run read transactions (queries, counts, probes) off the async runtime, and short
+//! reads on their caller's thread ([`inline`]).
 //!
 //! tokio's blocking pool starts a thread for every read that finds none idle, so fifty
 //! concurrent REQs ran on fifty threads over two cores, and each read paid a thread
@@ -140,7 +141,10 @@ pub(crate) fn inline<T>(
     if paused != 0 && millis_since_epoch(start) < paused {
         return None;
     }
-    let r = f(steps);
+    // A read that panics fails its caller, as on a reader thread, instead of unwinding
+    // through the caller's task.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(steps)))
+        .unwrap_or_else(|_| Err(StoreError::Backend("an inline L1 read panicked".into())));
     let took = start.elapsed();
     // A loaded machine also makes reads slow (the thread waits for a core); only one
     // that read from storage turns inline reads off.
@@ -170,7 +174,11 @@ pub(crate) fn inline<T>(
 /// Whether this thread read from storage (not the page cache) since it last asked,
 /// from Linux's per-thread I/O accounting; where that cannot be read, yes. The first
 /// time a thread asks only sets its baseline (it may have read from storage for other
-/// reasons since it started). Costs a file read, so it is asked only about slow reads.
+/// reasons since it started). Costs a file read, so it is asked only about slow reads:
+/// the storage read it sees may be older than this read (anything since the thread's
+/// last slow one), and a cold disk is noticed at a worker's second slow read, not its
+/// first. Reading the figure around every read would cost more than the hand-off
+/// inline reads save.
 fn read_from_storage() -> bool {
     thread_local! {
         static READ_BYTES: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
@@ -317,7 +325,7 @@ mod tests {
     fn an_inline_read_runs_here_within_its_budget_and_is_given_up_past_it() {
         let here = std::thread::current().id();
         // A slow read elsewhere in this binary that read from storage pauses inline
-        // reads for a second: wait that out.
+        // reads for a moment: wait that out.
         let ran_here = (0..400).find_map(|_| {
             let r = inline(10, |steps| {
                 assert_eq!(steps, 10);

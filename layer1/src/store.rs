@@ -170,6 +170,8 @@ impl RedbStore {
         steps: u32,
         f: impl FnOnce(&Reader) -> Result<T, StoreError>,
     ) -> Option<Result<T, StoreError>> {
+        // `UNLIMITED` is no budget at all: a configured one stays below it.
+        let steps = steps.min(crate::query::UNLIMITED - 1);
         crate::readers::inline(steps, |steps| {
             let txn = self.db.begin_read().map_err(backend)?;
             f(&Reader::new(&txn, steps)?)
@@ -254,7 +256,14 @@ impl RedbStore {
     /// Which of `ids` are held, from one snapshot. Unlike a query, this does not count
     /// as an access for eviction.
     pub async fn contains(&self, ids: &[EventId]) -> Result<Vec<bool>, StoreError> {
-        if let Some(r) = self.read_inline(self.config.inline_read_steps, |r| r.contains(ids)) {
+        // One step an id: a list longer than the budget goes to a reader thread at once.
+        let steps = self.config.inline_read_steps;
+        let steps = if ids.len() <= steps as usize {
+            steps
+        } else {
+            0
+        };
+        if let Some(r) = self.read_inline(steps, |r| r.contains(ids)) {
             return r;
         }
         let ids = ids.to_vec();

@@ -1,4 +1,5 @@
-//! Prompt acknowledgements: client writes are never held back by this node's delayed ACK.
+//! Prompt acknowledgements: a client's writes are not held back by this node's delayed
+//! ACK of a message that gets no answer.
 //!
 //! A client that sends `CLOSE` and then the next `REQ` as two small writes, without
 //! `TCP_NODELAY` (most WebSocket libraries' default), is caught between two timers:
@@ -11,7 +12,9 @@
 //! pending ACK. Messages that are answered (`REQ`, `EVENT`, `COUNT`, `AUTH`) carry
 //! their ACK on the answer, as TCP intends. Setting the option after every read, as
 //! this did first, sent an ACK segment of its own for each of them instead: 6% of a
-//! node serving closed-loop REQs, and as many extra packets for the client.
+//! node serving closed-loop REQs, and as many extra packets for the client. An answer
+//! that takes long (an EVENT waiting on a slow PostgreSQL commit) can leave a
+//! pipelining client without `TCP_NODELAY` waiting up to the delayed ACK for it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

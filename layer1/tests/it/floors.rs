@@ -353,3 +353,51 @@ async fn floors_past_the_bound_are_forgotten_oldest_first() {
     let report = s.check().await.unwrap();
     assert!(report.is_consistent(), "{:?}", report.problems);
 }
+
+/// Probes answered by a store whose reads run out of inline steps part way (in the
+/// index walk, the floor lookups or the gap count) and run again on a reader thread
+/// agree with probes run on reader threads alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_that_run_out_of_inline_steps_answer_as_the_reader_threads_do() {
+    async fn probes(steps: u32) -> Vec<(Vec<eventstore::EventId>, Timestamp, usize)> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = RedbConfig::new(dir.path().join("l1.redb")).max_bytes(4 << 20);
+        c.inline_read_steps = steps;
+        let s = RedbStore::open(c).unwrap();
+        let w = Timestamp(T0 + 1_000);
+        s.set_window(w).await.unwrap();
+        let alice = Keys::from_seed(1);
+        let by_alice = Filter::new().author(alice.public_key());
+        s.promote(notes(&alice, 40, T0, 1), Some(learn(&by_alice, 0, w)))
+            .await
+            .unwrap();
+        let bob = Keys::from_seed(2).public_key();
+        let filters = [
+            by_alice.clone().limit(10),
+            by_alice.clone().kind(Kind(1)).tag('t', "floors").limit(3),
+            by_alice
+                .clone()
+                .author(bob)
+                .kind(Kind(1))
+                .kind(Kind(7))
+                .limit(5),
+            by_alice.clone().until(Timestamp(T0 + 5)).limit(3),
+            Filter::new()
+                .tag('t', "floors")
+                .until(Timestamp(T0 + 2))
+                .limit(30),
+        ];
+        let mut out = Vec::new();
+        for f in &filters {
+            let p = s.probe(f).await.unwrap();
+            out.push((p.events.iter().map(Event::id).collect(), p.floor, p.gap));
+        }
+        out
+    }
+    let on_readers = probes(0).await;
+    assert_eq!(probes(5).await, on_readers);
+    assert_eq!(probes(40).await, on_readers);
+    assert_eq!(probes(512).await, on_readers);
+    assert_eq!(on_readers[0].0.len(), 10);
+    assert_eq!(on_readers[0].1, Timestamp(0), "alice's floor serves");
+}

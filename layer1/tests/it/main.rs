@@ -44,16 +44,10 @@ mod few_inline_steps {
 
     #[test]
     fn prop_agrees_with_memory_store() {
-        let before = layer1::read_places();
         eventstore::conformance::prop::check_against_oracle(
             few_inline_steps,
             eventstore::conformance::prop::Mode::Exact,
             48,
-        );
-        let after = layer1::read_places();
-        assert!(
-            after.over_budget > before.over_budget && after.inline > before.inline,
-            "some reads ran out of steps and some fit: {before:?} → {after:?}"
         );
     }
 }
