@@ -178,16 +178,24 @@ impl RedbStore {
         })
     }
 
-    /// The steps a read answering `filters` may take on its caller's thread
-    /// (`RedbConfig::inline_read_steps`), or 0 when one of them would surely spend more:
-    /// each event it may return costs at least two (its index entry and its record).
+    /// The steps a read answering `filters` may take on its caller's thread, or 0 when
+    /// one of them would surely spend more: each event it may return costs at least two
+    /// (its index entry and its record).
     fn inline_steps(&self, filters: &[Filter]) -> u32 {
+        let sure = filters.iter().map(|f| {
+            let most = f
+                .limit
+                .unwrap_or(0)
+                .max(f.ids.as_ref().map_or(0, |ids| ids.len()));
+            most.saturating_mul(2)
+        });
+        self.inline_steps_for(sure.max().unwrap_or(0))
+    }
+
+    /// `RedbConfig::inline_read_steps`, or 0 when a read surely needs more than that.
+    fn inline_steps_for(&self, sure: usize) -> u32 {
         let steps = self.config.inline_read_steps;
-        let fits = |n: usize| n.saturating_mul(2) <= steps as usize;
-        let small = |f: &Filter| {
-            f.limit.is_none_or(fits) && f.ids.as_ref().is_none_or(|ids| fits(ids.len()))
-        };
-        if filters.iter().all(small) { steps } else { 0 }
+        if sure <= steps as usize { steps } else { 0 }
     }
 
     /// Saves many events, in order, as few transactions as the writer can group them
@@ -256,13 +264,8 @@ impl RedbStore {
     /// Which of `ids` are held, from one snapshot. Unlike a query, this does not count
     /// as an access for eviction.
     pub async fn contains(&self, ids: &[EventId]) -> Result<Vec<bool>, StoreError> {
-        // One step an id: a list longer than the budget goes to a reader thread at once.
-        let steps = self.config.inline_read_steps;
-        let steps = if ids.len() <= steps as usize {
-            steps
-        } else {
-            0
-        };
+        // One step an id.
+        let steps = self.inline_steps_for(ids.len());
         if let Some(r) = self.read_inline(steps, |r| r.contains(ids)) {
             return r;
         }
