@@ -234,6 +234,44 @@ impl Conn {
             .await?;
         Ok(Ok(events))
     }
+
+    /// [`Conn::fetch_once`] for load loops: the number of events, or the `CLOSED`
+    /// reason. An event frame is recognised by its head (`["EVENT",<sub>,`) and not
+    /// parsed further: building every event's JSON tree cost the tester about as much
+    /// CPU per REQ as the node spent answering it, on the cores the node runs on.
+    /// Any other message is parsed whole.
+    pub async fn count_once(
+        &mut self,
+        sub: &str,
+        filter: &Value,
+    ) -> anyhow::Result<Result<usize, String>> {
+        let quoted = Value::from(sub).to_string();
+        let event_head = format!("[\"EVENT\",{quoted},{{");
+        self.send(serde_json::json!(["REQ", sub, filter]).to_string())
+            .await?;
+        let mut events = 0;
+        loop {
+            let t = tokio::time::timeout(Duration::from_secs(30), self.next_text())
+                .await
+                .map_err(|_| anyhow!("{}: no EOSE for {sub} within 30 s", self.url))??;
+            if t.starts_with(event_head.as_str()) && t.ends_with("}]") {
+                events += 1;
+                continue;
+            }
+            let v: Value = serde_json::from_str(&t)
+                .with_context(|| format!("{} sent something that is not JSON", self.url))?;
+            match v[0].as_str() {
+                Some("EOSE") if v[1] == sub => break,
+                Some("CLOSED") if v[1] == sub => {
+                    return Ok(Err(v[2].as_str().unwrap_or("").to_string()));
+                }
+                _ => {}
+            }
+        }
+        self.send(serde_json::json!(["CLOSE", sub]).to_string())
+            .await?;
+        Ok(Ok(events))
+    }
 }
 
 /// `host:port` of a `ws://` or `wss://` URL.

@@ -490,7 +490,7 @@ pub async fn feed_queries(
                 tokio::time::sleep_until(next.into()).await;
             }
             None => {
-                if let Err(reason) = conn.fetch_once("q", &filter).await? {
+                if let Err(reason) = conn.count_once("q", &filter).await? {
                     bail!(
                         "{url} refused a query: {reason} (for a closed-loop run, start the \
                          node with a high --reqs-per-second)"
