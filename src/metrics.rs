@@ -334,6 +334,25 @@ impl Metrics {
             "Inline L1 reads that took 10 ms and read from storage: each sends every L1 read to the reader threads for 250 ms.",
             places.slow,
         );
+        let cache = l1.event_cache();
+        t.one(
+            "layer2_l1_event_cache_hits_total",
+            "counter",
+            "L1 records served from the decoded-event cache, without a lookup and a decode.",
+            cache.hits,
+        );
+        t.one(
+            "layer2_l1_event_cache_misses_total",
+            "counter",
+            "L1 records read and decoded (then kept in the decoded-event cache).",
+            cache.misses,
+        );
+        t.one(
+            "layer2_l1_event_cache_bytes",
+            "gauge",
+            "Bytes the decoded-event cache holds (its budget: event_cache_bytes).",
+            cache.bytes,
+        );
         t.one(
             "layer2_l1_growth_syncs_total",
             "counter",

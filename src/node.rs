@@ -119,8 +119,10 @@ impl Node {
             }
             None => {
                 let path = config.data_dir.join("l2.redb");
+                let mut l2 = RedbConfig::new(&path);
+                l2.event_cache_bytes = cache_bytes(&config);
                 let l2 =
-                    Arc::new(RedbStore::open(RedbConfig::new(&path)).with_context(|| {
+                    Arc::new(RedbStore::open(l2).with_context(|| {
                         format!("cannot open embedded L2 at {}", path.display())
                     })?);
                 let t = if config.embedded_l1 {
@@ -269,6 +271,11 @@ fn drop_stale_l1(data_dir: &std::path::Path) {
     }
 }
 
+/// `event_cache_bytes` as the store takes it (a budget past the address space: all).
+fn cache_bytes(config: &Config) -> usize {
+    usize::try_from(config.event_cache_bytes).unwrap_or(usize::MAX)
+}
+
 /// Opens the bounded L1 file under `data_dir`.
 fn open_l1(config: &Config) -> anyhow::Result<Arc<RedbStore>> {
     // Without a synced commit per batch, L1 relies on the poller to read again what a
@@ -280,9 +287,10 @@ fn open_l1(config: &Config) -> anyhow::Result<Arc<RedbStore>> {
         Durability::Eventual
     };
     let l1_path = config.data_dir.join("l1.redb");
-    let l1 = RedbConfig::new(&l1_path)
+    let mut l1 = RedbConfig::new(&l1_path)
         .max_bytes(config.l1_max_bytes)
         .durability(durability);
+    l1.event_cache_bytes = cache_bytes(config);
     let l1 = Arc::new(
         RedbStore::open(l1).with_context(|| format!("cannot open L1 at {}", l1_path.display()))?,
     );

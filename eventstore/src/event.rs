@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -37,8 +38,15 @@ pub enum EventError {
 
 /// A nostr event (NIP-01). Built only by parsing or signing, so the fields and the
 /// stored JSON always agree.
+///
+/// Shared, not copied: a clone is a reference count. An event is handed from the store
+/// to every subscription it matches and to caches (a store's decoded events, the
+/// live broadcast), and it never changes once built.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Event {
+pub struct Event(Arc<Fields>);
+
+#[derive(PartialEq, Eq)]
+struct Fields {
     id: EventId,
     pubkey: PublicKey,
     created_at: Timestamp,
@@ -99,7 +107,7 @@ impl Event {
     pub fn from_stored_json(json: &str) -> Result<Event, EventError> {
         let w: Wire<'_> =
             serde_json::from_str(json).map_err(|e| EventError::Malformed(e.to_string()))?;
-        Ok(Event {
+        Ok(Event(Arc::new(Fields {
             id: hex_field("id", &w.id, EventId::from_hex)?,
             pubkey: hex_field("pubkey", &w.pubkey, PublicKey::from_hex)?,
             created_at: Timestamp(w.created_at),
@@ -108,7 +116,7 @@ impl Event {
             content: w.content.into(),
             sig: hex_field("sig", &w.sig, Signature::from_hex)?,
             json: json.into(),
-        })
+        })))
     }
 
     /// Builds an event from fields a store kept itself (its own binary record): the
@@ -146,7 +154,7 @@ impl Event {
             &id.0,
             &sig.0,
         );
-        Event {
+        Event(Arc::new(Fields {
             id,
             pubkey,
             created_at,
@@ -155,16 +163,16 @@ impl Event {
             content: content.into(),
             sig,
             json: json.into_boxed_str(),
-        }
+        }))
     }
 
     fn parts(&self) -> Parts<'_> {
         Parts {
-            pubkey: &self.pubkey.0,
-            created_at: self.created_at.0,
-            kind: self.kind.0,
-            tags: &self.tags,
-            content: &self.content,
+            pubkey: &self.0.pubkey.0,
+            created_at: self.0.created_at.0,
+            kind: self.0.kind.0,
+            tags: &self.0.tags,
+            content: &self.0.content,
         }
     }
 
@@ -177,50 +185,50 @@ impl Event {
     /// CPU-bound (tens of microseconds): async callers run it on a blocking pool.
     pub fn verify(&self) -> Result<(), EventError> {
         let computed = self.compute_id();
-        if computed != self.id {
+        if computed != self.0.id {
             return Err(EventError::IdMismatch { computed });
         }
-        let pk = lift(&self.pubkey.0).ok_or(EventError::BadPublicKey)?;
-        let sig = secp256k1::schnorr::Signature::from_byte_array(self.sig.0);
-        secp256k1::schnorr::verify(&sig, &self.id.0, &pk).map_err(|_| EventError::BadSignature)
+        let pk = lift(&self.0.pubkey.0).ok_or(EventError::BadPublicKey)?;
+        let sig = secp256k1::schnorr::Signature::from_byte_array(self.0.sig.0);
+        secp256k1::schnorr::verify(&sig, &self.0.id.0, &pk).map_err(|_| EventError::BadSignature)
     }
 
     /// The event id.
     pub fn id(&self) -> EventId {
-        self.id
+        self.0.id
     }
     /// The author.
     pub fn pubkey(&self) -> PublicKey {
-        self.pubkey
+        self.0.pubkey
     }
     /// The author's claimed creation time.
     pub fn created_at(&self) -> Timestamp {
-        self.created_at
+        self.0.created_at
     }
     /// The kind.
     pub fn kind(&self) -> Kind {
-        self.kind
+        self.0.kind
     }
     /// All tags, each a list of strings (possibly empty).
     pub fn tags(&self) -> &Tags {
-        &self.tags
+        &self.0.tags
     }
     /// The content.
     pub fn content(&self) -> &str {
-        &self.content
+        &self.0.content
     }
     /// The signature.
     pub fn sig(&self) -> Signature {
-        self.sig
+        self.0.sig
     }
     /// The compact NIP-01 JSON object, ready to be served.
     pub fn as_json(&self) -> &str {
-        &self.json
+        &self.0.json
     }
 
     /// Values of the tags named `name` (each tag's second element).
     pub fn tag_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.tags.iter().filter_map(move |t| {
+        self.0.tags.iter().filter_map(move |t| {
             let mut values = t.iter();
             if values.next()? != name {
                 return None;
@@ -231,7 +239,7 @@ impl Event {
 
     /// Single-letter tags with a value, as (letter, value): what `#x` filters match.
     pub fn indexable_tags(&self) -> impl Iterator<Item = (u8, &str)> + '_ {
-        self.tags.iter().filter_map(|t| {
+        self.0.tags.iter().filter_map(|t| {
             let mut values = t.iter();
             let letter = match values.next()?.as_bytes() {
                 &[l] if l.is_ascii_alphabetic() => l,
@@ -261,7 +269,7 @@ impl Event {
 
     /// Size of the stored JSON in bytes.
     pub fn json_len(&self) -> usize {
-        self.json.len()
+        self.0.json.len()
     }
 }
 
@@ -274,12 +282,12 @@ pub(crate) fn compute_id(parts: &Parts<'_>) -> EventId {
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
-            .field("id", &self.id.to_hex())
-            .field("pubkey", &self.pubkey.to_hex())
-            .field("created_at", &self.created_at.0)
-            .field("kind", &self.kind.0)
-            .field("tags", &self.tags.len())
-            .field("content_len", &self.content.len())
+            .field("id", &self.0.id.to_hex())
+            .field("pubkey", &self.0.pubkey.to_hex())
+            .field("created_at", &self.0.created_at.0)
+            .field("kind", &self.0.kind.0)
+            .field("tags", &self.0.tags.len())
+            .field("content_len", &self.0.content.len())
             .finish()
     }
 }
@@ -287,7 +295,7 @@ impl fmt::Debug for Event {
 impl serde::Serialize for Event {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // The stored JSON is already the compact object; embed it as is.
-        match serde_json::value::RawValue::from_string(self.json.to_string()) {
+        match serde_json::value::RawValue::from_string(self.0.json.to_string()) {
             Ok(raw) => raw.serialize(s),
             Err(e) => Err(serde::ser::Error::custom(e)),
         }

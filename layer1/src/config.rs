@@ -49,6 +49,9 @@ pub struct RedbConfig {
     /// millisecond of a runtime worker (a step costs about 0.75 µs), enough for
     /// most REQs (a feed of 100 authors with a limit of 20 takes about 160).
     pub inline_read_steps: u32,
+    /// Decoded events kept in memory by serial, in bytes (`hot.rs`): the events read
+    /// most are then served without a lookup and a decode. 0: none. Default 32 MiB.
+    pub event_cache_bytes: usize,
 }
 
 impl RedbConfig {
@@ -66,6 +69,7 @@ impl RedbConfig {
             max_floors: 100_000,
             tombstone_ttl: std::time::Duration::from_secs(24 * 3_600),
             inline_read_steps: 512,
+            event_cache_bytes: 32 << 20,
         }
     }
 

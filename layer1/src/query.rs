@@ -4,11 +4,13 @@
 
 use std::cell::Cell;
 use std::collections::{BinaryHeap, HashSet};
+use std::sync::Arc;
 
 use eventstore::{Event, Filter, StoreError, Timestamp, sort_canonical};
 use redb::{ReadOnlyTable, ReadTransaction};
 
 use crate::error::backend;
+use crate::hot::Hot;
 use crate::keys::*;
 use crate::schema::{EVENTS, IDS, INDEX};
 use crate::write::decode;
@@ -70,6 +72,8 @@ pub(crate) struct Reader {
     /// take; [`UNLIMITED`] on a reader thread. Out of steps, it fails with
     /// `readers::over_budget` and runs again on a reader thread.
     steps: Cell<u32>,
+    /// The store's decoded events (`hot.rs`), if it keeps them.
+    hot: Option<Arc<Hot>>,
 }
 
 /// The budget of a read that may take as long as it needs.
@@ -96,7 +100,11 @@ impl Walk {
 
 impl Reader {
     /// A reader of `txn` that may take `steps` steps ([`UNLIMITED`]: any number).
-    pub fn new(txn: &ReadTransaction, steps: u32) -> Result<Reader, StoreError> {
+    pub fn new(
+        txn: &ReadTransaction,
+        steps: u32,
+        hot: Option<Arc<Hot>>,
+    ) -> Result<Reader, StoreError> {
         let meta = txn.open_table(crate::schema::META).map_err(backend)?;
         Ok(Reader {
             codec: crate::reindex::read_codec(&meta)?,
@@ -106,6 +114,7 @@ impl Reader {
             index: txn.open_table(INDEX).map_err(backend)?,
             floors: txn.open_table(crate::schema::FLOORS).map_err(backend)?,
             steps: Cell::new(steps),
+            hot,
         })
     }
 
@@ -136,8 +145,19 @@ impl Reader {
 
     fn load(&self, serial: u64) -> Result<Option<Event>, StoreError> {
         self.step(1)?;
+        // Serials come from this snapshot's own entries, and a serial's event never
+        // changes: a copy held is the record's (`hot.rs`).
+        if let Some(e) = self.hot.as_ref().and_then(|h| h.get(serial)) {
+            return Ok(Some(e));
+        }
         match self.events.get(serial).map_err(backend)? {
-            Some(v) => decode(v.value()).map(Some),
+            Some(v) => {
+                let e = decode(v.value())?;
+                if let Some(h) = &self.hot {
+                    h.put(serial, &e);
+                }
+                Ok(Some(e))
+            }
             None => Ok(None),
         }
     }

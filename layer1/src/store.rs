@@ -57,6 +57,8 @@ pub struct RedbStore {
     stats: Arc<Stats>,
     access: Arc<Mutex<HashMap<u64, u64>>>,
     tick: Arc<AtomicU64>,
+    /// Decoded events by serial (`hot.rs`); `None` when configured off.
+    hot: Option<Arc<crate::hot::Hot>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -131,6 +133,7 @@ impl RedbStore {
             db,
             tx,
             writer: Mutex::new(Some(handle)),
+            hot: crate::hot::Hot::new(config.event_cache_bytes).map(Arc::new),
             config,
             stats,
             access,
@@ -155,9 +158,10 @@ impl RedbStore {
         f: impl FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
+        let hot = self.hot.clone();
         let job = move || {
             let txn = db.begin_read().map_err(backend)?;
-            let reader = Reader::new(&txn, crate::query::UNLIMITED)?;
+            let reader = Reader::new(&txn, crate::query::UNLIMITED, hot)?;
             f(&reader)
         };
         crate::readers::run(job).await
@@ -174,7 +178,7 @@ impl RedbStore {
         let steps = steps.min(crate::query::UNLIMITED - 1);
         crate::readers::inline(steps, |steps| {
             let txn = self.db.begin_read().map_err(backend)?;
-            f(&Reader::new(&txn, steps)?)
+            f(&Reader::new(&txn, steps, self.hot.clone())?)
         })
     }
 
@@ -383,6 +387,11 @@ impl RedbStore {
     /// Live counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// What the decoded-event cache holds and has done (all zero when it is off).
+    pub fn event_cache(&self) -> crate::EventCacheTotals {
+        self.hot.as_ref().map(|h| h.totals()).unwrap_or_default()
     }
 
     /// The configuration.

@@ -53,6 +53,7 @@ pub struct FileConfig {
     pub pg_writers: Option<usize>,
     pub degraded_reads: Option<String>,
     pub outbox_max_bytes: Option<Size>,
+    pub event_cache_bytes: Option<Size>,
     #[serde(default)]
     pub info: InfoFile,
     #[serde(default)]

@@ -128,6 +128,10 @@ pub struct Config {
     /// are refused (`error: storage unavailable`). 0 turns the outbox off: writes are
     /// then refused during an outage. Default 256 MiB.
     pub outbox_max_bytes: u64,
+    /// Decoded events each store file keeps in memory (`layer1::RedbConfig::
+    /// event_cache_bytes`): the events read most are served without a lookup and a
+    /// decode. 0 turns it off. Default 32 MiB.
+    pub event_cache_bytes: u64,
     pub info: Info,
     pub limits: Limits,
     /// Who may write and read (NIP-42, NIP-70, private kinds, lists, NIP-86 admins).
@@ -152,6 +156,7 @@ impl Default for Config {
             pg_writers: 1,
             serve_degraded: true,
             outbox_max_bytes: 256 << 20,
+            event_cache_bytes: 32 << 20,
             info: Info {
                 name: "layer2".into(),
                 ..Info::default()
@@ -224,6 +229,15 @@ pub struct Options {
         value_name = "BYTES"
     )]
     pub outbox_max_bytes: Option<String>,
+    /// Decoded events kept in memory per store file, such as 32MiB; 0: none
+    /// [default: 32MiB].
+    #[arg(
+        long,
+        global = true,
+        env = "LAYER2_EVENT_CACHE_BYTES",
+        value_name = "SIZE"
+    )]
+    pub event_cache_bytes: Option<String>,
     /// URLs clients reach this node by, comma-separated, for NIP-42 and NIP-98
     /// [default: the Host header of each request].
     #[arg(long, global = true, env = "LAYER2_RELAY_URLS", value_name = "URL,...")]
@@ -287,6 +301,10 @@ impl Options {
         if let Some(v) = &self.outbox_max_bytes {
             c.outbox_max_bytes =
                 units::parse_bytes(v).map_err(|e| format!("--outbox-max-bytes: {e}"))?;
+        }
+        if let Some(v) = &self.event_cache_bytes {
+            c.event_cache_bytes =
+                units::parse_bytes(v).map_err(|e| format!("--event-cache-bytes: {e}"))?;
         }
         if let Some(v) = &self.relay_urls {
             c.access.relay_urls = list(v);
@@ -363,6 +381,9 @@ fn apply_file(c: &mut Config, f: &FileConfig) -> Result<(), String> {
     }
     if let Some(v) = &f.outbox_max_bytes {
         c.outbox_max_bytes = v.resolve().map_err(ctx("outbox_max_bytes"))?;
+    }
+    if let Some(v) = &f.event_cache_bytes {
+        c.event_cache_bytes = v.resolve().map_err(ctx("event_cache_bytes"))?;
     }
     let i = &f.info;
     for (dst, src) in [
@@ -504,6 +525,7 @@ mod tests {
     fn flags_win_over_the_file() {
         let f = write(
             "listen = \"0.0.0.0:7001\"\nl1_max_bytes = \"64MiB\"\npoll_frequency = \"1s\"\n\
+             event_cache_bytes = \"1MiB\"\n\
              [limits]\nmax_filters = 3\nmax_message_bytes = 65536\nmax_event_bytes = \"32KiB\"\n",
         );
         let o = Options {
@@ -515,6 +537,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(c.l1_max_bytes, 64 << 20);
         assert_eq!(c.poll_frequency, Duration::from_secs(1));
+        assert_eq!(c.event_cache_bytes, 1 << 20);
         assert_eq!(c.limits.max_filters, 3);
         assert_eq!(c.limits.max_event_bytes, 32 << 10);
     }
@@ -533,6 +556,11 @@ mod tests {
         };
         assert!(o.resolve().unwrap_err().contains("--l1-max-bytes"));
         let o = Options {
+            event_cache_bytes: Some("lots".into()),
+            ..Options::default()
+        };
+        assert!(o.resolve().unwrap_err().contains("--event-cache-bytes"));
+        let o = Options {
             poll_overlap: Some(0),
             ..Options::default()
         };
@@ -550,6 +578,7 @@ mod tests {
         let d = Config::default();
         assert_eq!(c.limits, d.limits);
         assert_eq!(c.l1_max_bytes, d.l1_max_bytes);
+        assert_eq!(c.event_cache_bytes, d.event_cache_bytes);
         assert_eq!(c.listen, d.listen);
         assert_eq!(c.access, d.access);
         assert_eq!(c.retention, d.retention);

@@ -5,6 +5,7 @@
 mod budget;
 mod crash;
 mod floors;
+mod hot;
 mod records;
 mod reindex;
 mod support;

@@ -17,21 +17,26 @@ fn config(dir: &tempfile::TempDir, max: Option<u64>) -> RedbConfig {
 }
 
 /// A bounded store whose reads all run on the reader threads (none inline), so the
-/// conformance suite covers both places a read may run.
+/// conformance suite covers both places a read may run, with a tiny decoded-event cache.
 pub async fn bounded(max: u64) -> Subject {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut c = config(&dir, Some(max));
     c.inline_read_steps = 0;
+    // A decoded-event cache of a few events, evicting all the time.
+    c.event_cache_bytes = 64 << 10;
     let store = RedbStore::open(c).expect("open store");
     Subject::new(Arc::new(store)).with_guard(dir)
 }
 
 /// An unbounded store with so few inline steps that most reads run out of them part
 /// way and run again on a reader thread: the abandoned attempt must leave no trace.
+/// It keeps no decoded events, so every read decodes its records.
 pub async fn few_inline_steps() -> Subject {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut c = config(&dir, None);
     c.inline_read_steps = 7;
+    // No decoded-event cache: every record is read and decoded.
+    c.event_cache_bytes = 0;
     let store = RedbStore::open(c).expect("open store");
     Subject::new(Arc::new(store)).with_guard(dir)
 }
