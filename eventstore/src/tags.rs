@@ -56,6 +56,11 @@ impl Tags {
         self.text.len()
     }
 
+    /// Bytes held on the heap: the text's allocation and the layout's.
+    pub fn heap_bytes(&self) -> usize {
+        self.text.capacity() + 4 * self.layout.len()
+    }
+
     /// How many values all tags hold together.
     pub fn value_count(&self) -> usize {
         self.layout.len().saturating_sub(1 + self.len())

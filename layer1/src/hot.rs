@@ -22,15 +22,10 @@ use eventstore::Event;
 
 const SHARDS: usize = 16;
 
-/// Bytes an event is counted for: its JSON, content and tag text, the tag layout, and
-/// the fixed parts (the shared fields, the map entry and the ring slot).
+/// Bytes an event is counted for: what it holds in memory, its map entry (with the
+/// map's spare room) and its ring slot.
 fn weight(e: &Event) -> usize {
-    let tags = e.tags();
-    e.json_len()
-        + e.content().len()
-        + tags.text_len()
-        + 4 * (1 + tags.len() + tags.value_count())
-        + 256
+    e.heap_bytes() + 64
 }
 
 /// Serials are the store's own, so a multiplicative hash is enough (and the map's
