@@ -43,7 +43,10 @@ impl Hasher for SerialHasher {
         }
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // A shard's serials share their low four bits, and so would the product's low
+        // bits, which pick the map's bucket: the high half is folded onto them.
+        let h = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 32);
     }
 }
 

@@ -261,6 +261,8 @@ impl Conn {
             let v: Value = serde_json::from_str(&t)
                 .with_context(|| format!("{} sent something that is not JSON", self.url))?;
             match v[0].as_str() {
+                // An event frame written another way (spaces, escapes).
+                Some("EVENT") if v[1] == sub => events += 1,
                 Some("EOSE") if v[1] == sub => break,
                 Some("CLOSED") if v[1] == sub => {
                     return Ok(Err(v[2].as_str().unwrap_or("").to_string()));
