@@ -213,56 +213,52 @@ impl Conn {
         sub: &str,
         filter: &Value,
     ) -> anyhow::Result<Result<Vec<Value>, String>> {
-        self.send(serde_json::json!(["REQ", sub, filter]).to_string())
-            .await?;
         let mut events = Vec::new();
-        loop {
-            let v = self
-                .recv(Duration::from_secs(30))
-                .await?
-                .ok_or_else(|| anyhow!("{}: no EOSE for {sub} within 30 s", self.url))?;
-            match v[0].as_str() {
-                Some("EVENT") if v[1] == sub => events.push(v[2].clone()),
-                Some("EOSE") if v[1] == sub => break,
-                Some("CLOSED") if v[1] == sub => {
-                    return Ok(Err(v[2].as_str().unwrap_or("").to_string()));
-                }
-                _ => {}
-            }
-        }
-        self.send(serde_json::json!(["CLOSE", sub]).to_string())
+        let answer = self
+            .req_once(sub, filter, false, |e| events.extend(e))
             .await?;
-        Ok(Ok(events))
+        Ok(answer.map(|()| events))
     }
 
     /// [`Conn::fetch_once`] for load loops: the number of events, or the `CLOSED`
     /// reason. An event frame is recognised by its head (`["EVENT",<sub>,`) and not
     /// parsed further: building every event's JSON tree cost the tester about as much
     /// CPU per REQ as the node spent answering it, on the cores the node runs on.
-    /// Any other message is parsed whole.
     pub async fn count_once(
         &mut self,
         sub: &str,
         filter: &Value,
     ) -> anyhow::Result<Result<usize, String>> {
-        let quoted = Value::from(sub).to_string();
-        let event_head = format!("[\"EVENT\",{quoted},{{");
+        let mut events = 0;
+        let answer = self.req_once(sub, filter, true, |_| events += 1).await?;
+        Ok(answer.map(|()| events))
+    }
+
+    /// One REQ to `EOSE`, then `CLOSE`, handing each event to `event` (`None` for a
+    /// frame only recognised by its head, with `by_head`), or the `CLOSED` reason.
+    /// Every other message is parsed whole.
+    async fn req_once(
+        &mut self,
+        sub: &str,
+        filter: &Value,
+        by_head: bool,
+        mut event: impl FnMut(Option<Value>),
+    ) -> anyhow::Result<Result<(), String>> {
+        let head = format!("[\"EVENT\",{},{{", Value::from(sub));
         self.send(serde_json::json!(["REQ", sub, filter]).to_string())
             .await?;
-        let mut events = 0;
         loop {
             let t = tokio::time::timeout(Duration::from_secs(30), self.next_text())
                 .await
                 .map_err(|_| anyhow!("{}: no EOSE for {sub} within 30 s", self.url))??;
-            if t.starts_with(event_head.as_str()) && t.ends_with("}]") {
-                events += 1;
+            if by_head && t.starts_with(head.as_str()) && t.ends_with("}]") {
+                event(None);
                 continue;
             }
-            let v: Value = serde_json::from_str(&t)
+            let mut v: Value = serde_json::from_str(&t)
                 .with_context(|| format!("{} sent something that is not JSON", self.url))?;
             match v[0].as_str() {
-                // An event frame written another way (spaces, escapes).
-                Some("EVENT") if v[1] == sub => events += 1,
+                Some("EVENT") if v[1] == sub => event(Some(v[2].take())),
                 Some("EOSE") if v[1] == sub => break,
                 Some("CLOSED") if v[1] == sub => {
                     return Ok(Err(v[2].as_str().unwrap_or("").to_string()));
@@ -272,7 +268,7 @@ impl Conn {
         }
         self.send(serde_json::json!(["CLOSE", sub]).to_string())
             .await?;
-        Ok(Ok(events))
+        Ok(Ok(()))
     }
 }
 
