@@ -55,6 +55,21 @@ struct Fields {
     content: Box<str>,
     sig: Signature,
     json: Box<str>,
+    /// The NIP-40 expiration, read from the tags once: every read and every live
+    /// delivery asks for it.
+    expires: Option<Timestamp>,
+}
+
+/// The NIP-40 expiration time in `tags`: the first `expiration` tag's value, when it is
+/// a well-formed number of seconds.
+fn expiration_in(tags: &Tags) -> Option<Timestamp> {
+    tags.iter()
+        .find_map(|t| {
+            let mut values = t.iter();
+            (values.next()? == "expiration").then(|| values.next())?
+        })
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Timestamp)
 }
 
 #[derive(Deserialize)]
@@ -112,6 +127,7 @@ impl Event {
             pubkey: hex_field("pubkey", &w.pubkey, PublicKey::from_hex)?,
             created_at: Timestamp(w.created_at),
             kind: Kind(w.kind),
+            expires: expiration_in(&w.tags),
             tags: w.tags,
             content: w.content.into(),
             sig: hex_field("sig", &w.sig, Signature::from_hex)?,
@@ -159,6 +175,7 @@ impl Event {
             pubkey,
             created_at,
             kind,
+            expires: expiration_in(&tags),
             tags,
             content: content.into(),
             sig,
@@ -256,10 +273,7 @@ impl Event {
 
     /// The NIP-40 expiration time, if the event carries a well-formed one.
     pub fn expiration(&self) -> Option<Timestamp> {
-        self.tag_values("expiration")
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Timestamp)
+        self.0.expires
     }
 
     /// NIP-40: expired once `now` reaches the expiration time.
@@ -369,6 +383,38 @@ mod tests {
         assert!(small.heap_bytes() > small.json_len() + std::mem::size_of::<Fields>());
         // The content twice (raw and in the JSON), the tag value twice.
         assert!(big.heap_bytes() >= small.heap_bytes() + 2 * 999 + 2 * 500);
+    }
+
+    #[test]
+    fn the_expiration_is_the_first_valued_expiration_tag() {
+        let keys = Keys::from_seed(3);
+        let tag = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for (tags, want) in [
+            (vec![], None),
+            (vec![tag(&["expiration", "100"])], Some(100)),
+            // A tag without a value is passed over; a later one counts.
+            (
+                vec![tag(&["expiration"]), tag(&["expiration", "200"])],
+                Some(200),
+            ),
+            // The first valued one decides, even when it is not a number.
+            (
+                vec![tag(&["expiration", "soon"]), tag(&["expiration", "300"])],
+                None,
+            ),
+            (vec![tag(&["t", "expiration"]), tag(&["e", "100"])], None),
+        ] {
+            let e = EventBuilder::text_note("x")
+                .tags(tags.clone())
+                .sign_deterministic(&keys);
+            // Every way an event is built reads it alike.
+            let parsed = Event::from_json(e.as_json()).unwrap();
+            let stored = Event::from_stored_json(e.as_json()).unwrap();
+            for got in [&e, &parsed, &stored] {
+                assert_eq!(got.expiration(), want.map(Timestamp), "{tags:?}");
+            }
+            assert_eq!(e.is_expired(Timestamp(250)), want.is_some_and(|w| w <= 250));
+        }
     }
 
     #[test]

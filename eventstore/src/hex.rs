@@ -18,14 +18,18 @@ pub fn encode(bytes: &[u8]) -> String {
     s
 }
 
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        // NIP-01 mandates lower case; upper case would give two spellings of one id.
-        _ => None,
+/// What each byte is worth as a lower-case hex digit; [`NOT_HEX`] for every other byte.
+/// NIP-01 mandates lower case: upper case would give two spellings of one id.
+static NIBBLES: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[DIGITS[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    t
+};
+const NOT_HEX: u8 = 0xff;
 
 /// Why a hex string was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,11 +65,22 @@ pub fn decode_array<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
             got: b.len(),
         });
     }
+    // Without a branch per digit (ids, keys and signatures are decoded for every event
+    // read and every filter parsed): a byte that is not a digit is worth 0xff, and any
+    // high bit left in `bad` means one was met.
     let mut out = [0u8; N];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        let hi = nibble(pair[0]).ok_or(HexError::Digit { at: 2 * i })?;
-        let lo = nibble(pair[1]).ok_or(HexError::Digit { at: 2 * i + 1 })?;
-        out[i] = (hi << 4) | lo;
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let hi = NIBBLES[pair[0] as usize];
+        let lo = NIBBLES[pair[1] as usize];
+        bad |= hi | lo;
+        *o = (hi << 4) | lo;
+    }
+    if bad & 0xf0 != 0 {
+        let at = b.iter().position(|&c| NIBBLES[c as usize] == NOT_HEX);
+        return Err(HexError::Digit {
+            at: at.unwrap_or(0),
+        });
     }
     Ok(out)
 }
@@ -94,5 +109,17 @@ mod tests {
             decode_array::<4>("0001abfg"),
             Err(HexError::Digit { at: 7 })
         );
+        // Every byte value: exactly the sixteen lower-case digits are accepted.
+        for c in 0..=255u8 {
+            let s = [b'0', c];
+            let got = std::str::from_utf8(&s).ok().map(decode_array::<1>);
+            let digit = DIGITS.iter().position(|&d| d == c);
+            match (got, digit) {
+                (Some(Ok([v])), Some(d)) => assert_eq!(v as usize, d),
+                (Some(Err(e)), None) => assert_eq!(e, HexError::Digit { at: 1 }),
+                (None, None) => {} // not UTF-8 on its own: no &str to decode
+                other => panic!("byte {c:#x}: {other:?}"),
+            }
+        }
     }
 }

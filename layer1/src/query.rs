@@ -2,9 +2,8 @@
 //! them, and stop at `limit`. Runs inside one read transaction, on its caller's thread
 //! under a budget of steps or on a reader thread (`readers.rs`).
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::collections::{BinaryHeap, HashSet};
-use std::sync::Arc;
 
 use eventstore::{Event, Filter, StoreError, Timestamp, sort_canonical};
 use redb::{ReadOnlyTable, ReadTransaction};
@@ -61,19 +60,42 @@ pub(crate) fn plan(f: &Filter, codec: &Codec) -> Plan {
     Plan::Ranges(vec![created_prefix()])
 }
 
-pub(crate) struct Reader {
-    meta: ReadOnlyTable<&'static str, &'static [u8]>,
-    events: ReadOnlyTable<u64, &'static [u8]>,
-    ids: ReadOnlyTable<&'static [u8; 32], u64>,
-    index: ReadOnlyTable<&'static [u8], ()>,
-    floors: ReadOnlyTable<&'static [u8], (u64, u64)>,
-    codec: Codec,
+/// What every reader of one store shares: the key codec (fixed once the file is open:
+/// `reindex::ensure` runs before any reader) and the decoded events.
+pub(crate) struct ReadContext {
+    pub codec: Codec,
+    /// The store's decoded events (`hot.rs`), if it keeps them.
+    pub hot: Option<Hot>,
+}
+
+/// One snapshot's reads. Tables are opened on first use: a query served from the
+/// decoded events needs only the index, and each table opened costs a lookup in the
+/// file's table tree (five of them were 5% of a node serving closed-loop REQs).
+pub(crate) struct Reader<'c> {
+    meta: OnceCell<ReadOnlyTable<&'static str, &'static [u8]>>,
+    events: OnceCell<ReadOnlyTable<u64, &'static [u8]>>,
+    ids: OnceCell<ReadOnlyTable<&'static [u8; 32], u64>>,
+    index: OnceCell<ReadOnlyTable<&'static [u8], ()>>,
+    floors: OnceCell<ReadOnlyTable<&'static [u8], (u64, u64)>>,
+    txn: ReadTransaction,
+    ctx: &'c ReadContext,
     /// Steps (index entries walked, records and ids looked up) this read may still
     /// take; [`UNLIMITED`] on a reader thread. Out of steps, it fails with
     /// `readers::over_budget` and runs again on a reader thread.
     steps: Cell<u32>,
-    /// The store's decoded events (`hot.rs`), if it keeps them.
-    hot: Option<Arc<Hot>>,
+}
+
+/// The table in `cell`, opened from `txn` the first time.
+fn table<'a, K: redb::Key + 'static, V: redb::Value + 'static>(
+    cell: &'a OnceCell<ReadOnlyTable<K, V>>,
+    txn: &ReadTransaction,
+    def: redb::TableDefinition<'static, K, V>,
+) -> Result<&'a ReadOnlyTable<K, V>, StoreError> {
+    if let Some(t) = cell.get() {
+        return Ok(t);
+    }
+    let t = txn.open_table(def).map_err(backend)?;
+    Ok(cell.get_or_init(|| t))
 }
 
 /// The budget of a read that may take as long as it needs.
@@ -98,24 +120,39 @@ impl Walk {
     }
 }
 
-impl Reader {
+impl<'c> Reader<'c> {
     /// A reader of `txn` that may take `steps` steps ([`UNLIMITED`]: any number).
-    pub fn new(
-        txn: &ReadTransaction,
-        steps: u32,
-        hot: Option<Arc<Hot>>,
-    ) -> Result<Reader, StoreError> {
-        let meta = txn.open_table(crate::schema::META).map_err(backend)?;
-        Ok(Reader {
-            codec: crate::reindex::read_codec(&meta)?,
-            meta,
-            events: txn.open_table(EVENTS).map_err(backend)?,
-            ids: txn.open_table(IDS).map_err(backend)?,
-            index: txn.open_table(INDEX).map_err(backend)?,
-            floors: txn.open_table(crate::schema::FLOORS).map_err(backend)?,
+    pub fn new(txn: ReadTransaction, steps: u32, ctx: &'c ReadContext) -> Reader<'c> {
+        Reader {
+            meta: OnceCell::new(),
+            events: OnceCell::new(),
+            ids: OnceCell::new(),
+            index: OnceCell::new(),
+            floors: OnceCell::new(),
+            txn,
+            ctx,
             steps: Cell::new(steps),
-            hot,
-        })
+        }
+    }
+
+    fn meta(&self) -> Result<&ReadOnlyTable<&'static str, &'static [u8]>, StoreError> {
+        table(&self.meta, &self.txn, crate::schema::META)
+    }
+
+    fn events(&self) -> Result<&ReadOnlyTable<u64, &'static [u8]>, StoreError> {
+        table(&self.events, &self.txn, EVENTS)
+    }
+
+    fn ids(&self) -> Result<&ReadOnlyTable<&'static [u8; 32], u64>, StoreError> {
+        table(&self.ids, &self.txn, IDS)
+    }
+
+    fn index(&self) -> Result<&ReadOnlyTable<&'static [u8], ()>, StoreError> {
+        table(&self.index, &self.txn, INDEX)
+    }
+
+    fn floors(&self) -> Result<&ReadOnlyTable<&'static [u8], (u64, u64)>, StoreError> {
+        table(&self.floors, &self.txn, crate::schema::FLOORS)
     }
 
     /// Spends `n` steps, or fails once there are not enough left.
@@ -137,7 +174,7 @@ impl Reader {
     /// decoding the rest.
     fn id_of(&self, serial: u64) -> Result<Option<eventstore::EventId>, StoreError> {
         self.step(1)?;
-        match self.events.get(serial).map_err(backend)? {
+        match self.events()?.get(serial).map_err(backend)? {
             Some(v) => crate::record::id_of(v.value()).map(Some),
             None => Ok(None),
         }
@@ -147,13 +184,13 @@ impl Reader {
         self.step(1)?;
         // Serials come from this snapshot's own entries, and a serial's event never
         // changes: a copy held is the record's (`hot.rs`).
-        if let Some(e) = self.hot.as_ref().and_then(|h| h.get(serial)) {
+        if let Some(e) = self.ctx.hot.as_ref().and_then(|h| h.get(serial)) {
             return Ok(Some(e));
         }
-        match self.events.get(serial).map_err(backend)? {
+        match self.events()?.get(serial).map_err(backend)? {
             Some(v) => {
                 let e = decode(v.value())?;
-                if let Some(h) = &self.hot {
+                if let Some(h) = &self.ctx.hot {
                     h.put(serial, &e);
                 }
                 Ok(Some(e))
@@ -186,7 +223,7 @@ impl Reader {
             }
             Ok::<(), StoreError>(())
         };
-        for entry in self.index.range(lo..hi).map_err(backend)? {
+        for entry in self.index()?.range(lo..hi).map_err(backend)? {
             let (k, _) = entry.map_err(backend)?;
             let k = k.value();
             // IX_AUTHOR_KIND | prefix (8) | kind (2) | created_at | serial.
@@ -221,19 +258,19 @@ impl Reader {
 
     /// The window watermark `W` in this snapshot.
     pub fn window(&self) -> Result<Timestamp, StoreError> {
-        crate::write::get_u64(&self.meta, crate::schema::META_WINDOW).map(Timestamp)
+        crate::write::get_u64(self.meta()?, crate::schema::META_WINDOW).map(Timestamp)
     }
 
     /// Events evicted up to this snapshot (the eviction epoch).
     pub fn evictions(&self) -> Result<u64, StoreError> {
-        crate::write::get_u64(&self.meta, crate::schema::META_EVICTIONS)
+        crate::write::get_u64(self.meta()?, crate::schema::META_EVICTIONS)
     }
 
     /// Which of `ids` are held.
     pub fn contains(&self, ids: &[eventstore::EventId]) -> Result<Vec<bool>, StoreError> {
         self.step(ids.len())?;
         ids.iter()
-            .map(|id| Ok(self.ids.get(&id.0).map_err(backend)?.is_some()))
+            .map(|id| Ok(self.ids()?.get(&id.0).map_err(backend)?.is_some()))
             .collect()
     }
 
@@ -279,7 +316,7 @@ impl Reader {
         let floor = if complete_above(w) {
             w
         } else {
-            crate::floors::filter_floor(&self.floors, f, w, |n| self.step(n))?
+            crate::floors::filter_floor(self.floors()?, f, w, |n| self.step(n))?
         };
         let mut gap = 0;
         if let Some(until) = f.until.filter(|u| u.0.saturating_add(1) < floor.0) {
@@ -333,11 +370,11 @@ impl Reader {
     ) -> Result<(), StoreError> {
         let keep = |e: &Event| f.matches(e) && !e.is_expired(now);
         let mut found: Vec<(u64, Event)> = Vec::with_capacity(answer_room(f));
-        match plan(f, &self.codec) {
+        match plan(f, &self.ctx.codec) {
             Plan::Ids => {
                 for id in f.ids.iter().flatten() {
                     self.step(1)?;
-                    let Some(serial) = self.ids.get(&id.0).map_err(backend)?.map(|v| v.value())
+                    let Some(serial) = self.ids()?.get(&id.0).map_err(backend)?.map(|v| v.value())
                     else {
                         continue;
                     };
@@ -356,12 +393,12 @@ impl Reader {
                 let mut walks = Vec::with_capacity(prefixes.len());
                 let mut heap = BinaryHeap::with_capacity(prefixes.len());
                 self.step(prefixes.len())?;
+                let index = self.index()?;
                 for p in &prefixes {
                     let lo = with_suffix(p, since, 0);
                     let hi = with_suffix(p, until, u64::MAX);
                     let mut w = Walk {
-                        range: self
-                            .index
+                        range: index
                             .range(lo.as_slice()..=hi.as_slice())
                             .map_err(backend)?,
                     };
@@ -374,7 +411,10 @@ impl Reader {
                 // is by id, and a busy second can hold thousands of candidates: when
                 // more than needed, they are ranked by id read straight from the front
                 // of each record, and only the winners are decoded.
-                let mut seen = HashSet::new();
+                // A serial found in two ranges (an event with two of a tag filter's
+                // values) has the same timestamp in both: it repeats within its group,
+                // next to itself, since the heap hands a group out by serial, highest
+                // first.
                 while found.len() < limit {
                     let Some(&(t, _, _)) = heap.peek() else { break };
                     let mut group: Vec<u64> = Vec::new();
@@ -387,10 +427,9 @@ impl Reader {
                         if let Some((nt, ns)) = walks[i].next()? {
                             heap.push((nt, ns, i));
                         }
-                        if seen.insert(serial) {
-                            group.push(serial);
-                        }
+                        group.push(serial);
                     }
+                    group.dedup();
                     if group.len() > limit - found.len() {
                         let mut ranked = Vec::with_capacity(group.len());
                         for serial in group {

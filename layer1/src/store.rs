@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::RedbConfig;
 use crate::error::backend;
-use crate::query::Reader;
+use crate::query::{ReadContext, Reader};
 use crate::room::open_db;
 use crate::stats::Stats;
 use crate::write::get_u64;
@@ -57,8 +57,8 @@ pub struct RedbStore {
     stats: Arc<Stats>,
     access: Arc<Mutex<HashMap<u64, u64>>>,
     tick: Arc<AtomicU64>,
-    /// Decoded events by serial (`hot.rs`); `None` when configured off.
-    hot: Option<Arc<crate::hot::Hot>>,
+    /// The key codec and the decoded events, shared by every reader.
+    reads: Arc<ReadContext>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -78,13 +78,14 @@ impl RedbStore {
             .map_err(|e| StoreError::Backend(e.into()))?;
         let db = Arc::new(open_db(&config)?);
         let stats = Arc::new(Stats::default());
-        let (bytes, window, tick) = {
+        let (bytes, window, tick, codec) = {
             let txn = db.begin_read().map_err(backend)?;
             let meta = txn.open_table(crate::schema::META).map_err(backend)?;
             (
                 get_u64(&meta, crate::schema::META_BYTES)?,
                 get_u64(&meta, crate::schema::META_WINDOW)?,
                 get_u64(&meta, crate::schema::META_TICK)?,
+                crate::reindex::read_codec(&meta)?,
             )
         };
         stats.bytes.store(bytes, Ordering::Relaxed);
@@ -133,7 +134,10 @@ impl RedbStore {
             db,
             tx,
             writer: Mutex::new(Some(handle)),
-            hot: crate::hot::Hot::new(config.event_cache_bytes).map(Arc::new),
+            reads: Arc::new(ReadContext {
+                codec,
+                hot: crate::hot::Hot::new(config.event_cache_bytes),
+            }),
             config,
             stats,
             access,
@@ -158,11 +162,10 @@ impl RedbStore {
         f: impl FnOnce(&Reader) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        let hot = self.hot.clone();
+        let reads = self.reads.clone();
         let job = move || {
             let txn = db.begin_read().map_err(backend)?;
-            let reader = Reader::new(&txn, crate::query::UNLIMITED, hot)?;
-            f(&reader)
+            f(&Reader::new(txn, crate::query::UNLIMITED, &reads))
         };
         crate::readers::run(job).await
     }
@@ -178,7 +181,7 @@ impl RedbStore {
         let steps = steps.min(crate::query::UNLIMITED - 1);
         crate::readers::inline(steps, |steps| {
             let txn = self.db.begin_read().map_err(backend)?;
-            f(&Reader::new(&txn, steps, self.hot.clone())?)
+            f(&Reader::new(txn, steps, &self.reads))
         })
     }
 
@@ -391,7 +394,11 @@ impl RedbStore {
 
     /// What the decoded-event cache holds and has done (all zero when it is off).
     pub fn event_cache(&self) -> crate::EventCacheTotals {
-        self.hot.as_ref().map(|h| h.totals()).unwrap_or_default()
+        self.reads
+            .hot
+            .as_ref()
+            .map(|h| h.totals())
+            .unwrap_or_default()
     }
 
     /// The configuration.

@@ -116,10 +116,25 @@ fn quote(s: &str) -> String {
 
 /// `["EVENT", <sub>, <event>]`.
 pub fn event(sub_id: &str, event_json: &str) -> String {
-    // Built by hand, sized once: one per event served, and the event is most of it. A
-    // subscription id with nothing to escape (nearly all) is copied as it is.
+    // Built by hand, sized once: one per event delivered, and the event is most of it.
     let mut m = String::with_capacity(13 + sub_id.len() + event_json.len());
+    push_event_head(&mut m, sub_id);
+    m.push_str(event_json);
+    m.push(']');
+    m
+}
+
+/// `["EVENT",<sub>,`: the part of an event message shared by every event of one
+/// subscription's answer, written once for all of them.
+pub fn event_head(sub_id: &str) -> String {
+    let mut m = String::with_capacity(12 + sub_id.len());
+    push_event_head(&mut m, sub_id);
+    m
+}
+
+fn push_event_head(m: &mut String, sub_id: &str) {
     m.push_str("[\"EVENT\",");
+    // A subscription id with nothing to escape (nearly all) is copied as it is.
     if eventstore::canonical::is_plain(sub_id) {
         m.push('"');
         m.push_str(sub_id);
@@ -128,6 +143,12 @@ pub fn event(sub_id: &str, event_json: &str) -> String {
         m.push_str(&quote(sub_id));
     }
     m.push(',');
+}
+
+/// The event message of `head` (from [`event_head`]) and one event, sized once.
+pub fn event_after(head: &str, event_json: &str) -> String {
+    let mut m = String::with_capacity(head.len() + event_json.len() + 1);
+    m.push_str(head);
     m.push_str(event_json);
     m.push(']');
     m
@@ -219,5 +240,10 @@ mod tests {
         );
         assert_eq!(event("feed ☕", "{}"), r#"["EVENT","feed ☕",{}]"#);
         assert_eq!(event("a\nb\"", "{}"), r#"["EVENT","a\nb\"",{}]"#);
+        // An answer's messages share one head, with the same escaping.
+        for sub in ["q", "s\\1", "feed ☕", "a\nb\""] {
+            let head = event_head(sub);
+            assert_eq!(event_after(&head, "{}"), event(sub, "{}"), "{sub:?}");
+        }
     }
 }

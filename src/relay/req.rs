@@ -223,15 +223,16 @@ impl Conn {
             .into_iter()
             .filter(|e| self.visibility.allows(e, &self.authed))
             .collect();
+        let head = proto::event_head(sub_id);
         for e in &events {
-            self.out.push(proto::event(sub_id, e.as_json()));
+            self.out.push(proto::event_after(&head, e.as_json()));
         }
         self.out.push(proto::eose(sub_id));
         if !pending.is_empty() {
             let sent: HashSet<EventId> = events.iter().map(|e| e.id()).collect();
             for e in pending.iter().filter(|e| !sent.contains(&e.id())) {
                 // Already checked against the connection's visibility in `on_live`.
-                self.out.push(proto::event(sub_id, e.as_json()));
+                self.out.push(proto::event_after(&head, e.as_json()));
             }
         }
         if !events.is_empty() {
