@@ -129,7 +129,14 @@ impl Metrics {
     }
 
     /// Prometheus text exposition of these counters and the tiered store's.
-    pub fn render(&self, tiered: &Tiered, l1_budget: u64) -> String {
+    /// The exposition text. `l2_cache`: the embedded L2's decoded-event cache, when it
+    /// is a store of its own ([`crate::node::Node::l2_event_cache`]).
+    pub fn render(
+        &self,
+        tiered: &Tiered,
+        l1_budget: u64,
+        l2_cache: Option<layer1::EventCacheTotals>,
+    ) -> String {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let secs = |a: &AtomicU64| get(a) as f64 / 1e6;
         let mut t = Text(String::with_capacity(4096));
@@ -353,6 +360,26 @@ impl Metrics {
             "Bytes the decoded-event cache holds (its budget: event_cache_bytes).",
             cache.bytes,
         );
+        if let Some(cache) = l2_cache {
+            t.one(
+                "layer2_l2_event_cache_hits_total",
+                "counter",
+                "Embedded L2 records served from its own decoded-event cache (embedded_l1 only).",
+                cache.hits,
+            );
+            t.one(
+                "layer2_l2_event_cache_misses_total",
+                "counter",
+                "Embedded L2 records read and decoded (embedded_l1 only).",
+                cache.misses,
+            );
+            t.one(
+                "layer2_l2_event_cache_bytes",
+                "gauge",
+                "Bytes the embedded L2's decoded-event cache holds (embedded_l1 only; its budget: event_cache_bytes).",
+                cache.bytes,
+            );
+        }
         t.one(
             "layer2_l1_growth_syncs_total",
             "counter",

@@ -158,6 +158,15 @@ impl Node {
         }
     }
 
+    /// The embedded L2's decoded-event cache, when it is a file of its own beside L1
+    /// (`embedded_l1`); one file serving both tiers reports its cache as L1's.
+    pub fn l2_event_cache(&self) -> Option<layer1::EventCacheTotals> {
+        match &self.l2 {
+            L2::Embedded(s) if !self.tiered.single() => Some(s.event_cache()),
+            _ => None,
+        }
+    }
+
     /// The store the relay serves from.
     pub fn store(&self) -> Arc<dyn EventStore> {
         self.tiered.clone()

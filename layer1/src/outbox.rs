@@ -21,7 +21,7 @@ const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const MAX_GROUP: usize = 1_000;
 
 enum Request {
-    Append(Box<Event>, oneshot::Sender<Result<(), StoreError>>),
+    Append(Event, oneshot::Sender<Result<(), StoreError>>),
     /// Removes every entry up to and including this sequence number.
     Remove(u64, oneshot::Sender<Result<(), StoreError>>),
 }
@@ -102,7 +102,7 @@ impl Outbox {
         }
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Request::Append(Box::new(e.clone()), tx))
+            .send(Request::Append(e.clone(), tx))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?

@@ -196,9 +196,11 @@ pub(super) async fn health(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state
-        .metrics
-        .render(&state.node.tiered, state.node.l1_budget());
+    let text = state.metrics.render(
+        &state.node.tiered,
+        state.node.l1_budget(),
+        state.node.l2_event_cache(),
+    );
     (
         [(
             header::CONTENT_TYPE,

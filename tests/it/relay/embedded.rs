@@ -43,6 +43,10 @@ async fn one_file_by_default_and_a_separate_l1_on_request_over_the_same_data() {
         0.0,
         "the one file answers everything itself"
     );
+    assert!(
+        !text.contains("layer2_l2_event_cache_hits_total"),
+        "one file: its decoded events are reported once, as L1's"
+    );
     assert!(dir.path().join("l2.redb").exists());
     assert!(!dir.path().join("l1.redb").exists());
     relay.close().await;
@@ -56,6 +60,11 @@ async fn one_file_by_default_and_a_separate_l1_on_request_over_the_same_data() {
     assert!(c.publish(&second).await.0);
     let (_, _, text) = relay.get("/metrics", "*/*").await;
     assert_eq!(metric(&text, "layer2_l1_budget_bytes"), (8u64 << 20) as f64);
+    // Two files, two caches: L1 was warmed by reading the embedded L2, through its own.
+    let l2_reads = metric(&text, "layer2_l2_event_cache_hits_total")
+        + metric(&text, "layer2_l2_event_cache_misses_total");
+    assert!(l2_reads >= 1.0, "the embedded L2's cache saw no read: {l2_reads}");
+    assert!(metric(&text, "layer2_l2_event_cache_bytes") > 0.0);
     assert!(dir.path().join("l1.redb").exists());
     relay.close().await;
 
