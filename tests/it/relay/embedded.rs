@@ -63,7 +63,10 @@ async fn one_file_by_default_and_a_separate_l1_on_request_over_the_same_data() {
     // Two files, two caches: L1 was warmed by reading the embedded L2, through its own.
     let l2_reads = metric(&text, "layer2_l2_event_cache_hits_total")
         + metric(&text, "layer2_l2_event_cache_misses_total");
-    assert!(l2_reads >= 1.0, "the embedded L2's cache saw no read: {l2_reads}");
+    assert!(
+        l2_reads >= 1.0,
+        "the embedded L2's cache saw no read: {l2_reads}"
+    );
     assert!(metric(&text, "layer2_l2_event_cache_bytes") > 0.0);
     assert!(dir.path().join("l1.redb").exists());
     relay.close().await;

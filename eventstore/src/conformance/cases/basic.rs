@@ -98,7 +98,10 @@ pub async fn filter_tag_values_are_ored(s: Store) {
     ];
     save_all(&s, &evs).await;
     let f = Filter::new().tag('t', "nostr").tag('t', "rust");
-    assert_eq!(query_ids(&s, &[f.clone()]).await, vec![evs[1].id(), evs[0].id()]);
+    assert_eq!(
+        query_ids(&s, &[f.clone()]).await,
+        vec![evs[1].id(), evs[0].id()]
+    );
     // An event carrying both values is one answer, not two, here beside another of
     // its second and under a limit.
     let both = event(&k, 1, T0 + 1, &[&["t", "rust"], &["t", "nostr"]], "both");
