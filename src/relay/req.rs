@@ -121,9 +121,7 @@ impl Conn {
             return;
         };
         let state = self.state.clone();
-        let replies = self.outlet.clone();
-        let key = sub_id.clone();
-        let task = tokio::spawn(async move {
+        let mut query = Box::pin(async move {
             let _permit = permit;
             let started = Instant::now();
             let (result, asked_l2) = state.node.tiered.query_routed(&stored_filters).await;
@@ -137,7 +135,21 @@ impl Conn {
             m.query_micros
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             m.query_count.fetch_add(1, Ordering::Relaxed);
-            let result = result.map_err(|e| tracing::warn!(error = %e, "REQ query failed"));
+            result.map_err(|e| tracing::warn!(error = %e, "REQ query failed"))
+        });
+        // Tried here first: a read L1 answers within its inline budget (most REQs)
+        // completes in this one poll, and its answer goes out without a task spawned,
+        // woken and handing it back. Otherwise (a reader thread, L2) the rest runs as a
+        // task of its own while this connection reads on; its first poll there
+        // registers the task's waker in place of the no-op one used here.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(result) = query.as_mut().poll(&mut cx) {
+            return self.on_stored(&sub_id, generation, result);
+        }
+        let replies = self.outlet.clone();
+        let key = sub_id.clone();
+        let task = tokio::spawn(async move {
+            let result = query.await;
             let _ = replies.reply(Reply::Stored {
                 sub_id,
                 generation,
