@@ -140,6 +140,11 @@ pub(super) struct Conn {
     pub outlet: Outlet,
     /// Frames to send after the current step.
     pub out: Vec<String>,
+    /// Stored answers a REQ got in place (`req.rs`), handled after the messages already
+    /// waiting in the inbox, as a spawned query's answer would be: live events queued
+    /// meanwhile go into the subscription's pending list first and are checked against
+    /// the whole answer.
+    pub answered: Vec<Reply>,
     /// NIP-42: this connection's challenge, the URLs an `AUTH` may name, and the
     /// pubkeys it has proven (several may authenticate on one connection).
     pub challenge: String,
@@ -299,6 +304,7 @@ impl Conn {
             queries: Arc::new(Semaphore::new(QUERIES)),
             outlet,
             out: Vec::new(),
+            answered: Vec::new(),
             challenge: super::auth::challenge(),
             audience: super::auth::Audience::new(&state.node.config.access.relay_urls, host),
             authed: Vec::new(),
@@ -325,10 +331,17 @@ impl Conn {
         }
     }
 
-    /// Handles every message already waiting in `inbox` (`spare` is an empty buffer).
+    /// Handles every message already waiting in `inbox` (`spare` is an empty buffer),
+    /// then the answers REQs got in place.
     pub(super) fn take_waiting(&mut self, inbox: &Inbox, spare: &mut VecDeque<Msg>) {
         inbox.take(spare);
         self.on_messages(spare);
+        let mut answered = std::mem::take(&mut self.answered);
+        for r in answered.drain(..) {
+            self.on_reply(r);
+        }
+        // The buffer is kept for the next one.
+        self.answered = answered;
     }
 }
 

@@ -138,13 +138,33 @@ impl Conn {
             result.map_err(|e| tracing::warn!(error = %e, "REQ query failed"))
         });
         // Tried here first: a read L1 answers within its inline budget (most REQs)
-        // completes in this one poll, and its answer goes out without a task spawned,
-        // woken and handing it back. Otherwise (a reader thread, L2) the rest runs as a
-        // task of its own while this connection reads on; its first poll there
-        // registers the task's waker in place of the no-op one used here.
+        // completes in this one poll, and its answer is handled without a task spawned,
+        // woken and handing it back (after the messages already waiting, see
+        // `Conn::answered`). Otherwise (a reader thread, L2) the rest runs as a task of
+        // its own while this connection reads on; its first poll there registers the
+        // task's waker in place of the no-op one used here. A panic in this poll fails
+        // the query, not the connection, as it would in a task of its own.
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if let std::task::Poll::Ready(result) = query.as_mut().poll(&mut cx) {
-            return self.on_stored(&sub_id, generation, result);
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            query.as_mut().poll(&mut cx)
+        }));
+        match polled {
+            Ok(std::task::Poll::Pending) => {}
+            Ok(std::task::Poll::Ready(result)) => {
+                return self.answered.push(Reply::Stored {
+                    sub_id,
+                    generation,
+                    result,
+                });
+            }
+            Err(_) => {
+                tracing::error!("a REQ query panicked");
+                return self.answered.push(Reply::Stored {
+                    sub_id,
+                    generation,
+                    result: Err(()),
+                });
+            }
         }
         let replies = self.outlet.clone();
         let key = sub_id.clone();
