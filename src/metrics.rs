@@ -128,9 +128,9 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition of these counters and the tiered store's.
-    /// The exposition text. `l2_cache`: the embedded L2's decoded-event cache, when it
-    /// is a store of its own ([`crate::node::Node::l2_event_cache`]).
+    /// Prometheus text exposition of these counters and the tiered store's. `l2_cache`:
+    /// the embedded L2's decoded-event cache, when it is a store of its own
+    /// ([`crate::node::Node::l2_event_cache`]).
     pub fn render(
         &self,
         tiered: &Tiered,

@@ -63,13 +63,21 @@ struct Fields {
 /// The NIP-40 expiration time in `tags`: the first `expiration` tag's value, when it is
 /// a well-formed number of seconds.
 fn expiration_in(tags: &Tags) -> Option<Timestamp> {
-    tags.iter()
-        .find_map(|t| {
-            let mut values = t.iter();
-            (values.next()? == "expiration").then(|| values.next())?
-        })
+    values_named(tags, "expiration")
+        .next()
         .and_then(|v| v.parse::<u64>().ok())
         .map(Timestamp)
+}
+
+/// Values of the tags named `name` in `tags` (each tag's second element).
+fn values_named<'a>(tags: &'a Tags, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    tags.iter().filter_map(move |t| {
+        let mut values = t.iter();
+        if values.next()? != name {
+            return None;
+        }
+        values.next()
+    })
 }
 
 #[derive(Deserialize)]
@@ -245,13 +253,7 @@ impl Event {
 
     /// Values of the tags named `name` (each tag's second element).
     pub fn tag_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0.tags.iter().filter_map(move |t| {
-            let mut values = t.iter();
-            if values.next()? != name {
-                return None;
-            }
-            values.next()
-        })
+        values_named(&self.0.tags, name)
     }
 
     /// Single-letter tags with a value, as (letter, value): what `#x` filters match.
