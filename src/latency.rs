@@ -33,6 +33,9 @@ pub struct Latencies {
     pub l2_query: Histogram,
     /// One save in L2, as the saver waits for it (batching included).
     pub l2_write: Histogram,
+    /// One save in L1 of an event L2 just accepted (the mirror before the `OK`), as its
+    /// saver waits (batching included).
+    pub l1_write: Histogram,
     /// One poll of L2's change feed, every page of it.
     pub poll: Histogram,
     /// From an event's insert into L2 (by another node, or this one) to this node's
@@ -48,6 +51,7 @@ impl Default for Latencies {
             req: Family::new_with_constructor(requests),
             l2_query: requests(),
             l2_write: requests(),
+            l1_write: requests(),
             poll: requests(),
             delivery_lag: delivery(),
         }
@@ -89,6 +93,11 @@ impl Latencies {
             "layer2_l2_write_seconds",
             "One save in L2, as its saver waits (batching included)",
             self.l2_write.clone(),
+        );
+        r.register(
+            "layer2_l1_write_seconds",
+            "One save in L1 of an event L2 accepted, as its saver waits (batching included)",
+            self.l1_write.clone(),
         );
         r.register(
             "layer2_poll_seconds",

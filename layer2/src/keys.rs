@@ -53,3 +53,59 @@ pub(crate) fn tag_rows(e: &Event) -> Vec<(String, Vec<u8>)> {
     rows.dedup();
     rows
 }
+
+/// Events as the column arrays of one multi-row insert, and their tag rows by the
+/// event's place in those arrays (1-based, as SQL counts).
+#[derive(Default)]
+pub(crate) struct EventRows {
+    pub ids: Vec<Vec<u8>>,
+    pub pubkeys: Vec<Vec<u8>>,
+    pub created_at: Vec<i64>,
+    pub kinds: Vec<i32>,
+    pub d_keys: Vec<Option<Vec<u8>>>,
+    pub expirations: Vec<Option<i64>>,
+    pub jsons: Vec<String>,
+    pub tag_of: Vec<i32>,
+    pub tag_names: Vec<String>,
+    pub tag_values: Vec<Vec<u8>>,
+}
+
+impl EventRows {
+    /// The rows of `batch[i]` for every `i` of `which`, in that order.
+    pub fn of(batch: &[Event], which: &[usize]) -> EventRows {
+        let mut r = EventRows::default();
+        for (at, &i) in which.iter().enumerate() {
+            let e = &batch[i];
+            r.ids.push(e.id().0.to_vec());
+            r.pubkeys.push(e.pubkey().0.to_vec());
+            r.created_at.push(ts(e.created_at()));
+            r.kinds.push(i32::from(e.kind().0));
+            r.d_keys.push(e.address().map(|a| value_key(&a.d)));
+            r.expirations.push(e.expiration().map(ts));
+            r.jsons.push(e.as_json().to_owned());
+            for (name, value) in tag_rows(e) {
+                r.tag_of.push(at as i32 + 1);
+                r.tag_names.push(name);
+                r.tag_values.push(value);
+            }
+        }
+        r
+    }
+
+    /// Binds the arrays as `$1` to `$10`, in the order the inserts name them.
+    pub fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(&self.ids)
+            .bind(&self.pubkeys)
+            .bind(&self.created_at)
+            .bind(&self.kinds)
+            .bind(&self.d_keys)
+            .bind(&self.expirations)
+            .bind(&self.jsons)
+            .bind(&self.tag_of)
+            .bind(&self.tag_names)
+            .bind(&self.tag_values)
+    }
+}

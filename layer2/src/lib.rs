@@ -8,8 +8,9 @@
 //! # Layout
 //! - [`admin`]: the operator's consistency check, figures and cluster wipe.
 //! - [`store`]: [`PgStore`], [`PgConfig`]; implements `eventstore::EventStore`.
-//! - `write`: one batch, one transaction, exact per-event outcomes; `refusals`: the
-//!   tombstones and bans that refuse an event, in and after its batch.
+//! - `write`: one batch, one transaction, exact per-event outcomes; `plain`: a batch's
+//!   plain events (no address, no deletion) in one self-committing statement;
+//!   `refusals`: the tombstones and bans that refuse an event, in and after its batch.
 //! - `query`: filters to SQL in canonical order.
 //! - [`purge`]: retention and `delete --filter` purges, log pruning, and which node
 //!   runs cluster maintenance.
@@ -26,6 +27,7 @@ mod error;
 pub mod feed;
 mod keys;
 pub mod notify;
+mod plain;
 pub mod purge;
 mod query;
 mod refusals;

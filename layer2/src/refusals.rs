@@ -55,7 +55,7 @@ pub(crate) struct Bans {
 }
 
 /// The `rulings.list` codes of the two bans.
-fn ban_lists() -> (i16, i16) {
+pub(crate) fn ban_lists() -> (i16, i16) {
     use eventstore::{PublicKey, Ruling};
     (
         i16::from(Ruling::BanPubkey(PublicKey([0; 32])).encode().0),

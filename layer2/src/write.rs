@@ -1,4 +1,6 @@
-//! Saving a batch of events in one transaction, with exact per-event outcomes.
+//! Saving a batch of events in one transaction, with exact per-event outcomes. A
+//! batch's plain events (no address, no deletion request, none in the batch either)
+//! take one self-committing statement instead (`plain.rs`); the rest come here.
 //!
 //! Concurrency across nodes:
 //! - duplicates: `INSERT .. ON CONFLICT (id) DO NOTHING`; a row not inserted is a
@@ -19,11 +21,11 @@ use eventstore::{
 use sqlx::{Acquire, PgConnection, Postgres, Row, Transaction};
 
 use crate::error::db;
-use crate::keys::{AddrKey, addr_key, addr_lock, tag_rows, ts, value_key};
+use crate::keys::{AddrKey, EventRows, addr_key, addr_lock, ts};
 use crate::refusals::{load_tombstones, recheck_tombstones};
 
 /// What the database holds about one id of interest.
-struct Held {
+pub(crate) struct Held {
     pubkey: Vec<u8>,
     kind: i32,
     addr: Option<AddrKey>,
@@ -38,12 +40,15 @@ struct Deletions {
     addresses: Vec<(AddrKey, i64)>,
 }
 
-/// Saves `batch` in one transaction on `conn`. The transaction is bounded by `limit` (a
-/// database that answers nothing fails it as unavailable, rolling it back); once it
-/// committed, the saves stand whatever happens to the checks after it, which are
-/// bounded on their own and logged when they fail. With the outcomes comes whether
-/// `conn` may be used again: not after such a failure (a time-out may have left it
-/// mid-statement).
+/// Saves `batch` on `conn`: its plain events in one statement, the rest in one
+/// transaction, each committing on its own. A failure of the second after the first
+/// committed fails the whole batch; the writer's retry then finds the first part's
+/// events stored (duplicates, as after a commit cut off; the poller brings them into
+/// L1). Both are bounded by `limit` (a database that answers nothing fails them as
+/// unavailable, rolling back what has not committed). Once committed, the saves stand
+/// whatever happens to the checks after them, which are bounded on their own and
+/// logged when they fail. With the outcomes comes whether `conn` may be used again: not
+/// after such a failure (a time-out may have left it mid-statement).
 pub(crate) async fn save_batch(
     conn: &mut PgConnection,
     batch: &[Event],
@@ -68,7 +73,31 @@ pub(crate) async fn save_batch(
     if todo.is_empty() {
         return Ok((outcomes.into_iter().flatten().collect(), true));
     }
-    let committed = commit_batch(conn, batch, &todo, &mut outcomes);
+    // Plain events take one statement of their own (`plain.rs`), unless a deletion
+    // request in the batch could concern them: then all go the general way, decided
+    // together in batch order.
+    let (plain, general): (Vec<usize>, Vec<usize>) = if todo
+        .iter()
+        .any(|&i| batch[i].kind() == eventstore::Kind::DELETION)
+    {
+        (Vec::new(), todo)
+    } else {
+        todo.iter()
+            .partition(|&&i| crate::plain::is_plain(&batch[i]))
+    };
+    let committed = async {
+        let mut insert = Vec::new();
+        if !plain.is_empty() {
+            insert = crate::plain::save_plain(conn, batch, &plain, &mut outcomes).await?;
+        }
+        let mut del = Deletions::default();
+        if !general.is_empty() {
+            let (more, d) = commit_batch(conn, batch, &general, &mut outcomes).await?;
+            insert.extend(more);
+            del = d;
+        }
+        Ok::<_, StoreError>((insert, del))
+    };
     let (insert, del) = crate::store::bounded(limit, committed).await?;
 
     let mut reusable = true;
@@ -340,8 +369,8 @@ async fn lock_addresses(
     Ok(())
 }
 
-async fn load_held(
-    tx: &mut Transaction<'_, Postgres>,
+pub(crate) async fn load_held(
+    conn: &mut PgConnection,
     ids: &[Vec<u8>],
 ) -> Result<HashMap<Vec<u8>, Held>, StoreError> {
     // Planned on every call, not prepared once: on a fresh database the cached generic
@@ -353,7 +382,7 @@ async fn load_held(
     let rows = sqlx::query("SELECT id, pubkey, kind, d_key FROM events WHERE id = ANY($1)")
         .persistent(false)
         .bind(ids)
-        .fetch_all(&mut **tx)
+        .fetch_all(conn)
         .await
         .map_err(db)?;
     let mut out = HashMap::with_capacity(rows.len());
@@ -426,9 +455,23 @@ fn row_addr(r: &sqlx::postgres::PgRow) -> Result<AddrKey, StoreError> {
     ))
 }
 
+/// The tag rows of the events an `ins` CTE (returning `id, created_at`) inserted, with
+/// the arrays bound by [`EventRows::bind`]: a tag row is written only for an event this
+/// statement inserted, never for a duplicate another writer stored first.
+macro_rules! tagged_cte {
+    () => {
+        "tagged AS (\
+           INSERT INTO tags (event_id, name, value_key, created_at) \
+           SELECT ins.id, t.n::\"char\", t.v, ins.created_at \
+           FROM unnest($8::int4[], $9::text[], $10::bytea[]) AS t(at, n, v) \
+           JOIN ins ON ins.id = ($1::bytea[])[t.at] \
+           ON CONFLICT DO NOTHING)"
+    };
+}
+pub(crate) use tagged_cte;
+
 /// Multi-row insert of events and their tags in one statement (one round trip);
-/// returns the ids actually inserted. A tag row is written only for an event this
-/// statement inserted: never for a duplicate another writer stored first.
+/// returns the ids actually inserted.
 async fn insert_events(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[Event],
@@ -437,60 +480,20 @@ async fn insert_events(
     if which.is_empty() {
         return Ok(HashSet::new());
     }
-    let n = which.len();
-    let (mut ids, mut pks, mut cats, mut kinds, mut dks, mut exps, mut jsons) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    // Tag rows by the event's place in the arrays above (1-based, as SQL counts).
-    let (mut t_of, mut t_names, mut t_vals) = (vec![], vec![], vec![]);
-    for (at, &i) in which.iter().enumerate() {
-        let e = &batch[i];
-        ids.push(e.id().0.to_vec());
-        pks.push(e.pubkey().0.to_vec());
-        cats.push(ts(e.created_at()));
-        kinds.push(i32::from(e.kind().0));
-        dks.push(e.address().map(|a| value_key(&a.d)));
-        exps.push(e.expiration().map(ts));
-        jsons.push(e.as_json().to_owned());
-        for (name, value) in tag_rows(e) {
-            t_of.push(at as i32 + 1);
-            t_names.push(name);
-            t_vals.push(value);
-        }
-    }
-    let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+    let rows = EventRows::of(batch, which);
+    let q = sqlx::query(concat!(
         "WITH ins AS (\
            INSERT INTO events (id, pubkey, created_at, kind, d_key, expiration, json) \
            SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int4[], $5::bytea[], $6::int8[], $7::text[]) \
-           ON CONFLICT (id) DO NOTHING RETURNING id, created_at), \
-         tagged AS (\
-           INSERT INTO tags (event_id, name, value_key, created_at) \
-           SELECT ins.id, t.n::\"char\", t.v, ins.created_at \
-           FROM unnest($8::int4[], $9::text[], $10::bytea[]) AS t(at, n, v) \
-           JOIN ins ON ins.id = ($1::bytea[])[t.at] \
-           ON CONFLICT DO NOTHING) \
-         SELECT id FROM ins",
-    )
-    .bind(&ids)
-    .bind(&pks)
-    .bind(&cats)
-    .bind(&kinds)
-    .bind(&dks)
-    .bind(&exps)
-    .bind(&jsons)
-    .bind(&t_of)
-    .bind(&t_names)
-    .bind(&t_vals)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db)?;
-    Ok(rows.into_iter().collect())
+           ON CONFLICT (id) DO NOTHING RETURNING id, created_at), ",
+        tagged_cte!(),
+        " SELECT id FROM ins"
+    ));
+    let inserted = rows.bind(q).fetch_all(&mut **tx).await.map_err(db)?;
+    inserted
+        .iter()
+        .map(|r| r.try_get("id").map_err(db))
+        .collect()
 }
 
 /// Tombstones and the deletes they imply. Idempotent: run again after commit.

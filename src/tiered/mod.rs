@@ -382,7 +382,13 @@ impl Tiered {
     /// reported: the event is durable in L2. It is queued for repair, and the window is
     /// not trusted until the repair lands (see `repair.rs`).
     async fn mirror(&self, e: &Event) -> bool {
-        match self.l1.save(e).await {
+        let started = Instant::now();
+        let saved = self.l1.save(e).await;
+        self.stats
+            .latency
+            .l1_write
+            .observe(crate::latency::since(started));
+        match saved {
             Ok(_) => true,
             Err(err) => {
                 self.stats.l1_write_errors.fetch_add(1, Ordering::Relaxed);

@@ -43,6 +43,11 @@ async fn one_file_by_default_and_a_separate_l1_on_request_over_the_same_data() {
         0.0,
         "the one file answers everything itself"
     );
+    assert_eq!(
+        metric(&text, "layer2_l1_write_seconds_count"),
+        0.0,
+        "one file: nothing to mirror"
+    );
     assert!(
         !text.contains("layer2_l2_event_cache_hits_total"),
         "one file: its decoded events are reported once, as L1's"
@@ -68,6 +73,8 @@ async fn one_file_by_default_and_a_separate_l1_on_request_over_the_same_data() {
         "the embedded L2's cache saw no read: {l2_reads}"
     );
     assert!(metric(&text, "layer2_l2_event_cache_bytes") > 0.0);
+    // Written into L2, then mirrored into L1 before its OK: one mirror timed.
+    assert_eq!(metric(&text, "layer2_l1_write_seconds_count"), 1.0);
     assert!(dir.path().join("l1.redb").exists());
     relay.close().await;
 
