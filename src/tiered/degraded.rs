@@ -64,6 +64,8 @@ impl Tiered {
         match r {
             Err(StoreError::Unavailable(_)) if self.serves_degraded() => {
                 self.stats.degraded_reads.fetch_add(1, Ordering::Relaxed);
+                // After what L2 accepted just before has landed (`unsettled.rs`).
+                self.unsettled.wait_for(filters).await;
                 self.l1.count(filters).await
             }
             r => r,
