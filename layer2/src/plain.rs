@@ -66,7 +66,7 @@ pub(crate) async fn save_plain(
          ins AS (\
            INSERT INTO events (id, pubkey, created_at, kind, d_key, expiration, json) \
            SELECT id, pubkey, created_at, kind, d_key, expiration, json FROM v \
-           WHERE NOT banned AND NOT tombstoned ORDER BY n \
+           WHERE NOT banned AND NOT tombstoned ORDER BY id \
            ON CONFLICT (id) DO NOTHING RETURNING id, created_at), ",
         tagged_cte!(),
         " SELECT v.n, v.banned, v.tombstoned, ins.id IS NOT NULL AS inserted \
@@ -107,7 +107,14 @@ pub(crate) async fn save_plain(
             .iter()
             .map(|&(i, _)| batch[i].id().0.to_vec())
             .collect();
-        let held = load_held(conn, &ids).await?;
+        // After the statement committed on its own, a failure here must not fail the
+        // batch (a retry would find its events stored and call them duplicates): the
+        // refusal stands. Inside a transaction the failure aborts it, and the batch is
+        // retried whole.
+        let held = load_held(conn, &ids).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "looking up refused events failed; refused");
+            Default::default()
+        });
         for (i, reason) in refused {
             outcomes[i] = Some(if held.contains_key(batch[i].id().0.as_slice()) {
                 SaveOutcome::Duplicate

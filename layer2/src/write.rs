@@ -40,15 +40,13 @@ struct Deletions {
     addresses: Vec<(AddrKey, i64)>,
 }
 
-/// Saves `batch` on `conn`: its plain events in one statement, the rest in one
-/// transaction, each committing on its own. A failure of the second after the first
-/// committed fails the whole batch; the writer's retry then finds the first part's
-/// events stored (duplicates, as after a commit cut off; the poller brings them into
-/// L1). Both are bounded by `limit` (a database that answers nothing fails them as
-/// unavailable, rolling back what has not committed). Once committed, the saves stand
-/// whatever happens to the checks after them, which are bounded on their own and
-/// logged when they fail. With the outcomes comes whether `conn` may be used again: not
-/// after such a failure (a time-out may have left it mid-statement).
+/// Saves `batch` on `conn` in one transaction (its plain events alone: in one statement
+/// that commits by itself, `plain.rs`). The transaction is bounded by `limit` (a
+/// database that answers nothing fails it as unavailable, rolling it back); once it
+/// committed, the saves stand whatever happens to the checks after it, which are
+/// bounded on their own and logged when they fail. With the outcomes comes whether
+/// `conn` may be used again: not after such a failure (a time-out may have left it
+/// mid-statement).
 pub(crate) async fn save_batch(
     conn: &mut PgConnection,
     batch: &[Event],
@@ -73,9 +71,11 @@ pub(crate) async fn save_batch(
     if todo.is_empty() {
         return Ok((outcomes.into_iter().flatten().collect(), true));
     }
-    // Plain events take one statement of their own (`plain.rs`), unless a deletion
-    // request in the batch could concern them: then all go the general way, decided
-    // together in batch order.
+    // Plain events take one statement (`plain.rs`): alone, committing by itself, when
+    // they are the whole batch; otherwise in the batch's one transaction, so the batch
+    // commits whole (a failed batch is retried event by event, which would call events
+    // of a part already committed duplicates). A deletion request in the batch could
+    // concern them: then all go the general way, decided together in batch order.
     let (plain, general): (Vec<usize>, Vec<usize>) = if todo
         .iter()
         .any(|&i| batch[i].kind() == eventstore::Kind::DELETION)
@@ -86,17 +86,11 @@ pub(crate) async fn save_batch(
             .partition(|&&i| crate::plain::is_plain(&batch[i]))
     };
     let committed = async {
-        let mut insert = Vec::new();
-        if !plain.is_empty() {
-            insert = crate::plain::save_plain(conn, batch, &plain, &mut outcomes).await?;
+        if general.is_empty() {
+            let insert = crate::plain::save_plain(conn, batch, &plain, &mut outcomes).await?;
+            return Ok((insert, Deletions::default()));
         }
-        let mut del = Deletions::default();
-        if !general.is_empty() {
-            let (more, d) = commit_batch(conn, batch, &general, &mut outcomes).await?;
-            insert.extend(more);
-            del = d;
-        }
-        Ok::<_, StoreError>((insert, del))
+        commit_batch(conn, batch, &plain, &general, &mut outcomes).await
     };
     let (insert, del) = crate::store::bounded(limit, committed).await?;
 
@@ -138,15 +132,21 @@ pub(crate) async fn save_batch(
     Ok((outcomes, reusable))
 }
 
-/// Decides every event of `todo` as if saved one by one, writes the decisions and
-/// commits. Returns the batch indices inserted and the deletions written.
+/// Saves the plain events of `plain` (`plain.rs`), decides every event of `todo` as if
+/// saved one by one, writes the decisions and commits, all in one transaction. Returns
+/// the batch indices inserted and the deletions written.
 async fn commit_batch(
     conn: &mut PgConnection,
     batch: &[Event],
+    plain: &[usize],
     todo: &[usize],
     outcomes: &mut [Option<SaveOutcome>],
 ) -> Result<(Vec<usize>, Deletions), StoreError> {
     let mut tx = conn.begin().await.map_err(db)?;
+    let mut plain_inserted = Vec::new();
+    if !plain.is_empty() {
+        plain_inserted = crate::plain::save_plain(&mut tx, batch, plain, outcomes).await?;
+    }
     lock_addresses(&mut tx, batch, todo).await?;
 
     // What the database holds for every id and address this batch touches.
@@ -252,6 +252,7 @@ async fn commit_batch(
         }
     }
     tx.commit().await.map_err(db)?;
+    insert.extend(plain_inserted);
     Ok((insert, del))
 }
 
@@ -485,7 +486,7 @@ async fn insert_events(
         "WITH ins AS (\
            INSERT INTO events (id, pubkey, created_at, kind, d_key, expiration, json) \
            SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int4[], $5::bytea[], $6::int8[], $7::text[]) \
-           ON CONFLICT (id) DO NOTHING RETURNING id, created_at), ",
+           ORDER BY 1 ON CONFLICT (id) DO NOTHING RETURNING id, created_at), ",
         tagged_cte!(),
         " SELECT id FROM ins"
     ));

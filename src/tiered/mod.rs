@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use eventstore::{
-    Capabilities, Change, Event, EventId, EventStore, Filter, Purge, Ruled, Rulings, SaveOutcome,
-    StoreError,
+    Capabilities, Change, Event, EventId, EventStore, Filter, Kind, Purge, Ruled, Rulings,
+    SaveOutcome, StoreError,
 };
 use layer1::RedbStore;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -432,6 +432,15 @@ impl Tiered {
                 self.dropped.remove(&event.id());
                 self.missing.invalidate(&event.id());
                 let landing = self.unsettled.enter(Arc::new(event.clone()));
+                // A new version or a deletion takes something out of L1, and a read
+                // waits only for landing events its filters match, which what they
+                // take out may not be: they land before the answer, so no read after
+                // it finds what they removed. Only plain events are answered first.
+                let plain = event.address().is_none() && event.kind() != Kind::DELETION;
+                if outcome != SaveOutcome::Stored || !plain {
+                    self.land(event, landing).await;
+                    return Ok((outcome, None));
+                }
                 return Ok((outcome, Some(landing)));
             }
             SaveOutcome::Ephemeral => {
@@ -450,17 +459,26 @@ impl Tiered {
         // poll's cursor could commit in L1 before this mirror does, and a crash between
         // the two would leave L1 without the event and the cursor past it, for good.
         // Failed, it is left to the poller as well as to `repairs`.
-        if self.mirror(event).await {
-            self.seen.insert(event.id());
-        }
+        let refused = match self.mirror(event).await {
+            Some(o) => {
+                self.seen.insert(event.id());
+                matches!(o, SaveOutcome::Rejected(_))
+            }
+            None => false,
+        };
         drop(landing);
-        self.broadcast(event);
+        // L1 refuses what a later deletion, ban or version (landed first, or brought
+        // by the poller) took away since L2 accepted it: not delivered, as the poller
+        // would not deliver it either.
+        if !refused {
+            self.broadcast(event);
+        }
     }
 
     /// Mirrors into L1 what L2 accepted. An L1 failure is logged and counted, not
     /// reported: the event is durable in L2. It is queued for repair, and the window is
     /// not trusted until the repair lands (see `repair.rs`).
-    async fn mirror(&self, e: &Event) -> bool {
+    async fn mirror(&self, e: &Event) -> Option<SaveOutcome> {
         let started = Instant::now();
         let saved = self.l1.save(e).await;
         self.stats
@@ -468,12 +486,12 @@ impl Tiered {
             .l1_write
             .observe(crate::latency::since(started));
         match saved {
-            Ok(_) => true,
+            Ok(o) => Some(o),
             Err(err) => {
                 self.stats.l1_write_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(id = %e.id(), error = %err, "L1 write failed after L2 accepted");
                 self.repairs.push(e.clone(), &self.l1);
-                false
+                None
             }
         }
     }
@@ -526,10 +544,21 @@ impl EventStore for Tiered {
             }
             return self.l1.query(filters).await;
         }
-        self.unsettled.wait_for(filters).await;
+        // After what was answered and still lands in L1, if the read would match it
+        // (`unsettled.rs`). A landing that takes longer than an L1 write ever should
+        // sends the read to L2, which holds the event already.
+        let landed = self
+            .unsettled
+            .wait_for(filters, unsettled::LANDING_WAIT)
+            .await;
         let mut out = Vec::new();
         for f in filters {
-            let r = self.query_one(f).await;
+            let r = if landed {
+                self.query_one(f).await
+            } else {
+                self.stats.routed(Shape::of(f), false);
+                self.ask_l2(f, None).await
+            };
             out.extend(self.or_degraded(f, r).await?);
         }
         eventstore::sort_canonical(&mut out);

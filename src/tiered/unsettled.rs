@@ -10,9 +10,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use eventstore::{Event, Filter};
 use tokio::sync::Notify;
+
+/// How long a read waits for a landing event before it asks L2 instead: far longer
+/// than an L1 write takes (milliseconds), short enough that a stuck one costs a read
+/// little.
+pub(crate) const LANDING_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub(crate) struct Unsettled {
@@ -62,15 +68,22 @@ impl Unsettled {
     }
 
     /// Returns once no event accepted before this call and matched by `filters` is
-    /// still to land: at once when none is.
-    pub async fn wait_for(&self, filters: &[Filter]) {
+    /// still to land (at once when none is): `true`; or `false` when that takes longer
+    /// than `limit` (an L1 write that hangs: the caller asks L2 instead).
+    pub async fn wait_for(&self, filters: &[Filter], limit: Duration) -> bool {
         let mark = {
             let s = self.lock();
             if s.1.is_empty() {
-                return;
+                return true;
             }
             s.0
         };
+        tokio::time::timeout(limit, self.landed(filters, mark))
+            .await
+            .is_ok()
+    }
+
+    async fn landed(&self, filters: &[Filter], mark: u64) {
         loop {
             let notified = self.landed.notified();
             let mut notified = std::pin::pin!(notified);
@@ -98,7 +111,8 @@ impl Unsettled {
 mod tests {
     use super::*;
     use eventstore::{EventBuilder, Keys, Kind};
-    use std::time::Duration;
+
+    const LONG: Duration = Duration::from_secs(30);
 
     #[tokio::test]
     async fn a_read_waits_only_for_unsettled_events_it_matches() {
@@ -108,38 +122,41 @@ mod tests {
         let landing = u.enter(note.clone());
         assert_eq!(u.len(), 1);
         // Another kind: nothing to wait for.
-        let other = [Filter::new().kind(Kind(7))];
-        tokio::time::timeout(Duration::from_secs(5), u.wait_for(&other))
-            .await
-            .expect("a read the unsettled event does not match waits for nothing");
+        assert!(u.wait_for(&[Filter::new().kind(Kind(7))], LONG).await);
         // Its author: waits until it lands.
-        let mine = [Filter::new().author(keys.public_key())];
         let waiting = tokio::spawn({
             let u = u.clone();
-            async move { u.wait_for(&mine).await }
+            let mine = [Filter::new().author(keys.public_key())];
+            async move { u.wait_for(&mine, LONG).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "answered before the event landed");
         drop(landing);
-        tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("the read goes on once the event landed")
-            .unwrap();
+        assert!(
+            waiting.await.unwrap(),
+            "the read goes on once the event landed"
+        );
         assert_eq!(u.len(), 0);
+
         // An event accepted after the read began is not waited for.
         let first = u.enter(note.clone());
         let waiting = tokio::spawn({
             let u = u.clone();
             let mine = [Filter::new().author(keys.public_key())];
-            async move { u.wait_for(&mine).await }
+            async move { u.wait_for(&mine, LONG).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let later = u.enter(note);
+        let later = u.enter(note.clone());
         drop(first);
-        tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("a read waits only for events accepted before it")
-            .unwrap();
+        assert!(
+            waiting.await.unwrap(),
+            "waits only for events accepted before it"
+        );
+
+        // One that does not land in time: the read is told so (and asks L2).
+        let mine = [Filter::new().author(keys.public_key())];
+        assert!(!u.wait_for(&mine, Duration::from_millis(20)).await);
         drop(later);
+        assert!(u.wait_for(&mine, Duration::from_millis(20)).await);
     }
 }

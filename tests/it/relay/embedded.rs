@@ -144,17 +144,80 @@ async fn an_event_answered_ok_is_found_at_once_from_another_connection() {
     let dir = tempfile::tempdir().unwrap();
     let relay = TestRelay::start(config(dir.path(), true)).await;
     let (mut publisher, mut reader) = (relay.client().await, relay.client().await);
+    // Other publishers keep L1's writer busy, so landings take a while.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        let mut c = relay.client().await;
+        let stop = stop.clone();
+        others.push(tokio::spawn(async move {
+            let keys = Keys::generate().unwrap();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(c.publish(&note(&keys, &format!("load {n}"))).await.0);
+                n += 1;
+            }
+        }));
+    }
     let keys = Keys::generate().unwrap();
     for i in 0..100 {
         let e = note(&keys, &format!("read at once {i}"));
         assert!(publisher.publish(&e).await.0);
+        // A subscription per round, closed after: the last round's, left open, would
+        // get this event live, and that copy is no part of this answer.
+        let sub = format!("r{i}");
         let by_author = json!({"authors": [keys.public_key().to_string()]});
-        let got = reader.req("r", std::slice::from_ref(&by_author)).await;
+        let got = reader.req(&sub, std::slice::from_ref(&by_author)).await;
+        reader.send(&json!(["CLOSE", sub]).to_string()).await;
         assert_eq!(got.len(), i + 1, "round {i}");
         assert!(
             got.iter().any(|g| g.contains(&e.id().to_string())),
             "round {i}: {got:?}"
         );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for o in others {
+        o.await.unwrap();
+    }
+    relay.close().await;
+}
+
+/// What a deletion or a new version removes is gone for a read right after its `OK`:
+/// such events land in L1 before they are answered (a read waits only for landing
+/// events its filters match, and what they remove need not match).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_deletion_or_a_new_version_removes_is_gone_at_its_ok() {
+    use layer2_relay::eventstore::{EventBuilder, Kind, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(config(dir.path(), true)).await;
+    let (mut writer, mut reader) = (relay.client().await, relay.client().await);
+    let keys = Keys::generate().unwrap();
+    let base = Timestamp::now().0 - 1_000;
+    for i in 0..20u64 {
+        let doomed = note(&keys, &format!("doomed {i}"));
+        assert!(writer.publish(&doomed).await.0);
+        let deletion = EventBuilder::new(Kind::DELETION, "")
+            .tag(["e".to_owned(), doomed.id().to_string()])
+            .sign(&keys);
+        assert!(writer.publish(&deletion).await.0);
+        let (d, r) = (format!("d{i}"), format!("r{i}"));
+        let by_id = json!({"ids": [doomed.id().to_string()]});
+        let got = reader.req(&d, std::slice::from_ref(&by_id)).await;
+        reader.send(&json!(["CLOSE", d]).to_string()).await;
+        assert!(got.is_empty(), "round {i}: deleted, yet served: {got:?}");
+
+        let old = EventBuilder::new(Kind::METADATA, format!("{{\"name\":\"v{i}\"}}"))
+            .created_at(Timestamp(base + 2 * i))
+            .sign(&keys);
+        let new = EventBuilder::new(Kind::METADATA, format!("{{\"name\":\"w{i}\"}}"))
+            .created_at(Timestamp(base + 2 * i + 1))
+            .sign(&keys);
+        assert!(writer.publish(&old).await.0);
+        assert!(writer.publish(&new).await.0);
+        let by_id = json!({"ids": [old.id().to_string()]});
+        let got = reader.req(&r, std::slice::from_ref(&by_id)).await;
+        reader.send(&json!(["CLOSE", r]).to_string()).await;
+        assert!(got.is_empty(), "round {i}: replaced, yet served: {got:?}");
     }
     relay.close().await;
 }
