@@ -29,7 +29,8 @@ pub struct PgConfig {
     pub acquire_timeout: Duration,
     /// Most events in one write transaction. Default 500.
     pub batch_max: usize,
-    /// Concurrent write transactions. Default 4.
+    /// Concurrent write transactions for events with an address or deleting something.
+    /// Plain events have one writer of their own besides (`plain.rs`). Default 4.
     pub writers: usize,
     /// Bound of the write queue; a full queue makes savers wait. Default 8,192.
     pub queue: usize,
@@ -91,7 +92,14 @@ pub struct PgStore {
     /// One connection of its own for [`PgStore::ping`], so that a check of the database
     /// never waits behind the calls that made someone ask.
     ping_pool: PgPool,
+    /// The write queue of events with an address or deleting something.
     tx: mpsc::Sender<SaveReq>,
+    /// The write queue of plain events (`plain.rs`): a lane of their own, so their
+    /// batches stay whole and commit in one statement, never waiting behind the
+    /// general path's transaction. Writers of the two lanes are concurrent writers like
+    /// any others (those of other nodes): replacement and deletion stay exact between
+    /// them (see `write.rs`).
+    plain_tx: mpsc::Sender<SaveReq>,
     writers: Vec<tokio::task::JoinHandle<()>>,
     config: PgConfig,
     notifications: std::sync::OnceLock<crate::notify::Notifications>,
@@ -133,20 +141,24 @@ impl PgStore {
             .acquire_timeout(config.acquire_timeout)
             .connect_lazy_with(options);
         let (tx, rx) = mpsc::channel(config.queue);
-        let rx = Arc::new(Mutex::new(rx));
+        let (plain_tx, plain_rx) = mpsc::channel(config.queue);
         let changed = Arc::new(tokio::sync::Notify::new());
-        let writers = (0..config.writers.max(1))
-            .map(|_| {
-                tokio::spawn(writer(
-                    pool.clone(),
-                    rx.clone(),
-                    config.batch_max.max(1),
-                    changed.clone(),
-                    config.call_timeout,
-                    config.max_connections as usize > config.writers.max(1),
-                ))
-            })
-            .collect();
+        // Every writer keeps a connection only while the pool has one left over for
+        // everything else (queries, the poller) when each holds one.
+        let keep = config.max_connections as usize > config.writers.max(1) + 1;
+        let spawn = |rx: &Arc<Mutex<mpsc::Receiver<SaveReq>>>| {
+            tokio::spawn(writer(
+                pool.clone(),
+                rx.clone(),
+                config.batch_max.max(1),
+                changed.clone(),
+                config.call_timeout,
+                keep,
+            ))
+        };
+        let rx = Arc::new(Mutex::new(rx));
+        let mut writers: Vec<_> = (0..config.writers.max(1)).map(|_| spawn(&rx)).collect();
+        writers.push(spawn(&Arc::new(Mutex::new(plain_rx))));
         tokio::spawn(crate::notify::announce_changes(
             pool.clone(),
             changed.clone(),
@@ -155,6 +167,7 @@ impl PgStore {
             pool,
             ping_pool,
             tx,
+            plain_tx,
             writers,
             config,
             notifications: std::sync::OnceLock::new(),
@@ -306,12 +319,13 @@ impl PgStore {
             pool,
             ping_pool,
             tx,
+            plain_tx,
             writers,
             changed,
             ..
         } = self;
         ping_pool.close().await;
-        drop(tx);
+        drop((tx, plain_tx));
         // The writers finish what is queued, then see the closed channel and return.
         for w in writers {
             let _ = w.await;
@@ -481,13 +495,17 @@ impl EventStore for PgStore {
             return Ok(SaveOutcome::Ephemeral);
         }
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(SaveReq {
-                event: event.clone(),
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let lane = if crate::plain::is_plain(event) {
+            &self.plain_tx
+        } else {
+            &self.tx
+        };
+        lane.send(SaveReq {
+            event: event.clone(),
+            reply,
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

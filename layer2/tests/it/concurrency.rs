@@ -103,6 +103,40 @@ async fn deletion_racing_resubmissions_ends_deleted() {
     }
 }
 
+/// One store's two write lanes (plain events, and the rest) are concurrent writers too:
+/// a deletion racing re-submissions of its target through the same store ends deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_racing_resubmissions_in_one_store_ends_deleted() {
+    let db = test_database().await;
+    let store = Arc::new(store_on(&db).await);
+    let keys = Keys::from_seed(9);
+    for round in 0..10u64 {
+        let target = EventBuilder::text_note(format!("doomed here {round}"))
+            .created_at(Timestamp(1_700_000_000 + round))
+            .sign_deterministic(&keys);
+        let deletion = EventBuilder::new(Kind::DELETION, "")
+            .tag(["e".to_owned(), target.id().to_hex()])
+            .created_at(Timestamp(1_700_000_100 + round))
+            .sign_deterministic(&keys);
+        let resubmit = {
+            let (store, target) = (store.clone(), target.clone());
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    store.save(&target).await.unwrap();
+                }
+            })
+        };
+        store.save(&deletion).await.unwrap();
+        resubmit.await.unwrap();
+        let got = store.query(&[Filter::new().id(target.id())]).await.unwrap();
+        assert!(got.is_empty(), "round {round}: deleted event survived");
+        assert_eq!(
+            store.save(&target).await.unwrap(),
+            eventstore::SaveOutcome::Rejected(eventstore::Reason::Deleted)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_stores_migrate_one_empty_database_at_once() {
     let db = test_database().await;
