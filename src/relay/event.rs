@@ -14,7 +14,6 @@ use super::conn::{Conn, Reply};
 use super::limits::check_event;
 use super::proto;
 use crate::metrics::Metrics;
-use crate::tiered::Landing;
 
 impl Conn {
     pub(super) async fn on_event(&mut self, raw: &RawValue) {
@@ -58,20 +57,8 @@ impl Conn {
         let state = self.state.clone();
         let replies = self.outlet.clone();
         tokio::spawn(async move {
-            let started = Instant::now();
-            let (frame, landing) = decide(&state, &event).await;
-            // Durable in L2: answered now, written into L1 and delivered live after
-            // (reads it would match wait for it meanwhile: `tiered/unsettled.rs`).
+            let frame = verify_and_store(&state, event).await;
             let _ = replies.reply(Reply::Frame(frame));
-            let tiered = &state.node.tiered;
-            tiered
-                .stats()
-                .latency
-                .event_ok
-                .observe(crate::latency::since(started));
-            if let Some(landing) = landing {
-                tiered.land(&event, landing).await;
-            }
             drop(permit);
         });
     }
@@ -86,9 +73,21 @@ impl Conn {
     }
 }
 
-/// Checks the signature and has the store decide: the `OK` frame, and for an event
-/// accepted into L2 what remains to land it in L1 (`Tiered::decide`).
-async fn decide(state: &Arc<AppState>, event: &Event) -> (String, Option<Landing>) {
+async fn verify_and_store(state: &Arc<AppState>, event: Event) -> String {
+    let started = Instant::now();
+    let frame = decide(state, event).await;
+    state
+        .node
+        .tiered
+        .stats()
+        .latency
+        .event_ok
+        .observe(crate::latency::since(started));
+    frame
+}
+
+/// Checks the signature and stores: the `OK` frame.
+async fn decide(state: &Arc<AppState>, event: Event) -> String {
     let metrics = &state.metrics;
     let id = event.id();
     let started = Instant::now();
@@ -103,12 +102,12 @@ async fn decide(state: &Arc<AppState>, event: &Event) -> (String, Option<Landing
     metrics.verify_count.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = checked {
         metrics.event("invalid");
-        return (proto::ok(&id, false, &format!("invalid: {e}")), None);
+        return proto::ok(&id, false, &format!("invalid: {e}"));
     }
-    match state.node.tiered.decide(event).await {
-        Ok((outcome, landing)) => {
+    match state.store.save(&event).await {
+        Ok(outcome) => {
             metrics.event(Metrics::outcome_label(&outcome));
-            (ok_for(&id, &outcome), landing)
+            ok_for(&id, &outcome)
         }
         Err(e) => {
             metrics.event("error");
@@ -119,7 +118,7 @@ async fn decide(state: &Arc<AppState>, event: &Event) -> (String, Option<Landing
                 }
                 _ => "error: the event could not be stored; try again",
             };
-            (proto::ok(&id, false, msg), None)
+            proto::ok(&id, false, msg)
         }
     }
 }
