@@ -33,8 +33,8 @@ pub struct Latencies {
     pub l2_query: Histogram,
     /// One save in L2, as the saver waits for it (batching included).
     pub l2_write: Histogram,
-    /// One save in L1 of an event L2 just accepted (the mirror before the `OK` and the
-    /// live delivery), as its saver waits (batching included).
+    /// One save in L1 of an event L2 just accepted (the mirror: after the `OK` for a
+    /// plain event, before it for the rest; before live delivery), batching included.
     pub l1_write: Histogram,
     /// One poll of L2's change feed, every page of it.
     pub poll: Histogram,

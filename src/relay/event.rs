@@ -14,6 +14,7 @@ use super::conn::{Conn, Reply};
 use super::limits::check_event;
 use super::proto;
 use crate::metrics::Metrics;
+use crate::tiered::Landing;
 
 impl Conn {
     pub(super) async fn on_event(&mut self, raw: &RawValue) {
@@ -57,8 +58,20 @@ impl Conn {
         let state = self.state.clone();
         let replies = self.outlet.clone();
         tokio::spawn(async move {
-            let frame = verify_and_store(&state, event).await;
+            let started = Instant::now();
+            let (frame, landing) = decide(&state, &event).await;
+            // Durable in L2: answered now, written into L1 and delivered live after
+            // (reads it would match wait for it meanwhile: `tiered/unsettled.rs`).
             let _ = replies.reply(Reply::Frame(frame));
+            let tiered = &state.node.tiered;
+            tiered
+                .stats()
+                .latency
+                .event_ok
+                .observe(crate::latency::since(started));
+            if let Some(landing) = landing {
+                tiered.land(&event, landing).await;
+            }
             drop(permit);
         });
     }
@@ -73,21 +86,9 @@ impl Conn {
     }
 }
 
-async fn verify_and_store(state: &Arc<AppState>, event: Event) -> String {
-    let started = Instant::now();
-    let frame = decide(state, event).await;
-    state
-        .node
-        .tiered
-        .stats()
-        .latency
-        .event_ok
-        .observe(crate::latency::since(started));
-    frame
-}
-
-/// Checks the signature and stores: the `OK` frame.
-async fn decide(state: &Arc<AppState>, event: Event) -> String {
+/// Checks the signature and has the store decide: the `OK` frame, and for an event
+/// accepted into L2 what remains to land it in L1 (`Tiered::decide`).
+async fn decide(state: &Arc<AppState>, event: &Event) -> (String, Option<Landing>) {
     let metrics = &state.metrics;
     let id = event.id();
     let started = Instant::now();
@@ -102,12 +103,12 @@ async fn decide(state: &Arc<AppState>, event: Event) -> String {
     metrics.verify_count.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = checked {
         metrics.event("invalid");
-        return proto::ok(&id, false, &format!("invalid: {e}"));
+        return (proto::ok(&id, false, &format!("invalid: {e}")), None);
     }
-    match state.store.save(&event).await {
-        Ok(outcome) => {
+    match state.node.tiered.decide(event).await {
+        Ok((outcome, landing)) => {
             metrics.event(Metrics::outcome_label(&outcome));
-            ok_for(&id, &outcome)
+            (ok_for(&id, &outcome), landing)
         }
         Err(e) => {
             metrics.event("error");
@@ -118,7 +119,7 @@ async fn decide(state: &Arc<AppState>, event: Event) -> String {
                 }
                 _ => "error: the event could not be stored; try again",
             };
-            proto::ok(&id, false, msg)
+            (proto::ok(&id, false, msg), None)
         }
     }
 }

@@ -64,6 +64,11 @@ impl Tiered {
         match r {
             Err(StoreError::Unavailable(_)) if self.serves_degraded() => {
                 self.stats.degraded_reads.fetch_add(1, Ordering::Relaxed);
+                // After what L2 accepted just before has landed (`unsettled.rs`), for
+                // as long as an L1 write ever should take.
+                self.unsettled
+                    .wait_for(filters, super::unsettled::LANDING_WAIT)
+                    .await;
                 self.l1.count(filters).await
             }
             r => r,

@@ -21,7 +21,10 @@ mod recent;
 mod repair;
 mod rulings;
 pub mod stats;
+mod unsettled;
 mod warm;
+
+pub use unsettled::Landing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use eventstore::{
-    Capabilities, Change, Event, EventId, EventStore, Filter, Purge, Ruled, Rulings, SaveOutcome,
-    StoreError,
+    Capabilities, Change, Event, EventId, EventStore, Filter, Kind, Purge, Ruled, Rulings,
+    SaveOutcome, StoreError,
 };
 use layer1::RedbStore;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -127,6 +130,8 @@ pub struct Tiered {
     stats: Arc<TieredStats>,
     /// One store is both tiers (`start_single`).
     single: bool,
+    /// Events L2 accepted that have not landed in L1 yet (`unsettled.rs`).
+    unsettled: Arc<unsettled::Unsettled>,
     /// When L1 was last warmed afresh, by the database clock (0: unknown; `warm.rs`).
     warmed_at: std::sync::atomic::AtomicI64,
     /// Query routes counted before this start, from the L1 file (`stats::Routes`).
@@ -203,6 +208,7 @@ impl Tiered {
             started: Instant::now(),
             stats: Arc::new(TieredStats::default()),
             single,
+            unsettled: Arc::default(),
             warmed_at: std::sync::atomic::AtomicI64::new(0),
             routes_base,
         });
@@ -378,10 +384,103 @@ impl Tiered {
         }
     }
 
+    /// [`EventStore::save`] up to the store's decision, which is final and durable once
+    /// this returns. With it, for an event accepted into L2 but not yet in L1, comes a
+    /// [`Landing`] to hand to [`Self::land`]; the caller may answer the publisher first
+    /// (the relay does: the `OK` does not wait on L1's commit as well). Until it has
+    /// landed, reads it would match wait for it, and live subscribers have not had it
+    /// (`unsettled.rs`).
+    pub async fn decide(
+        &self,
+        event: &Event,
+    ) -> Result<(SaveOutcome, Option<Landing>), StoreError> {
+        if self.single {
+            let outcome = self.l1.save(event).await?;
+            match outcome {
+                // One store as both tiers has one path to live subscribers (no poller)
+                // and calls an event new once: nothing to de-duplicate, no id to keep.
+                SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
+                    let _ = self.live.send(Arc::new(event.clone()));
+                }
+                // Never stored, so the same one may come again: sent once.
+                SaveOutcome::Ephemeral => {
+                    self.broadcast(event);
+                }
+                _ => {}
+            }
+            return Ok((outcome, None));
+        }
+        // L2 is the arbiter of duplicates, replacement and deletion; while it cannot
+        // be reached, the outbox takes the write (`degraded.rs`).
+        let started = Instant::now();
+        let saved = self.l2_call(self.l2.save(event)).await;
+        self.stats
+            .latency
+            .l2_write
+            .observe(crate::latency::since(started));
+        let outcome = match saved {
+            Ok(o) => o,
+            Err(e @ StoreError::Unavailable(_)) => {
+                return Ok((self.save_degraded(event, e).await?, None));
+            }
+            Err(e) => return Err(e),
+        };
+        match &outcome {
+            SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
+                self.note_dropped(&outcome);
+                // Back in L2 after a removal (a purged or banned event sent again).
+                self.dropped.remove(&event.id());
+                self.missing.invalidate(&event.id());
+                let landing = self.unsettled.enter(Arc::new(event.clone()));
+                // A new version or a deletion takes something out of L1, and a read
+                // waits only for landing events its filters match, which what they
+                // take out may not be: they land before the answer, so no read after
+                // it finds what they removed. Only plain events are answered first.
+                // Nor while L1's writer is behind (`unsettled::MAX_UNSETTLED`).
+                let plain = event.address().is_none() && event.kind() != Kind::DELETION;
+                let behind = self.unsettled.len() > unsettled::MAX_UNSETTLED;
+                if outcome != SaveOutcome::Stored || !plain || behind {
+                    self.land(event, landing).await;
+                    return Ok((outcome, None));
+                }
+                return Ok((outcome, Some(landing)));
+            }
+            SaveOutcome::Ephemeral => {
+                self.broadcast(event);
+            }
+            _ => {}
+        }
+        Ok((outcome, None))
+    }
+
+    /// The rest of saving an event L2 accepted ([`Self::decide`]): into L1, then to live
+    /// subscribers (who may ask L1 about it as soon as they have it).
+    pub async fn land(&self, event: &Event, landing: Landing) {
+        // Marked seen only once L1 holds it. A poll meanwhile writes it into L1 itself
+        // (a duplicate, refused cheaply) rather than skipping it: were it skipped, the
+        // poll's cursor could commit in L1 before this mirror does, and a crash between
+        // the two would leave L1 without the event and the cursor past it, for good.
+        // Failed, it is left to the poller as well as to `repairs`.
+        let refused = match self.mirror(event).await {
+            Some(o) => {
+                self.seen.insert(event.id());
+                matches!(o, SaveOutcome::Rejected(_))
+            }
+            None => false,
+        };
+        drop(landing);
+        // L1 refuses what a later deletion, ban or version (landed first, or brought
+        // by the poller) took away since L2 accepted it: not delivered, as the poller
+        // would not deliver it either.
+        if !refused {
+            self.broadcast(event);
+        }
+    }
+
     /// Mirrors into L1 what L2 accepted. An L1 failure is logged and counted, not
     /// reported: the event is durable in L2. It is queued for repair, and the window is
     /// not trusted until the repair lands (see `repair.rs`).
-    async fn mirror(&self, e: &Event) -> bool {
+    async fn mirror(&self, e: &Event) -> Option<SaveOutcome> {
         let started = Instant::now();
         let saved = self.l1.save(e).await;
         self.stats
@@ -389,12 +488,12 @@ impl Tiered {
             .l1_write
             .observe(crate::latency::since(started));
         match saved {
-            Ok(_) => true,
+            Ok(o) => Some(o),
             Err(err) => {
                 self.stats.l1_write_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(id = %e.id(), error = %err, "L1 write failed after L2 accepted");
                 self.repairs.push(e.clone(), &self.l1);
-                false
+                None
             }
         }
     }
@@ -433,56 +532,9 @@ async fn relay_ephemeral(
 #[async_trait]
 impl EventStore for Tiered {
     async fn save(&self, event: &Event) -> Result<SaveOutcome, StoreError> {
-        if self.single {
-            let outcome = self.l1.save(event).await?;
-            match outcome {
-                // One store as both tiers has one path to live subscribers (no poller)
-                // and calls an event new once: nothing to de-duplicate, no id to keep.
-                SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
-                    let _ = self.live.send(Arc::new(event.clone()));
-                }
-                // Never stored, so the same one may come again: sent once.
-                SaveOutcome::Ephemeral => {
-                    self.broadcast(event);
-                }
-                _ => {}
-            }
-            return Ok(outcome);
-        }
-        // L2 is the arbiter of duplicates, replacement and deletion; while it cannot
-        // be reached, the outbox takes the write (`degraded.rs`).
-        let started = Instant::now();
-        let saved = self.l2_call(self.l2.save(event)).await;
-        self.stats
-            .latency
-            .l2_write
-            .observe(crate::latency::since(started));
-        let outcome = match saved {
-            Ok(o) => o,
-            Err(e @ StoreError::Unavailable(_)) => return self.save_degraded(event, e).await,
-            Err(e) => return Err(e),
-        };
-        match &outcome {
-            SaveOutcome::Stored | SaveOutcome::Replaced { .. } => {
-                self.note_dropped(&outcome);
-                // Back in L2 after a removal (a purged or banned event sent again).
-                self.dropped.remove(&event.id());
-                // Marked seen only once L1 holds it. A poll meanwhile writes it into L1
-                // itself (a duplicate, refused cheaply) rather than skipping it: were it
-                // skipped, the poll's cursor could commit in L1 before this mirror does,
-                // and a crash between the two would leave L1 without the event and the
-                // cursor past it, for good. Failed, it is left to the poller as well as
-                // to `repairs`.
-                if self.mirror(event).await {
-                    self.seen.insert(event.id());
-                }
-                self.missing.invalidate(&event.id());
-                self.broadcast(event);
-            }
-            SaveOutcome::Ephemeral => {
-                self.broadcast(event);
-            }
-            _ => {}
+        let (outcome, landing) = self.decide(event).await?;
+        if let Some(landing) = landing {
+            self.land(event, landing).await;
         }
         Ok(outcome)
     }
@@ -494,9 +546,21 @@ impl EventStore for Tiered {
             }
             return self.l1.query(filters).await;
         }
+        // After what was answered and still lands in L1, if the read would match it
+        // (`unsettled.rs`). A landing that takes longer than an L1 write ever should
+        // sends the read to L2, which holds the event already.
+        let landed = self
+            .unsettled
+            .wait_for(filters, unsettled::LANDING_WAIT)
+            .await;
         let mut out = Vec::new();
         for f in filters {
-            let r = self.query_one(f).await;
+            let r = if landed {
+                self.query_one(f).await
+            } else {
+                self.stats.routed(Shape::of(f), false);
+                self.ask_l2(f, None).await
+            };
             out.extend(self.or_degraded(f, r).await?);
         }
         eventstore::sort_canonical(&mut out);

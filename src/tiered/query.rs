@@ -109,7 +109,7 @@ impl Tiered {
     /// this floor of L1's, seen by a probe at this eviction epoch, so the answer also
     /// proves completeness down to what it covers; that is recorded with the promoted
     /// events.
-    async fn ask_l2(
+    pub(super) async fn ask_l2(
         &self,
         f: &Filter,
         joins: Option<(Timestamp, u64)>,

@@ -63,6 +63,7 @@ async fn one_file_by_default_and_a_separate_l1_on_request_over_the_same_data() {
     assert_eq!(c.req("b", std::slice::from_ref(&ids)).await.len(), 1);
     let second = note(&keys, "written twice");
     assert!(c.publish(&second).await.0);
+    // Answered as soon as L2 holds it; a read that matches it waits until L1 does too.
     let theirs = json!({"ids": [second.id().to_string()]});
     assert_eq!(c.req("c", std::slice::from_ref(&theirs)).await.len(), 1);
     let (_, _, text) = relay.get("/metrics", "*/*").await;
@@ -75,7 +76,7 @@ async fn one_file_by_default_and_a_separate_l1_on_request_over_the_same_data() {
         "the embedded L2's cache saw no read: {l2_reads}"
     );
     assert!(metric(&text, "layer2_l2_event_cache_bytes") > 0.0);
-    // Written into L2, then mirrored into L1 before its OK: one mirror timed.
+    // Written into L2, then mirrored into L1: one mirror timed.
     assert_eq!(metric(&text, "layer2_l1_write_seconds_count"), 1.0);
     assert!(dir.path().join("l1.redb").exists());
     relay.close().await;
@@ -135,15 +136,15 @@ async fn a_separate_l1_switched_off_and_on_again_never_serves_stale_events() {
     relay.close().await;
 }
 
-/// An event answered `OK` is found on this node however soon it is asked for, on any
-/// connection (a client told of it by the publisher), while others write: the `OK`
-/// comes once both tiers hold it.
+/// The `OK` comes once L2 holds an event, before L1 does (`tiered/unsettled.rs`); a
+/// client told of it (here: by the publisher, at once) finds it on this node however
+/// soon it asks, on any connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_answered_ok_is_found_at_once_from_another_connection() {
     let dir = tempfile::tempdir().unwrap();
     let relay = TestRelay::start(config(dir.path(), true)).await;
     let (mut publisher, mut reader) = (relay.client().await, relay.client().await);
-    // Other publishers keep both tiers' writers busy.
+    // Other publishers keep L1's writer busy, so landings take a while.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut others = Vec::new();
     for _ in 0..4 {
@@ -181,8 +182,9 @@ async fn an_event_answered_ok_is_found_at_once_from_another_connection() {
     relay.close().await;
 }
 
-/// What a deletion or a new version removes is gone for a read right after its `OK`,
-/// on another connection.
+/// What a deletion or a new version removes is gone for a read right after its `OK`:
+/// such events land in L1 before they are answered (a read waits only for landing
+/// events its filters match, and what they remove need not match).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_deletion_or_a_new_version_removes_is_gone_at_its_ok() {
     use layer2_relay::eventstore::{EventBuilder, Kind, Timestamp};

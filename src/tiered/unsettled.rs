@@ -1,0 +1,171 @@
+//! Events L2 accepted that have not landed in L1 yet.
+//!
+//! The relay answers `OK` once L2 has committed an event (`Tiered::decide`) and writes
+//! it into L1 after (`Tiered::land`), so the `OK` does not wait on L1's commit as well.
+//! Meanwhile L1 answers without the event. A read that an unsettled event would match
+//! waits for it to land first: whoever was told of the event (its publisher by the
+//! `OK`, anyone it told since) finds it on this node however soon they ask. A read no
+//! unsettled event matches, the usual case, waits for nothing. Live subscribers get an
+//! event only once it has landed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use eventstore::{Event, Filter};
+use tokio::sync::Notify;
+
+/// How long a read waits for a landing event before it asks L2 instead: far longer
+/// than an L1 write takes (milliseconds), short enough that a stuck one costs a read
+/// little.
+pub(crate) const LANDING_WAIT: Duration = Duration::from_secs(1);
+
+/// Events answered before they land, at most, on one node; past it an event lands
+/// before its `OK`, as a deletion does, and publishers wait on L1's writer again. (A
+/// connection holds up to 256 events until they land; this bounds the node's backlog
+/// whatever the number of connections.)
+pub(crate) const MAX_UNSETTLED: usize = 256;
+
+#[derive(Default)]
+pub(crate) struct Unsettled {
+    /// The next ticket, and the events still to land by ticket.
+    state: Mutex<(u64, BTreeMap<u64, Arc<Event>>)>,
+    landed: Notify,
+}
+
+/// One accepted event's place among the unsettled: it leaves when this is dropped,
+/// landed in L1 or not (an L1 failure leaves the event to the repairs and the poller,
+/// which reads would not wait for).
+pub struct Landing {
+    of: Arc<Unsettled>,
+    ticket: u64,
+}
+
+impl std::fmt::Debug for Landing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Landing")
+            .field("ticket", &self.ticket)
+            .finish()
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        self.of.lock().1.remove(&self.ticket);
+        self.of.landed.notify_waiters();
+    }
+}
+
+impl Unsettled {
+    fn lock(&self) -> MutexGuard<'_, (u64, BTreeMap<u64, Arc<Event>>)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enters `event`, accepted by L2, until the returned [`Landing`] is dropped.
+    pub fn enter(self: &Arc<Self>, event: Arc<Event>) -> Landing {
+        let mut s = self.lock();
+        let ticket = s.0;
+        s.0 += 1;
+        s.1.insert(ticket, event);
+        Landing {
+            of: self.clone(),
+            ticket,
+        }
+    }
+
+    /// Returns once no event accepted before this call and matched by `filters` is
+    /// still to land (at once when none is): `true`; or `false` when that takes longer
+    /// than `limit` (an L1 write that hangs: the caller asks L2 instead). The events to
+    /// wait for are picked once, here; each landing then costs a waiter a look-up per
+    /// event it still waits for, not a match of every landing event.
+    pub async fn wait_for(&self, filters: &[Filter], limit: Duration) -> bool {
+        let awaited: Vec<u64> = {
+            let s = self.lock();
+            s.1.iter()
+                .filter(|(_, e)| filters.iter().any(|f| f.matches(e)))
+                .map(|(&t, _)| t)
+                .collect()
+        };
+        if awaited.is_empty() {
+            return true;
+        }
+        tokio::time::timeout(limit, self.landed(awaited))
+            .await
+            .is_ok()
+    }
+
+    async fn landed(&self, mut awaited: Vec<u64>) {
+        loop {
+            let notified = self.landed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let s = self.lock();
+                awaited.retain(|t| s.1.contains_key(t));
+            }
+            if awaited.is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Events still to land.
+    pub fn len(&self) -> usize {
+        self.lock().1.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventstore::{EventBuilder, Keys, Kind};
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_read_waits_only_for_unsettled_events_it_matches() {
+        let u = Arc::new(Unsettled::default());
+        let keys = Keys::from_seed(1);
+        let note = Arc::new(EventBuilder::text_note("x").sign_deterministic(&keys));
+        let landing = u.enter(note.clone());
+        assert_eq!(u.len(), 1);
+        // Another kind: nothing to wait for.
+        assert!(u.wait_for(&[Filter::new().kind(Kind(7))], LONG).await);
+        // Its author: waits until it lands.
+        let waiting = tokio::spawn({
+            let u = u.clone();
+            let mine = [Filter::new().author(keys.public_key())];
+            async move { u.wait_for(&mine, LONG).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "answered before the event landed");
+        drop(landing);
+        assert!(
+            waiting.await.unwrap(),
+            "the read goes on once the event landed"
+        );
+        assert_eq!(u.len(), 0);
+
+        // An event accepted after the read began is not waited for.
+        let first = u.enter(note.clone());
+        let waiting = tokio::spawn({
+            let u = u.clone();
+            let mine = [Filter::new().author(keys.public_key())];
+            async move { u.wait_for(&mine, LONG).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let later = u.enter(note.clone());
+        drop(first);
+        assert!(
+            waiting.await.unwrap(),
+            "waits only for events accepted before it"
+        );
+
+        // One that does not land in time: the read is told so (and asks L2).
+        let mine = [Filter::new().author(keys.public_key())];
+        assert!(!u.wait_for(&mine, Duration::from_millis(20)).await);
+        drop(later);
+        assert!(u.wait_for(&mine, Duration::from_millis(20)).await);
+    }
+}
