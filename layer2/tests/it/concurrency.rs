@@ -68,38 +68,44 @@ async fn racing_replaceable_and_addressable_writes_leave_one_winner() {
     }
 }
 
+/// One round: `b` re-submits a note again and again while `a` deletes it; it must end
+/// deleted, and refused when sent again.
+async fn deletion_races_resubmissions(a: &Arc<PgStore>, b: &Arc<PgStore>, seed: u64, round: u64) {
+    let keys = Keys::from_seed(seed);
+    let target = EventBuilder::text_note(format!("doomed {seed} {round}"))
+        .created_at(Timestamp(1_700_000_000 + round))
+        .sign_deterministic(&keys);
+    let deletion = EventBuilder::new(Kind::DELETION, "")
+        .tag(["e".to_owned(), target.id().to_hex()])
+        .created_at(Timestamp(1_700_000_100 + round))
+        .sign_deterministic(&keys);
+    let resubmit = {
+        let (b, target) = (b.clone(), target.clone());
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                b.save(&target).await.unwrap();
+            }
+        })
+    };
+    a.save(&deletion).await.unwrap();
+    resubmit.await.unwrap();
+    let got = a.query(&[Filter::new().id(target.id())]).await.unwrap();
+    assert!(got.is_empty(), "round {round}: deleted event survived");
+    let again = b.save(&target).await.unwrap();
+    assert_eq!(
+        again,
+        eventstore::SaveOutcome::Rejected(eventstore::Reason::Deleted)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_racing_resubmissions_ends_deleted() {
     let db = test_database().await;
-    let keys = Keys::from_seed(5);
     for round in 0..10u64 {
-        let target = EventBuilder::text_note(format!("doomed {round}"))
-            .created_at(Timestamp(1_700_000_000 + round))
-            .sign_deterministic(&keys);
-        let deletion = EventBuilder::new(Kind::DELETION, "")
-            .tag(["e".to_owned(), target.id().to_hex()])
-            .created_at(Timestamp(1_700_000_100 + round))
-            .sign_deterministic(&keys);
+        // Two nodes: B re-submits while A deletes.
         let a = Arc::new(store_on(&db).await);
         let b = Arc::new(store_on(&db).await);
-        // Node B re-submits the target again and again while node A deletes it.
-        let resubmit = {
-            let (b, target) = (b.clone(), target.clone());
-            tokio::spawn(async move {
-                for _ in 0..20 {
-                    b.save(&target).await.unwrap();
-                }
-            })
-        };
-        a.save(&deletion).await.unwrap();
-        resubmit.await.unwrap();
-        let got = a.query(&[Filter::new().id(target.id())]).await.unwrap();
-        assert!(got.is_empty(), "round {round}: deleted event survived");
-        let again = b.save(&target).await.unwrap();
-        assert_eq!(
-            again,
-            eventstore::SaveOutcome::Rejected(eventstore::Reason::Deleted)
-        );
+        deletion_races_resubmissions(&a, &b, 5, round).await;
     }
 }
 
@@ -109,31 +115,8 @@ async fn deletion_racing_resubmissions_ends_deleted() {
 async fn deletion_racing_resubmissions_in_one_store_ends_deleted() {
     let db = test_database().await;
     let store = Arc::new(store_on(&db).await);
-    let keys = Keys::from_seed(9);
     for round in 0..10u64 {
-        let target = EventBuilder::text_note(format!("doomed here {round}"))
-            .created_at(Timestamp(1_700_000_000 + round))
-            .sign_deterministic(&keys);
-        let deletion = EventBuilder::new(Kind::DELETION, "")
-            .tag(["e".to_owned(), target.id().to_hex()])
-            .created_at(Timestamp(1_700_000_100 + round))
-            .sign_deterministic(&keys);
-        let resubmit = {
-            let (store, target) = (store.clone(), target.clone());
-            tokio::spawn(async move {
-                for _ in 0..20 {
-                    store.save(&target).await.unwrap();
-                }
-            })
-        };
-        store.save(&deletion).await.unwrap();
-        resubmit.await.unwrap();
-        let got = store.query(&[Filter::new().id(target.id())]).await.unwrap();
-        assert!(got.is_empty(), "round {round}: deleted event survived");
-        assert_eq!(
-            store.save(&target).await.unwrap(),
-            eventstore::SaveOutcome::Rejected(eventstore::Reason::Deleted)
-        );
+        deletion_races_resubmissions(&store, &store, 9, round).await;
     }
 }
 
