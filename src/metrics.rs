@@ -429,6 +429,12 @@ impl Metrics {
             get(&s.poll_broadcast),
         );
         t.one(
+            "layer2_poll_read_total",
+            "counter",
+            "Events the poller read whole from L2 and wrote into L1.",
+            get(&s.poll_read),
+        );
+        t.one(
             "layer2_poll_tombstones_total",
             "counter",
             "Tombstones the poller applied to L1.",

@@ -456,11 +456,11 @@ impl Tiered {
     /// The rest of saving an event L2 accepted ([`Self::decide`]): into L1, then to live
     /// subscribers (who may ask L1 about it as soon as they have it).
     pub async fn land(&self, event: &Event, landing: Landing) {
-        // Marked seen only once L1 holds it. A poll meanwhile writes it into L1 itself
-        // (a duplicate, refused cheaply) rather than skipping it: were it skipped, the
-        // poll's cursor could commit in L1 before this mirror does, and a crash between
-        // the two would leave L1 without the event and the cursor past it, for good.
-        // Failed, it is left to the poller as well as to `repairs`.
+        // Marked seen only once L1 holds it. A poll meanwhile skips it (it is still
+        // landing) but persists its cursor only once it has landed: were the cursor
+        // committed in L1 before this mirror, a crash between the two would leave L1
+        // without the event and the cursor past it, for good (`poller.rs`). Failed,
+        // it is left to `repairs` and to the poller's next full look-back.
         let refused = match self.mirror(event).await {
             Some(o) => {
                 self.seen.insert(event.id());

@@ -121,8 +121,8 @@ pub(super) async fn run(
                     }
                 }
             }
-            Ok(Polled::Read(next, reached)) => {
-                if persist {
+            Ok(Polled::Read(next, reached, persisted_now)) => {
+                if persisted_now {
                     persisted = Some(tokio::time::Instant::now());
                 }
                 if full {
@@ -167,8 +167,9 @@ const COVER_CHECK: Duration = Duration::from_secs(10);
 
 /// What one poll did.
 enum Polled {
-    /// Read up to the horizon it started at (the next cursor), reaching these positions.
-    Read(i64, FeedPositions),
+    /// Read up to the horizon it started at (the next cursor), reaching these
+    /// positions; and whether it persisted the cursor.
+    Read(i64, FeedPositions, bool),
     /// The feed no longer covers this node's position: L1 must start afresh.
     Uncovered,
 }
@@ -197,23 +198,44 @@ async fn poll_once(
     // The database clock, carried forward by this node's: delivery lag is then
     // measured on one clock, whatever the skew between the machines.
     let clock = (db_clock, std::time::Instant::now());
+    // One bounded page at a time: a node catching up after an outage, or behind a
+    // busy cluster, holds at most two. Skipped: what L1 holds already, and this node's
+    // own events still landing (`Tiered::land` writes them into L1 and delivers them;
+    // reading them again here would write them twice).
+    let known = |id: &eventstore::EventId| t.seen.contains(id) || t.unsettled.landing(id);
+    let mut p = feed.page(from, page, &known).await?;
     loop {
-        // One bounded page at a time: a node catching up after an outage never holds
-        // more than a page.
-        let p = feed.page(from, page, &|id| t.seen.contains(id)).await?;
-        apply(t, p.changes, clock).await?;
         from = p.next;
         if p.complete {
+            apply(t, p.changes, clock).await?;
             break;
         }
+        // The next page is read while this one goes into L1: the reads wait on
+        // PostgreSQL, the writes on L1's writer. Not past removals, though: applying
+        // them takes ids out of `seen`, and an event sent again after its removal must
+        // not be skipped as seen by a read that ran before that (`apply`).
+        if !p.changes.removed.is_empty() {
+            apply(t, p.changes, clock).await?;
+            p = feed.page(from, page, &known).await?;
+            continue;
+        }
+        let (applied, next) =
+            tokio::join!(apply(t, p.changes, clock), feed.page(from, page, &known));
+        applied?;
+        p = next?;
     }
     // Persist only after L1 has everything up to here: a crash re-reads, never skips.
+    // The events left to their landing (this poll's or an earlier one's) are among
+    // those still landing now: once these have landed, L1 holds them (or they failed,
+    // and `repair.rs` has them and its marker). Should that take too long, the cursor
+    // waits for a later poll.
+    let persist = persist && t.unsettled.settle(super::unsettled::LANDING_WAIT).await;
     if persist {
         let warmed = t.warmed_at.load(Ordering::Relaxed);
         t.l1.set_cursor(super::warm::encode_cursor(next, warmed))
             .await?;
     }
-    Ok(Polled::Read(next, from))
+    Ok(Polled::Read(next, from, persist))
 }
 
 async fn apply(
@@ -229,6 +251,9 @@ async fn apply(
         .filter(|(e, _)| !t.seen.contains(&e.id()))
         .unzip();
     if !fresh.is_empty() {
+        t.stats
+            .poll_read
+            .fetch_add(fresh.len() as u64, Ordering::Relaxed);
         let outcomes = t.l1.save_many(&fresh).await?;
         let now_us = clock.0 + clock.1.elapsed().as_micros() as i64;
         for ((e, o), inserted) in fresh.into_iter().zip(outcomes).zip(fresh_at) {

@@ -78,6 +78,9 @@ pub struct TieredStats {
     pub poll_errors: AtomicU64,
     /// Events the poller brought in and broadcast.
     pub poll_broadcast: AtomicU64,
+    /// Events the poller read whole from L2 (those it had not seen: other nodes' and
+    /// any of this node's it had not written into L1 yet).
+    pub poll_read: AtomicU64,
     /// Tombstones the poller applied to L1.
     pub poll_tombstones: AtomicU64,
     /// Database time minus the poller's cursor at the last successful poll.

@@ -8,11 +8,11 @@
 //! unsettled event matches, the usual case, waits for nothing. Live subscribers get an
 //! event only once it has landed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use eventstore::{Event, Filter};
+use eventstore::{Event, EventId, Filter};
 use tokio::sync::Notify;
 
 /// How long a read waits for a landing event before it asks L2 instead: far longer
@@ -28,9 +28,18 @@ pub(crate) const MAX_UNSETTLED: usize = 256;
 
 #[derive(Default)]
 pub(crate) struct Unsettled {
-    /// The next ticket, and the events still to land by ticket.
-    state: Mutex<(u64, BTreeMap<u64, Arc<Event>>)>,
+    state: Mutex<State>,
     landed: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// The next ticket.
+    next: u64,
+    /// The events still to land, by ticket.
+    events: BTreeMap<u64, Arc<Event>>,
+    /// Their tickets, by id (the poller asks for each id it reads).
+    tickets: HashMap<EventId, u64>,
 }
 
 /// One accepted event's place among the unsettled: it leaves when this is dropped,
@@ -51,22 +60,30 @@ impl std::fmt::Debug for Landing {
 
 impl Drop for Landing {
     fn drop(&mut self) {
-        self.of.lock().1.remove(&self.ticket);
+        let mut s = self.of.lock();
+        if let Some(e) = s.events.remove(&self.ticket) {
+            // The same id entered again since (sent again after a purge) keeps its own.
+            if s.tickets.get(&e.id()) == Some(&self.ticket) {
+                s.tickets.remove(&e.id());
+            }
+        }
+        drop(s);
         self.of.landed.notify_waiters();
     }
 }
 
 impl Unsettled {
-    fn lock(&self) -> MutexGuard<'_, (u64, BTreeMap<u64, Arc<Event>>)> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Enters `event`, accepted by L2, until the returned [`Landing`] is dropped.
     pub fn enter(self: &Arc<Self>, event: Arc<Event>) -> Landing {
         let mut s = self.lock();
-        let ticket = s.0;
-        s.0 += 1;
-        s.1.insert(ticket, event);
+        let ticket = s.next;
+        s.next += 1;
+        s.tickets.insert(event.id(), ticket);
+        s.events.insert(ticket, event);
         Landing {
             of: self.clone(),
             ticket,
@@ -81,11 +98,29 @@ impl Unsettled {
     pub async fn wait_for(&self, filters: &[Filter], limit: Duration) -> bool {
         let awaited: Vec<u64> = {
             let s = self.lock();
-            s.1.iter()
+            s.events
+                .iter()
                 .filter(|(_, e)| filters.iter().any(|f| f.matches(e)))
                 .map(|(&t, _)| t)
                 .collect()
         };
+        self.wait_tickets(awaited, limit).await
+    }
+
+    /// Returns once every event entered before this call has landed: `true`; or
+    /// `false` when that takes longer than `limit`. The poller's barrier before it
+    /// commits its cursor past events it left to their landing (`poller.rs`).
+    pub async fn settle(&self, limit: Duration) -> bool {
+        let awaited: Vec<u64> = self.lock().events.keys().copied().collect();
+        self.wait_tickets(awaited, limit).await
+    }
+
+    /// Whether `id` is still to land.
+    pub fn landing(&self, id: &EventId) -> bool {
+        self.lock().tickets.contains_key(id)
+    }
+
+    async fn wait_tickets(&self, awaited: Vec<u64>, limit: Duration) -> bool {
         if awaited.is_empty() {
             return true;
         }
@@ -101,7 +136,7 @@ impl Unsettled {
             notified.as_mut().enable();
             {
                 let s = self.lock();
-                awaited.retain(|t| s.1.contains_key(t));
+                awaited.retain(|t| s.events.contains_key(t));
             }
             if awaited.is_empty() {
                 return;
@@ -112,7 +147,7 @@ impl Unsettled {
 
     /// Events still to land.
     pub fn len(&self) -> usize {
-        self.lock().1.len()
+        self.lock().events.len()
     }
 }
 

@@ -420,3 +420,43 @@ async fn commit_notifications_wake_the_other_pollers() {
         );
     }
 }
+
+/// A node's own event, answered before it lands in L1 (`Tiered::decide`), is left to
+/// its landing by the node's poller: not read back from L2 and written twice, and the
+/// poller's cursor is not persisted past it until it has landed (a crash in between
+/// would leave L1 without it for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poller_leaves_an_event_still_landing_to_its_landing() {
+    use std::sync::atomic::Ordering;
+    let db = test_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(&db.url, dir.path(), 4 << 20).await;
+    until_trusted(&a).await;
+    let e = EventBuilder::text_note("still landing").sign(&Keys::from_seed(23));
+    let (outcome, landing) = a.decide(&e).await.unwrap();
+    assert_eq!(outcome, eventstore::SaveOutcome::Stored);
+    let landing = landing.expect("a plain event is answered before it lands");
+    // A cursor write already past its wait when the event was accepted ends first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cursor = a.l1().cursor().await.unwrap();
+    let runs = a.stats().poll_runs.load(Ordering::Relaxed);
+    // Polls every 40 ms, persisting the cursor at most once a second; each persisting
+    // poll now waits up to a second for the landing first.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(a.stats().poll_runs.load(Ordering::Relaxed) >= runs + 2);
+    assert_eq!(
+        a.stats().poll_read.load(Ordering::Relaxed),
+        0,
+        "the poller read the landing event from L2"
+    );
+    assert!(!a.l1().contains(&[e.id()]).await.unwrap()[0]);
+    assert_eq!(
+        a.l1().cursor().await.unwrap(),
+        cursor,
+        "the cursor was persisted past an event L1 does not hold yet"
+    );
+    a.land(&e, landing).await;
+    assert!(a.l1().contains(&[e.id()]).await.unwrap()[0]);
+    wait_for(|| async { a.l1().cursor().await.unwrap() != cursor }).await;
+    assert_eq!(a.stats().poll_read.load(Ordering::Relaxed), 0);
+}
