@@ -203,4 +203,37 @@ mod tests {
         drop(later);
         assert!(u.wait_for(&mine, Duration::from_millis(20)).await);
     }
+
+    #[tokio::test]
+    async fn the_poller_finds_landing_ids_and_waits_for_all_of_them() {
+        let u = Arc::new(Unsettled::default());
+        let keys = Keys::from_seed(2);
+        let a = Arc::new(EventBuilder::text_note("a").sign_deterministic(&keys));
+        let b = Arc::new(EventBuilder::text_note("b").sign_deterministic(&keys));
+        assert!(
+            u.settle(Duration::from_millis(20)).await,
+            "nothing to wait for"
+        );
+        let la = u.enter(a.clone());
+        let lb = u.enter(b.clone());
+        assert!(u.landing(&a.id()) && u.landing(&b.id()));
+        assert!(!u.settle(Duration::from_millis(20)).await);
+        drop(la);
+        assert!(!u.landing(&a.id()) && u.landing(&b.id()));
+        assert!(!u.settle(Duration::from_millis(20)).await, "b still lands");
+        // The same id entered again while its first landing is under way keeps the
+        // later one's place when the first ends.
+        let again = u.enter(b.clone());
+        drop(lb);
+        assert!(u.landing(&b.id()));
+        let settled = tokio::spawn({
+            let u = u.clone();
+            async move { u.settle(LONG).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!settled.is_finished());
+        drop(again);
+        assert!(settled.await.unwrap());
+        assert!(!u.landing(&b.id()));
+    }
 }
