@@ -443,7 +443,7 @@ impl Metrics {
         t.one(
             "layer2_poll_lag_milliseconds",
             "gauge",
-            "Database time minus the poller's cursor.",
+            "Database time minus the poller's cursor (during a poll that reads page after page, the age of the last row read).",
             get(&s.poll_lag_ms),
         );
         t.one(

@@ -83,7 +83,8 @@ pub struct TieredStats {
     pub poll_read: AtomicU64,
     /// Tombstones the poller applied to L1.
     pub poll_tombstones: AtomicU64,
-    /// Database time minus the poller's cursor at the last successful poll.
+    /// Database time minus the poller's cursor at the last successful poll; during a
+    /// poll that reads page after page, the age of the last row it read.
     pub poll_lag_ms: AtomicU64,
     /// Starts at which L1 was emptied: its cursor was older than the removal log keeps.
     pub l1_resets: AtomicU64,
