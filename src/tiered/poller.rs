@@ -205,17 +205,20 @@ async fn poll_once(
     let known = |id: &eventstore::EventId| t.seen.contains(id) || t.unsettled.landing(id);
     let mut p = feed.page(from, page, &known).await?;
     loop {
+        let read_events = p.next.events != from.events;
         from = p.next;
         if p.complete {
             apply(t, p.changes, clock).await?;
             break;
         }
         // A poll behind a busy cluster can run for seconds, page after page: the lag
-        // gauge follows it (the age of the last row read) instead of showing the last
-        // poll's until this one ends.
-        let now_us = clock.0 + clock.1.elapsed().as_micros() as i64;
-        let behind = (now_us - from.events.0).max(0) as u64 / 1_000;
-        t.stats.poll_lag_ms.store(behind, Ordering::Relaxed);
+        // gauge follows it (the age of the last event row read) instead of showing the
+        // last poll's until this one ends.
+        if read_events {
+            let now_us = clock.0 + clock.1.elapsed().as_micros() as i64;
+            let behind = (now_us - from.events.0).max(0) as u64 / 1_000;
+            t.stats.poll_lag_ms.store(behind, Ordering::Relaxed);
+        }
         // The next page is read while this one goes into L1: the reads wait on
         // PostgreSQL, the writes on L1's writer. Not past removals, though: applying
         // them takes ids out of `seen`, and an event sent again after its removal must
