@@ -431,7 +431,7 @@ impl Metrics {
         t.one(
             "layer2_poll_read_total",
             "counter",
-            "Events the poller read whole from L2 and wrote into L1.",
+            "Events the poller read whole from L2 (new to this node's L1).",
             get(&s.poll_read),
         );
         t.one(

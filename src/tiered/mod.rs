@@ -460,7 +460,9 @@ impl Tiered {
         // landing) but persists its cursor only once it has landed: were the cursor
         // committed in L1 before this mirror, a crash between the two would leave L1
         // without the event and the cursor past it, for good (`poller.rs`). Failed,
-        // it is left to `repairs` and to the poller's next full look-back.
+        // it is left to `repairs` and to the poller's next full look-back; dropped
+        // before it got here (a cancelled task), to the poller, which hands it to
+        // `repairs` before it persists its cursor.
         let refused = match self.mirror(event).await {
             Some(o) => {
                 self.seen.insert(event.id());
@@ -468,12 +470,23 @@ impl Tiered {
             }
             None => false,
         };
-        drop(landing);
+        landing.landed();
         // L1 refuses what a later deletion, ban or version (landed first, or brought
         // by the poller) took away since L2 accepted it: not delivered, as the poller
         // would not deliver it either.
         if !refused {
             self.broadcast(event);
+        }
+    }
+
+    /// Queues for repair the events whose landing was given up before L1's write was
+    /// tried (`unsettled.rs`): the repairs write them into L1, and L1's window is not
+    /// trusted meanwhile. The poller calls this before it persists its cursor, and the
+    /// repair task once a second.
+    fn repair_abandoned(&self) {
+        for e in self.unsettled.take_abandoned() {
+            tracing::warn!(id = %e.id(), "an accepted event's L1 write was abandoned; repairing");
+            self.repairs.push((*e).clone(), &self.l1);
         }
     }
 

@@ -1,6 +1,7 @@
 //! The poller (DESIGN.md §5): every `poll_frequency`, read L2's change feed from the
-//! cursor minus the look-back, skip what this node has seen, save the rest into L1,
-//! apply tombstones, broadcast, and persist the cursor in L1.
+//! cursor minus the look-back, skip what this node has seen (and its own events still
+//! landing in L1), save the rest into L1, apply tombstones, broadcast, and persist the
+//! cursor in L1 (once the events landing at that moment have landed).
 //!
 //! Between full look-backs (one per look-back span), a poll resumes where the last one
 //! stopped instead: after the last row it read in each log, or at the horizon `H` that
@@ -121,8 +122,10 @@ pub(super) async fn run(
                     }
                 }
             }
-            Ok(Polled::Read(next, reached, persisted_now)) => {
-                if persisted_now {
+            Ok(Polled::Read(next, reached)) => {
+                // Tried, at least: one whose landing events took too long is tried
+                // again a second on, not on every poll.
+                if persist {
                     persisted = Some(tokio::time::Instant::now());
                 }
                 if full {
@@ -167,9 +170,8 @@ const COVER_CHECK: Duration = Duration::from_secs(10);
 
 /// What one poll did.
 enum Polled {
-    /// Read up to the horizon it started at (the next cursor), reaching these
-    /// positions; and whether it persisted the cursor.
-    Read(i64, FeedPositions, bool),
+    /// Read up to the horizon it started at (the next cursor), reaching these positions.
+    Read(i64, FeedPositions),
     /// The feed no longer covers this node's position: L1 must start afresh.
     Uncovered,
 }
@@ -236,15 +238,17 @@ async fn poll_once(
     // Persist only after L1 has everything up to here: a crash re-reads, never skips.
     // The events left to their landing (this poll's or an earlier one's) are among
     // those still landing now: once these have landed, L1 holds them (or they failed,
-    // and `repair.rs` has them and its marker). Should that take too long, the cursor
-    // waits for a later poll.
-    let persist = persist && t.unsettled.settle(super::unsettled::LANDING_WAIT).await;
+    // and `repair.rs` has them and its marker). Should that take long, the cursor
+    // waits for a later poll (a second on). A landing given up before L1's write was
+    // tried goes to the repairs here, before any cursor passes it.
+    let persist = persist && t.unsettled.settle(super::unsettled::SETTLE_WAIT).await;
+    t.repair_abandoned();
     if persist {
         let warmed = t.warmed_at.load(Ordering::Relaxed);
         t.l1.set_cursor(super::warm::encode_cursor(next, warmed))
             .await?;
     }
-    Ok(Polled::Read(next, from, persist))
+    Ok(Polled::Read(next, from))
 }
 
 async fn apply(

@@ -109,6 +109,7 @@ pub(super) async fn run(tiered: Weak<Tiered>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let Some(t) = tiered.upgrade() else { return };
+        t.repair_abandoned();
         repair_once(&t).await;
     }
 }

@@ -9,6 +9,7 @@
 //! event only once it has landed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,6 +21,11 @@ use tokio::sync::Notify;
 /// little.
 pub(crate) const LANDING_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a persisting poll waits for the events landing at that moment before it
+/// leaves its cursor to a later poll (`poller.rs`): a busy L1 writer lands a batch in
+/// well under this, and a poll that waited longer would hold up the next one.
+pub(crate) const SETTLE_WAIT: Duration = Duration::from_millis(250);
+
 /// Events answered before they land, at most, on one node; past it an event lands
 /// before its `OK`, as a deletion does, and publishers wait on L1's writer again. (A
 /// connection holds up to 256 events until they land; this bounds the node's backlog
@@ -30,6 +36,8 @@ pub(crate) const MAX_UNSETTLED: usize = 256;
 pub(crate) struct Unsettled {
     state: Mutex<State>,
     landed: Notify,
+    /// Whether `State::abandoned` may hold events (read without the lock).
+    any_abandoned: AtomicBool,
 }
 
 #[derive(Default)]
@@ -38,16 +46,21 @@ struct State {
     next: u64,
     /// The events still to land, by ticket.
     events: BTreeMap<u64, Arc<Event>>,
-    /// Their tickets, by id (the poller asks for each id it reads).
-    tickets: HashMap<EventId, u64>,
+    /// How many of them have each id (the poller asks for each id it reads; the same
+    /// event may be accepted again after a purge while its first landing is under way).
+    ids: HashMap<EventId, u32>,
+    /// Events whose landing was given up before L1's write was tried (a task
+    /// cancelled between the `OK` and the write), for the poller to hand to the repairs.
+    abandoned: Vec<Arc<Event>>,
 }
 
-/// One accepted event's place among the unsettled: it leaves when this is dropped,
-/// landed in L1 or not (an L1 failure leaves the event to the repairs and the poller,
-/// which reads would not wait for).
+/// One accepted event's place among the unsettled: it leaves when this is dropped.
+/// [`Landing::landed`] says L1's write was tried (a failure is then with the repairs);
+/// dropped without it, the event is recorded as abandoned (`Unsettled::take_abandoned`).
 pub struct Landing {
     of: Arc<Unsettled>,
     ticket: u64,
+    landed: bool,
 }
 
 impl std::fmt::Debug for Landing {
@@ -62,13 +75,27 @@ impl Drop for Landing {
     fn drop(&mut self) {
         let mut s = self.of.lock();
         if let Some(e) = s.events.remove(&self.ticket) {
-            // The same id entered again since (sent again after a purge) keeps its own.
-            if s.tickets.get(&e.id()) == Some(&self.ticket) {
-                s.tickets.remove(&e.id());
+            if let Some(n) = s.ids.get_mut(&e.id()) {
+                *n -= 1;
+                if *n == 0 {
+                    s.ids.remove(&e.id());
+                }
+            }
+            if !self.landed {
+                s.abandoned.push(e);
+                self.of.any_abandoned.store(true, Ordering::Release);
             }
         }
         drop(s);
         self.of.landed.notify_waiters();
+    }
+}
+
+impl Landing {
+    /// Ends the landing once L1's write was tried, whatever came of it (a failed
+    /// write is queued for repair by then).
+    pub(super) fn landed(mut self) {
+        self.landed = true;
     }
 }
 
@@ -82,11 +109,12 @@ impl Unsettled {
         let mut s = self.lock();
         let ticket = s.next;
         s.next += 1;
-        s.tickets.insert(event.id(), ticket);
+        *s.ids.entry(event.id()).or_default() += 1;
         s.events.insert(ticket, event);
         Landing {
             of: self.clone(),
             ticket,
+            landed: false,
         }
     }
 
@@ -117,7 +145,15 @@ impl Unsettled {
 
     /// Whether `id` is still to land.
     pub fn landing(&self, id: &EventId) -> bool {
-        self.lock().tickets.contains_key(id)
+        self.lock().ids.contains_key(id)
+    }
+
+    /// The events whose landing was given up since the last call.
+    pub fn take_abandoned(&self) -> Vec<Arc<Event>> {
+        if !self.any_abandoned.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.lock().abandoned)
     }
 
     async fn wait_tickets(&self, awaited: Vec<u64>, limit: Duration) -> bool {
@@ -210,21 +246,24 @@ mod tests {
         let keys = Keys::from_seed(2);
         let a = Arc::new(EventBuilder::text_note("a").sign_deterministic(&keys));
         let b = Arc::new(EventBuilder::text_note("b").sign_deterministic(&keys));
-        assert!(
-            u.settle(Duration::from_millis(20)).await,
-            "nothing to wait for"
-        );
+        let short = Duration::from_millis(20);
+        assert!(u.settle(short).await, "nothing to wait for");
         let la = u.enter(a.clone());
         let lb = u.enter(b.clone());
         assert!(u.landing(&a.id()) && u.landing(&b.id()));
-        assert!(!u.settle(Duration::from_millis(20)).await);
-        drop(la);
+        assert!(!u.settle(short).await);
+        la.landed();
         assert!(!u.landing(&a.id()) && u.landing(&b.id()));
-        assert!(!u.settle(Duration::from_millis(20)).await, "b still lands");
-        // The same id entered again while its first landing is under way keeps the
-        // later one's place when the first ends.
+        assert!(!u.settle(short).await, "b still lands");
+        // The same event accepted again while its first landing is under way: it is
+        // landing until both have ended, in either order.
         let again = u.enter(b.clone());
-        drop(lb);
+        lb.landed();
+        assert!(u.landing(&b.id()));
+        let first = u.enter(b.clone());
+        let second = u.enter(b.clone());
+        again.landed();
+        second.landed();
         assert!(u.landing(&b.id()));
         let settled = tokio::spawn({
             let u = u.clone();
@@ -232,8 +271,18 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!settled.is_finished());
-        drop(again);
+        first.landed();
         assert!(settled.await.unwrap());
         assert!(!u.landing(&b.id()));
+        assert!(u.take_abandoned().is_empty(), "every landing ended landed");
+
+        // Given up before L1's write was tried: recorded once, for the repairs.
+        let given_up = u.enter(a.clone());
+        drop(given_up);
+        assert!(!u.landing(&a.id()));
+        let abandoned = u.take_abandoned();
+        assert_eq!(abandoned.len(), 1);
+        assert_eq!(abandoned[0].id(), a.id());
+        assert!(u.take_abandoned().is_empty());
     }
 }
