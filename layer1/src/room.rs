@@ -34,6 +34,9 @@ fn file_headroom(file: f64) -> f64 {
 
 /// Commits between measurements of the file-bytes-per-budget-byte ratio, at least.
 const CALIBRATE_EVERY: u64 = 32;
+/// The least an eviction step takes, however little was written since the last one.
+const EVICT_STEP_MIN: u64 = 256 * 1024;
+
 /// And at least this share of the bytes held must have been written since the last
 /// one: a measurement walks every page of the file (redb's `stats`), so its cost grows
 /// with the file. Every 32 commits, a full 512 MiB L1 under a steady write load spent a
@@ -75,6 +78,9 @@ impl Writer {
             return Ok(());
         };
         self.commits += 1;
+        // Written by this transaction's batch (or since the last step).
+        let since = self.written.saturating_sub(self.evict_written);
+        self.evict_written = self.written;
         let due = (t.bytes / CALIBRATE_SHARE).max(64 * 1024);
         let due = self
             .calibrated
@@ -96,7 +102,13 @@ impl Writer {
         }
         let high = self.high_mark(max);
         let low = (high * self.config.low_water / self.config.high_water) as u64;
-        let step = self.batch_bytes_cap() as u64 * 2;
+        // Twice what was written since the last step: eviction outpaces the writes
+        // while spreading over the transactions, instead of taking two batches' cap
+        // (16 MiB for a 512 MiB budget, about 30,000 events and seconds of L1's writer)
+        // in one go while every write waits.
+        let step = (since * 2)
+            .max(EVICT_STEP_MIN)
+            .min(self.batch_bytes_cap() as u64 * 2);
         let target = if std::mem::take(&mut self.evict_deep) {
             low
         } else {

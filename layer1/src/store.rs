@@ -112,6 +112,7 @@ impl RedbStore {
             ratio: 2.0,
             written: 0,
             synced_written: 0,
+            evict_written: 0,
             calibrated: None,
             calibrated_commit: 0,
             after_sync: true,

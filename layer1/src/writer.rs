@@ -142,6 +142,8 @@ pub(crate) struct Writer {
     pub written: u64,
     /// `written` at the last synced commit (`commit_room`).
     pub synced_written: u64,
+    /// `written` at the last eviction step (`evict_step`).
+    pub evict_written: u64,
     pub calibrated: Option<u64>,
     /// The commit count at the last measurement.
     pub calibrated_commit: u64,
