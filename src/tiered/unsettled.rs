@@ -9,7 +9,6 @@
 //! event only once it has landed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -36,8 +35,6 @@ pub(crate) const MAX_UNSETTLED: usize = 256;
 pub(crate) struct Unsettled {
     state: Mutex<State>,
     landed: Notify,
-    /// Whether `State::abandoned` may hold events (read without the lock).
-    any_abandoned: AtomicBool,
 }
 
 #[derive(Default)]
@@ -83,7 +80,6 @@ impl Drop for Landing {
             }
             if !self.landed {
                 s.abandoned.push(e);
-                self.of.any_abandoned.store(true, Ordering::Release);
             }
         }
         drop(s);
@@ -150,9 +146,6 @@ impl Unsettled {
 
     /// The events whose landing was given up since the last call.
     pub fn take_abandoned(&self) -> Vec<Arc<Event>> {
-        if !self.any_abandoned.swap(false, Ordering::Acquire) {
-            return Vec::new();
-        }
         std::mem::take(&mut self.lock().abandoned)
     }
 
