@@ -381,6 +381,18 @@ impl Metrics {
             );
         }
         t.one(
+            "layer2_l1_commits_total",
+            "counter",
+            "L1 write transactions committed (events saved per commit is L1's batch size).",
+            get(&l1.stats().commits),
+        );
+        t.one(
+            "layer2_l1_synced_commits_total",
+            "counter",
+            "L1 write transactions synced to disk (every one for an embedded L2 or a node without PostgreSQL).",
+            get(&l1.stats().synced_commits),
+        );
+        t.one(
             "layer2_l1_growth_syncs_total",
             "counter",
             "Unsynced L1 batches written again after a synced commit because they would have grown the file.",

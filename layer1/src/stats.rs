@@ -26,6 +26,10 @@ pub struct Stats {
     /// Unsynced batches written again after a synced commit because they would have
     /// grown the file (`writer.rs`).
     pub growth_syncs: AtomicU64,
+    /// Write transactions committed (events saved over commits is the batch size).
+    pub commits: AtomicU64,
+    /// Of those, the ones synced to disk.
+    pub synced_commits: AtomicU64,
 }
 
 /// Where one table's bytes go (from redb's own accounting).

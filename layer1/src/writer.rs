@@ -370,8 +370,10 @@ impl Writer {
         unsynced: bool,
     ) -> Result<(), StoreError> {
         txn.commit().map_err(backend)?;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.after_sync = !unsynced;
         if !unsynced {
+            self.stats.synced_commits.fetch_add(1, Ordering::Relaxed);
             self.synced = std::time::Instant::now();
             self.synced_written = self.written;
             self.sync_every = self.sync_every.mul_f64(1.02).min(SYNC_AT_LEAST_EVERY);
