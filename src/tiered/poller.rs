@@ -164,21 +164,31 @@ pub(super) async fn run(
 /// A poll that read at least this many events found the feed busy.
 const BUSY_POLL: u64 = 100;
 
-/// How long after a poll a commit notification may start the next one. A quiet feed
-/// is polled as soon as a fifth of a period has passed, so an event written on another
-/// node reaches this node's subscribers within tens of milliseconds. A busy one (the
-/// last poll read [`BUSY_POLL`] events or more) is polled once a period: L1 takes
-/// what arrived meanwhile in one write transaction, not five, and a large batch costs
-/// L1's copy-on-write B-trees far less per event than small ones (a node following
-/// one at 3,300 to 3,900 events/s spent 50 to 55 µs of CPU per event polled every
-/// 250 ms, 69 to 71 µs every 50 ms; README, "A busy feed, polled once a period"). The
-/// two thresholds differ, so the pace does not flap: a feed turns busy at 2,000
-/// events/s (100 in a fifth of the default 250 ms) and quiet again below 400.
+/// The gap a busy feed's polls keep, when the period is longer.
+const BUSY_GAP: Duration = Duration::from_millis(250);
+
+/// How long after a poll a commit notification may start the next one.
+///
+/// A quiet feed is polled as soon as a fifth of a period has passed, so an event
+/// written on another node reaches this node's subscribers within tens of
+/// milliseconds. A busy one (the last poll read [`BUSY_POLL`] events or more) waits a
+/// whole period, or [`BUSY_GAP`] when the period is longer (an operator who set a long
+/// period so that an idle node polls less should not get slower delivery under load
+/// than the default gives), but never less than a quiet one. L1 then takes what
+/// arrived meanwhile in one write transaction, not five, and a large batch costs L1's
+/// copy-on-write B-trees far less per event than small ones: a node following one at
+/// 3,300 to 3,900 events/s spent 50 to 55 µs of CPU per event polled every 250 ms, 69
+/// to 71 µs every 50 ms (README, "A busy feed, polled once a period").
+///
+/// The two thresholds differ, so the pace does not flap: with the default 250 ms a
+/// feed turns busy at 2,000 events/s (100 in a fifth of the period) and quiet again
+/// below 400.
 fn notified_gap(frequency: Duration, last_read: u64) -> Duration {
+    let quiet = frequency / 5;
     if last_read >= BUSY_POLL {
-        frequency
+        frequency.min(BUSY_GAP).max(quiet)
     } else {
-        frequency / 5
+        quiet
     }
 }
 
@@ -379,6 +389,15 @@ mod tests {
         assert_eq!(notified_gap(f, 0), Duration::from_millis(50));
         assert_eq!(notified_gap(f, BUSY_POLL - 1), Duration::from_millis(50));
         assert_eq!(notified_gap(f, BUSY_POLL), f);
+        // A long period: a busy feed is still polled every 250 ms, and a period so long
+        // that a fifth of it is longer keeps that fifth.
+        let long = Duration::from_secs(1);
+        assert_eq!(notified_gap(long, 0), Duration::from_millis(200));
+        assert_eq!(notified_gap(long, BUSY_POLL), BUSY_GAP);
+        let longer = Duration::from_secs(5);
+        assert_eq!(notified_gap(longer, BUSY_POLL), Duration::from_secs(1));
+        let short = Duration::from_millis(100);
+        assert_eq!(notified_gap(short, BUSY_POLL), short);
         // No flapping between the two paces: the rate that makes a quick poll busy
         // keeps a full-period poll busy too, and a rate that leaves a full-period poll
         // quiet leaves a quick one quiet.
