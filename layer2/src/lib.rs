@@ -10,7 +10,8 @@
 //! - [`store`]: [`PgStore`], [`PgConfig`]; implements `eventstore::EventStore`.
 //! - `write`: one batch, one transaction, exact per-event outcomes; `plain`: a batch's
 //!   plain events (no address, no deletion) in one self-committing statement;
-//!   `refusals`: the tombstones and bans that refuse an event, in and after its batch.
+//!   `refusals`: the tombstones and bans that refuse an event, in and after its batch;
+//!   `tags`: the tag rows a batch writes, and the repair of rows without their event.
 //! - `query`: filters to SQL in canonical order.
 //! - [`purge`]: retention and `delete --filter` purges, log pruning, and which node
 //!   runs cluster maintenance.
@@ -33,6 +34,7 @@ mod query;
 mod refusals;
 mod rulings;
 pub mod store;
+mod tags;
 mod write;
 
 #[cfg(feature = "test-support")]

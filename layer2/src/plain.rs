@@ -20,7 +20,8 @@ use sqlx::{PgConnection, Row};
 use crate::error::db;
 use crate::keys::EventRows;
 use crate::refusals::ban_lists;
-use crate::write::{load_held, tagged_cte};
+use crate::tags::tagged_cte;
+use crate::write::load_held;
 
 /// Whether `e` may take this path: it neither takes an address (replaceable and
 /// addressable kinds) nor requests deletions. Ephemeral events are never written.

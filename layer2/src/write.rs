@@ -23,6 +23,7 @@ use sqlx::{Acquire, PgConnection, Postgres, Row, Transaction};
 use crate::error::db;
 use crate::keys::{AddrKey, EventRows, addr_key, addr_lock, ts};
 use crate::refusals::{load_tombstones, recheck_tombstones};
+use crate::tags::tagged_cte;
 
 /// What the database holds about one id of interest.
 pub(crate) struct Held {
@@ -85,14 +86,24 @@ pub(crate) async fn save_batch(
         todo.iter()
             .partition(|&&i| crate::plain::is_plain(&batch[i]))
     };
-    let committed = async {
-        if general.is_empty() {
-            let insert = crate::plain::save_plain(conn, batch, &plain, &mut outcomes).await?;
-            return Ok((insert, Deletions::default()));
+    let first = commit(conn, batch, &plain, &general, &mut outcomes);
+    let (insert, del) = match crate::store::bounded(limit, first).await {
+        // Nothing was written (the statement or transaction failed whole).
+        Err(e) if crate::tags::is_tag_conflict(&e) => {
+            let removed = crate::store::bounded(
+                limit,
+                crate::tags::remove_orphans(conn, batch, &[&plain[..], &general[..]].concat()),
+            )
+            .await?;
+            tracing::warn!(
+                removed,
+                "tag rows without their event removed; batch run again"
+            );
+            let again = commit(conn, batch, &plain, &general, &mut outcomes);
+            crate::store::bounded(limit, again).await?
         }
-        commit_batch(conn, batch, &plain, &general, &mut outcomes).await
+        r => r?,
     };
-    let (insert, del) = crate::store::bounded(limit, committed).await?;
 
     let mut reusable = true;
     // The post-commit double check (see the module docs).
@@ -130,6 +141,22 @@ pub(crate) async fn save_batch(
         .map(|o| o.unwrap_or(SaveOutcome::Duplicate))
         .collect();
     Ok((outcomes, reusable))
+}
+
+/// Saves `plain` and `general` (see [`save_batch`]): the plain events alone in their
+/// own statement, or all in [`commit_batch`].
+async fn commit(
+    conn: &mut PgConnection,
+    batch: &[Event],
+    plain: &[usize],
+    general: &[usize],
+    outcomes: &mut [Option<SaveOutcome>],
+) -> Result<(Vec<usize>, Deletions), StoreError> {
+    if general.is_empty() {
+        let insert = crate::plain::save_plain(conn, batch, plain, outcomes).await?;
+        return Ok((insert, Deletions::default()));
+    }
+    commit_batch(conn, batch, plain, general, outcomes).await
 }
 
 /// Saves the plain events of `plain` (`plain.rs`), decides every event of `todo` as if
@@ -455,21 +482,6 @@ fn row_addr(r: &sqlx::postgres::PgRow) -> Result<AddrKey, StoreError> {
         r.try_get("d_key").map_err(db)?,
     ))
 }
-
-/// The tag rows of the events an `ins` CTE (returning `id, created_at`) inserted, with
-/// the arrays bound by [`EventRows::bind`]: a tag row is written only for an event this
-/// statement inserted, never for a duplicate another writer stored first.
-macro_rules! tagged_cte {
-    () => {
-        "tagged AS (\
-           INSERT INTO tags (event_id, name, value_key, created_at) \
-           SELECT ins.id, t.n::\"char\", t.v, ins.created_at \
-           FROM unnest($8::int4[], $9::text[], $10::bytea[]) AS t(at, n, v) \
-           JOIN ins ON ins.id = ($1::bytea[])[t.at] \
-           ON CONFLICT DO NOTHING)"
-    };
-}
-pub(crate) use tagged_cte;
 
 /// Multi-row insert of events and their tags in one statement (one round trip);
 /// returns the ids actually inserted.
